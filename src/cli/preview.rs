@@ -1,0 +1,57 @@
+//! `audiences preview`.
+
+use clap::Args;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+
+use super::{load_job, JobArgs};
+use crate::engine::diagnostics::execution_error;
+use crate::error::{Error, Result};
+
+/// Arguments of `preview`.
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// The step to show.
+    #[arg(long, value_name = "NAME")]
+    step: String,
+    /// Rows to show.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+}
+
+/// Runs up to the step and prints its schema and first rows.
+pub async fn execute(args: PreviewArgs) -> Result<()> {
+    let job = load_job(&args.job.job)?;
+    let opts = args.job.options()?;
+    let prepared = crate::pipeline::prepare(&job, &opts).await?;
+    let results = crate::pipeline::run_steps(&job, &prepared, &opts, Some(&args.step)).await?;
+    let rows = results.last().map(|r| r.rows).unwrap_or(0);
+    let df = prepared
+        .engine
+        .ctx
+        .table(args.step.as_str())
+        .await
+        .map_err(|e| Error::internal(e.to_string()))?;
+    println!("step `{}`: {rows} rows", args.step);
+    println!("schema:");
+    for f in df.schema().fields() {
+        println!(
+            "  {:<32} {}{}",
+            f.name(),
+            f.data_type(),
+            if f.is_nullable() { "" } else { " not null" }
+        );
+    }
+    let batches = df
+        .limit(0, Some(args.limit))
+        .map_err(|e| Error::internal(e.to_string()))?
+        .collect()
+        .await
+        .map_err(|e| execution_error(&format!("step `{}`", args.step), e))?;
+    println!(
+        "{}",
+        pretty_format_batches(&batches).map_err(|e| Error::internal(e.to_string()))?
+    );
+    Ok(())
+}

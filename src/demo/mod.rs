@@ -1,0 +1,3 @@
+//! Demo data generator (see generate.rs).
+pub mod generate;
+pub use generate::{generate, DemoConfig, DemoStats};

@@ -1,0 +1,268 @@
+//! Registering the job's sources as SQL tables: Parquet, CSV or newline-delimited JSON, one
+//! file, a folder or a glob, with Hive-style partition columns, on any object store.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStoreExt;
+
+use super::diagnostics::execution_error;
+use super::Engine;
+use crate::error::{Error, Result};
+use crate::job::{Bindings, Job, Source, SourceFormat};
+use crate::storage::{self, Location};
+
+/// What registering a source found.
+#[derive(Debug, Clone)]
+pub struct SourceInfo {
+    /// Source name.
+    pub name: String,
+    /// Resolved URL.
+    pub url: String,
+    /// Files matched.
+    pub files: usize,
+    /// Total bytes of the files.
+    pub bytes: u64,
+    /// True when the source holds no rows (a warning, not an error).
+    pub empty: bool,
+}
+
+fn has_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// Lists the objects a source URL matches; a URL that matches nothing is a missing source.
+async fn list_objects(
+    source: &str,
+    loc: &Location,
+    url_text: &str,
+) -> Result<Vec<object_store::ObjectMeta>> {
+    let path_text = loc.path.as_ref();
+    let prefix = if has_glob(url_text) {
+        let cut = path_text.find(['*', '?', '[']).unwrap_or(path_text.len());
+        let p = &path_text[..cut];
+        ObjectPath::from(p.rsplit_once('/').map(|(a, _)| a).unwrap_or(""))
+    } else {
+        loc.path.clone()
+    };
+    // A single object?
+    if !has_glob(url_text) && !url_text.ends_with('/') {
+        match loc.store.head(&prefix).await {
+            Ok(meta) => return Ok(vec![meta]),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(storage::classify(source, url_text, &e)),
+        }
+    }
+    let objects: Vec<object_store::ObjectMeta> =
+        match loc.store.list(Some(&prefix)).try_collect().await {
+            Ok(v) => v,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(storage::classify(source, url_text, &e)),
+        };
+    let objects: Vec<_> = objects
+        .into_iter()
+        .filter(|m| {
+            let name = m.location.filename().unwrap_or_default();
+            !name.starts_with('.') && !name.starts_with('_')
+        })
+        .collect();
+    if objects.is_empty() {
+        return Err(Error::SourceMissing {
+            source_name: source.to_string(),
+            url: url_text.to_string(),
+            detail: "no files there".into(),
+        });
+    }
+    Ok(objects)
+}
+
+/// Registers one source as a table named after it.
+pub async fn register_source(
+    engine: &mut Engine,
+    job: &Job,
+    source: &Source,
+    bindings: &Bindings,
+) -> Result<SourceInfo> {
+    let url_text = job.render_url(&source.url, bindings)?;
+    let loc = storage::locate(&url_text)?;
+    engine.register_store(&loc);
+    let shown = loc.display();
+    let objects = list_objects(&source.name, &loc, &shown).await?;
+    let (files, bytes) = (objects.len(), objects.iter().map(|m| m.size).sum());
+
+    let last = loc
+        .url
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let single_named_file = !has_glob(&last) && last.contains('.');
+    let (format, ext): (Arc<dyn FileFormat>, &str) = match source.format {
+        SourceFormat::Parquet => (
+            // Take the session's Parquet settings (plain Utf8 strings rather than views).
+            Arc::new(
+                ParquetFormat::default()
+                    .with_options(engine.ctx.state().default_table_options().parquet),
+            ),
+            ".parquet",
+        ),
+        SourceFormat::Csv => (
+            Arc::new(
+                CsvFormat::default()
+                    .with_has_header(source.has_header)
+                    .with_delimiter(source.delimiter),
+            ),
+            ".csv",
+        ),
+        SourceFormat::Json => (Arc::new(JsonFormat::default()), ".json"),
+    };
+    // A folder of files is filtered by extension; a single named file or a glob is taken as is.
+    let ext = if single_named_file || has_glob(&last) {
+        ""
+    } else {
+        ext
+    };
+    let table_url = listing_url(&loc.url).map_err(|e| {
+        Error::job_msg(
+            Some(&source.name),
+            format!("source URL {shown} is not usable: {e}"),
+            None,
+        )
+    })?;
+    let options = ListingOptions::new(format)
+        .with_file_extension(ext)
+        .with_table_partition_cols(
+            source
+                .partitions
+                .iter()
+                .map(|p| (p.clone(), DataType::Utf8))
+                .collect(),
+        );
+    let context = format!("source `{}` ({shown})", source.name);
+    let schema = match &source.schema {
+        Some(s) => s.clone(),
+        None => match options.infer_schema(&engine.ctx.state(), &table_url).await {
+            Ok(s) => s,
+            Err(e) => {
+                let err = execution_error(&context, e);
+                if let (Error::Data { .. }, SourceFormat::Parquet) = (&err, source.format) {
+                    // Name the damaged file: the engine's message does not.
+                    if let Some((path, why)) = find_corrupt_parquet(&loc, &objects).await {
+                        return Err(Error::data(
+                            context,
+                            format!("corrupt Parquet file {path}: {why}\n  hint: replace or remove the file, then rerun"),
+                        ));
+                    }
+                }
+                return Err(err);
+            }
+        },
+    };
+    let config = ListingTableConfig::new(table_url)
+        .with_listing_options(options)
+        .with_schema(schema);
+    let table = ListingTable::try_new(config).map_err(|e| execution_error(&context, e))?;
+    engine
+        .ctx
+        .register_table(source.name.as_str(), Arc::new(table))
+        .map_err(|e| Error::internal(format!("cannot register {context}: {e}")))?;
+
+    // An empty source is worth a warning: a job over an empty day is usually a late upload.
+    let probe = engine
+        .ctx
+        .sql(&format!("SELECT 1 FROM \"{}\" LIMIT 1", source.name))
+        .await
+        .map_err(|e| execution_error(&context, e))?
+        .collect()
+        .await
+        .map_err(|e| execution_error(&context, e))?;
+    let empty = probe.iter().map(|b| b.num_rows()).sum::<usize>() == 0;
+    if empty {
+        tracing::warn!(source = %source.name, url = %shown, "source is empty; the run continues");
+    }
+    Ok(SourceInfo {
+        name: source.name.clone(),
+        url: shown,
+        files,
+        bytes,
+        empty,
+    })
+}
+
+/// A listing URL; a glob in the path is split off into a pattern (DataFusion only parses globs
+/// itself in scheme-less paths).
+fn listing_url(url: &url::Url) -> std::result::Result<ListingTableUrl, String> {
+    let text = url.as_str();
+    let path_start = text.find("://").map(|i| i + 3).unwrap_or(0);
+    let glob_at = text[path_start..]
+        .find(['*', '?', '['])
+        .map(|i| i + path_start);
+    match glob_at {
+        None => ListingTableUrl::parse(text).map_err(|e| e.to_string()),
+        Some(g) => {
+            let cut = text[..g].rfind('/').map(|i| i + 1).unwrap_or(g);
+            let base = url::Url::parse(&text[..cut]).map_err(|e| e.to_string())?;
+            let pattern = glob::Pattern::new(&text[cut..]).map_err(|e| format!("bad glob: {e}"))?;
+            ListingTableUrl::try_new(base, Some(pattern)).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Checks each Parquet file's footer; returns the first damaged file and what is wrong with it.
+async fn find_corrupt_parquet(
+    loc: &Location,
+    objects: &[object_store::ObjectMeta],
+) -> Option<(String, String)> {
+    use datafusion::parquet::file::metadata::ParquetMetaDataReader;
+    for m in objects {
+        let shown = format!(
+            "{}/{}",
+            loc.store_url.as_str().trim_end_matches('/'),
+            m.location
+        );
+        let shown = shown.strip_prefix("file://").unwrap_or(&shown).to_string();
+        if m.size < 12 {
+            return Some((shown, format!("only {} bytes long", m.size)));
+        }
+        let tail = match loc.store.get_range(&m.location, m.size - 8..m.size).await {
+            Ok(b) => b,
+            Err(e) => return Some((shown, e.to_string())),
+        };
+        if &tail[4..8] != b"PAR1" {
+            return Some((
+                shown,
+                "no Parquet magic bytes at the end (not a Parquet file, or truncated)".into(),
+            ));
+        }
+        let len = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) as u64;
+        if len + 12 > m.size {
+            return Some((
+                shown,
+                "footer length points outside the file (truncated?)".into(),
+            ));
+        }
+        match loc
+            .store
+            .get_range(&m.location, m.size - 8 - len..m.size - 8)
+            .await
+        {
+            Ok(footer) => {
+                if let Err(e) = ParquetMetaDataReader::decode_metadata(&footer) {
+                    return Some((shown, format!("unreadable footer: {e}")));
+                }
+            }
+            Err(e) => return Some((shown, e.to_string())),
+        }
+    }
+    None
+}

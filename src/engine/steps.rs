@@ -1,0 +1,233 @@
+//! SQL steps: planning with typed `$name` parameters, and materialising each result once so
+//! that later steps reading it many times never recompute it (DataFusion inlines views and
+//! CTEs). Small results stay in memory; a result larger than the spill threshold streams into
+//! a local Parquet file instead.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::metadata::ScalarAndMetadata;
+use datafusion::common::ParamValues;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{DataFrame, ParquetReadOptions};
+use futures::StreamExt;
+
+use super::diagnostics::{execution_error, sql_problem};
+use super::Engine;
+use crate::error::{Error, Problem, Result};
+use crate::job::{Bindings, Step, StepKind, StepSql};
+
+/// What running a step produced.
+#[derive(Debug, Clone)]
+pub struct StepResult {
+    /// Step name.
+    pub name: String,
+    /// Rows in the result.
+    pub rows: usize,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Where the result is held.
+    pub held: Held,
+}
+
+/// Where a step's result lives during the run.
+#[derive(Debug, Clone)]
+pub enum Held {
+    /// In memory, this many bytes.
+    Memory(usize),
+    /// Spilled to a local Parquet file of this many bytes.
+    Spilled(PathBuf, u64),
+}
+
+fn param_values(bindings: &Bindings) -> ParamValues {
+    let map: HashMap<String, ScalarAndMetadata> = bindings
+        .iter()
+        .map(|(k, v)| (k.clone(), ScalarAndMetadata::new(v.to_scalar(), None)))
+        .collect();
+    ParamValues::Map(map)
+}
+
+/// Plans a SQL step against the tables registered so far, binding its parameters; checks
+/// types too, but reads no data.
+pub async fn plan_sql(
+    engine: &Engine,
+    step: &str,
+    sql: &StepSql,
+    bindings: &Bindings,
+) -> std::result::Result<DataFrame, Problem> {
+    let text = sql.text.trim().trim_end_matches(';');
+    let df = engine
+        .ctx
+        .sql(text)
+        .await
+        .map_err(|e| sql_problem(step, sql, &e))?;
+    let df = df.with_param_values(param_values(bindings)).map_err(|e| {
+        let mut p = sql_problem(step, sql, &e);
+        if p.message.contains("No value found for placeholder") {
+            let names: Vec<String> = bindings.keys().map(|k| format!("${k}")).collect();
+            p.hint = Some(format!(
+                "declare it under [params]; this job's params: {}",
+                names.join(", ")
+            ));
+        }
+        p
+    })?;
+    // Running the analyzer and optimizer catches type errors without touching data.
+    df.clone()
+        .into_optimized_plan()
+        .map_err(|e| sql_problem(step, sql, &e))?;
+    Ok(df)
+}
+
+/// Plans a step and registers it as a view (for `check` and `sql`: no data is read).
+pub async fn register_view(
+    engine: &Engine,
+    step: &Step,
+    bindings: &Bindings,
+) -> std::result::Result<(), Problem> {
+    match &step.kind {
+        StepKind::Sql(sql) => {
+            let df = plan_sql(engine, &step.name, sql, bindings).await?;
+            engine
+                .ctx
+                .register_table(step.name.as_str(), df.into_view())
+                .map_err(|e| Problem {
+                    location: None,
+                    step: Some(step.name.clone()),
+                    message: e.to_string(),
+                    hint: None,
+                })?;
+            Ok(())
+        }
+    }
+}
+
+/// Runs a step and registers its materialised result under the step's name.
+pub async fn run_step(
+    engine: &Engine,
+    step: &Step,
+    bindings: &Bindings,
+    spill_threshold: usize,
+    spill_dir: &std::path::Path,
+) -> Result<StepResult> {
+    let start = Instant::now();
+    let StepKind::Sql(sql) = &step.kind;
+    let df = plan_sql(engine, &step.name, sql, bindings)
+        .await
+        .map_err(|p| Error::Job(vec![p]))?;
+    let context = format!(
+        "step `{}` (reading {})",
+        step.name,
+        tables_read(df.logical_plan()).join(", ")
+    );
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let mut stream = df
+        .execute_stream()
+        .await
+        .map_err(|e| execution_error(&context, e))?;
+
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    let mut bytes = 0usize;
+    let mut rows = 0usize;
+    let mut spill: Option<(
+        PathBuf,
+        datafusion::parquet::arrow::ArrowWriter<std::fs::File>,
+    )> = None;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| execution_error(&context, e))?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        rows += batch.num_rows();
+        match &mut spill {
+            Some((_, w)) => w
+                .write(&batch)
+                .map_err(|e| Error::internal(format!("{context}: spilling failed: {e}")))?,
+            None => {
+                bytes += batch.get_array_memory_size();
+                batches.push(batch);
+                if bytes > spill_threshold {
+                    let path =
+                        spill_dir.join(format!("{}-{}.parquet", step.name, std::process::id()));
+                    let file = std::fs::File::create(&path).map_err(|e| {
+                        Error::internal(format!(
+                            "{context}: cannot create spill file {}: {e}",
+                            path.display()
+                        ))
+                    })?;
+                    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(
+                        file,
+                        schema.clone(),
+                        None,
+                    )
+                    .map_err(|e| Error::internal(format!("{context}: {e}")))?;
+                    for b in batches.drain(..) {
+                        w.write(&b).map_err(|e| {
+                            Error::internal(format!("{context}: spilling failed: {e}"))
+                        })?;
+                    }
+                    tracing::info!(step = %step.name, path = %path.display(), "step result larger than the spill threshold; held in a local Parquet file");
+                    spill = Some((path, w));
+                }
+            }
+        }
+    }
+    let name = step.name.as_str();
+    let held = match spill {
+        Some((path, w)) => {
+            w.close()
+                .map_err(|e| Error::internal(format!("{context}: spilling failed: {e}")))?;
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            engine
+                .ctx
+                .register_parquet(
+                    name,
+                    path.to_string_lossy().as_ref(),
+                    ParquetReadOptions::default(),
+                )
+                .await
+                .map_err(|e| Error::internal(format!("{context}: {e}")))?;
+            Held::Spilled(path, size)
+        }
+        None => {
+            // Spread the batches over partitions so later steps scan them in parallel.
+            let n = engine.ctx.copied_config().target_partitions().max(1);
+            let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
+            for (i, b) in batches.into_iter().enumerate() {
+                parts[i % n].push(b);
+            }
+            let table = MemTable::try_new(schema, parts)
+                .map_err(|e| Error::internal(format!("{context}: {e}")))?;
+            engine
+                .ctx
+                .register_table(name, Arc::new(table))
+                .map_err(|e| Error::internal(format!("{context}: {e}")))?;
+            Held::Memory(bytes)
+        }
+    };
+    Ok(StepResult {
+        name: step.name.clone(),
+        rows,
+        elapsed: start.elapsed(),
+        held,
+    })
+}
+
+/// The tables a plan scans, sorted and de-duplicated (named in data errors).
+pub fn tables_read(plan: &datafusion::logical_expr::LogicalPlan) -> Vec<String> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut names = Vec::new();
+    let _ = plan.apply(|node| {
+        if let datafusion::logical_expr::LogicalPlan::TableScan(scan) = node {
+            names.push(scan.table_name.table().to_string());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    names.sort();
+    names.dedup();
+    names
+}

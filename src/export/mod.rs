@@ -1,0 +1,144 @@
+//! Exports: writing a table of the run to Parquet or CSV at a URL, in a deterministic row
+//! order so that reruns produce byte-identical files.
+
+use std::time::{Duration, Instant};
+
+use datafusion::logical_expr::{col, SortExpr};
+
+use crate::engine::diagnostics::execution_error;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::job::{Bindings, Export, ExportFormat, Job};
+use crate::storage::{self, write};
+
+/// What an export wrote.
+#[derive(Debug, Clone)]
+pub struct ExportResult {
+    /// The table exported.
+    pub table: String,
+    /// Where it went.
+    pub url: String,
+    /// Rows written.
+    pub rows: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Resolves an export destination: an absolute URL or path as is, else below `output`.
+pub fn destination(
+    job: &Job,
+    export: &Export,
+    bindings: &Bindings,
+    output: &storage::Location,
+) -> Result<storage::Location> {
+    let vars_rendered = job.render_url(&export.to, bindings);
+    let to = export.to.as_str();
+    if to.contains("://") || to.starts_with('/') {
+        storage::locate(&vars_rendered?)
+    } else {
+        let mut vars = std::collections::BTreeMap::new();
+        for (k, v) in bindings {
+            vars.insert(k.clone(), v.to_template_text());
+        }
+        vars.insert("job".to_string(), job.name.clone());
+        let rel =
+            crate::job::template::render(to, &vars).map_err(|e| Error::job_msg(None, e, None))?;
+        output.child(&rel)
+    }
+}
+
+/// Writes one export.
+pub async fn run_export(
+    engine: &mut Engine,
+    job: &Job,
+    export: &Export,
+    bindings: &Bindings,
+    output: &storage::Location,
+) -> Result<ExportResult> {
+    let start = Instant::now();
+    let loc = destination(job, export, bindings, output)?;
+    engine.register_store(&loc);
+    let context = format!("export of `{}` to {}", export.table, loc.display());
+    let mut df = engine
+        .ctx
+        .table(export.table.as_str())
+        .await
+        .map_err(|e| Error::job_msg(None, format!("{context}: {e}"), None))?;
+    let bad_column = |c: &str, df: &datafusion::prelude::DataFrame| {
+        let names: Vec<String> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        Error::job_msg(
+            None,
+            format!("{context}: table `{}` has no column `{c}`", export.table),
+            Some(format!(
+                "nearest columns: {}",
+                crate::job::nearest(c, &names, 3).join(", ")
+            )),
+        )
+    };
+    if let Some(cols) = &export.columns {
+        for c in cols {
+            if df.schema().field_with_unqualified_name(c).is_err() {
+                return Err(bad_column(c, &df));
+            }
+        }
+        df = df
+            .select_columns(&cols.iter().map(String::as_str).collect::<Vec<_>>())
+            .map_err(|e| Error::internal(format!("{context}: {e}")))?;
+    }
+    let keys: Vec<String> = match &export.order_by {
+        Some(k) => k.clone(),
+        None => df
+            .schema()
+            .fields()
+            .iter()
+            .take(1)
+            .map(|f| f.name().clone())
+            .collect(),
+    };
+    for k in &keys {
+        if df.schema().field_with_unqualified_name(k).is_err() {
+            return Err(bad_column(k, &df));
+        }
+    }
+    // Sort on every column after the keys, so ties are broken the same way on every run.
+    let mut sort: Vec<SortExpr> = keys
+        .iter()
+        .map(|k| col(format!("\"{k}\"")).sort(true, false))
+        .collect();
+    for f in df.schema().fields() {
+        if !keys.contains(f.name()) && sortable(f.data_type()) {
+            sort.push(col(format!("\"{}\"", f.name())).sort(true, false));
+        }
+    }
+    let df = df
+        .sort(sort)
+        .map_err(|e| Error::internal(format!("{context}: {e}")))?;
+    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+    let stream = df
+        .execute_stream()
+        .await
+        .map_err(|e| execution_error(&context, e))?;
+    let written = match export.format {
+        ExportFormat::Parquet => write::write_parquet(&loc, schema, stream).await?,
+        ExportFormat::Csv => write::write_csv(&loc, stream).await?,
+    };
+    Ok(ExportResult {
+        table: export.table.clone(),
+        url: loc.display(),
+        rows: written.rows,
+        bytes: written.bytes,
+        elapsed: start.elapsed(),
+    })
+}
+
+fn sortable(dt: &datafusion::arrow::datatypes::DataType) -> bool {
+    use datafusion::arrow::datatypes::DataType as D;
+    dt.is_primitive() || matches!(dt, D::Utf8 | D::LargeUtf8 | D::Utf8View | D::Boolean)
+}

@@ -1,0 +1,684 @@
+//! Job files: parsing (serde, `deny_unknown_fields`), validation into a checked [`Job`], and
+//! binding typed parameters from the command line.
+//!
+//! Paths written in a job file (SQL files, local source URLs, the output folder, `path` param
+//! defaults) are relative to the folder holding the job file, so a job behaves the same
+//! whatever directory cron starts it from. Paths given on the command line are relative to the
+//! current directory, as every command-line tool does.
+
+pub mod params;
+pub mod spec;
+pub mod template;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use crate::error::{Error, Location, Problem, Result};
+pub use params::ParamValue;
+pub use spec::{ExportFormat, ParamType, SourceFormat};
+
+/// A declared parameter.
+#[derive(Debug, Clone)]
+pub struct ParamDecl {
+    /// Name, used as `$name` in SQL and `{name}` in URLs.
+    pub name: String,
+    /// Declared type.
+    pub ty: ParamType,
+    /// Default value, already typed.
+    pub default: Option<ParamValue>,
+    /// Free text.
+    pub description: Option<String>,
+}
+
+/// A declared source table.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Table name.
+    pub name: String,
+    /// URL template (before `{param}` rendering).
+    pub url: String,
+    /// File format.
+    pub format: SourceFormat,
+    /// Hive partition columns.
+    pub partitions: Vec<String>,
+    /// Declared schema (CSV/JSON).
+    pub schema: Option<SchemaRef>,
+    /// CSV header flag.
+    pub has_header: bool,
+    /// CSV delimiter.
+    pub delimiter: u8,
+}
+
+/// The SQL text of a step and where it came from.
+#[derive(Debug, Clone)]
+pub struct StepSql {
+    /// The query.
+    pub text: String,
+    /// The file shown in error locations (as written in the job, or the job file for inline SQL).
+    pub file: String,
+    /// Line in `file` where `text` starts (1-based), so errors point at the right line.
+    pub first_line: usize,
+    /// Column in `file` where `text` starts on its first line (1-based).
+    pub first_column: usize,
+}
+
+/// What a step does.
+#[derive(Debug, Clone)]
+pub enum StepKind {
+    /// Run one SQL query.
+    Sql(StepSql),
+}
+
+/// A checked step.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Table name of the result.
+    pub name: String,
+    /// What it does.
+    pub kind: StepKind,
+    /// Where the step is declared in the job file.
+    pub declared_at: Location,
+}
+
+/// A checked export.
+#[derive(Debug, Clone)]
+pub struct Export {
+    /// Table written.
+    pub table: String,
+    /// Destination template, relative to the run output folder unless absolute.
+    pub to: String,
+    /// Format.
+    pub format: ExportFormat,
+    /// Columns (all when `None`).
+    pub columns: Option<Vec<String>>,
+    /// Sort keys (first column when `None`).
+    pub order_by: Option<Vec<String>>,
+}
+
+/// A parsed and validated job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Job name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// The job file as given.
+    pub path: PathBuf,
+    /// Absolute folder of the job file: the base of relative paths in it.
+    pub dir: PathBuf,
+    /// Parameters in name order.
+    pub params: Vec<ParamDecl>,
+    /// Sources in name order.
+    pub sources: Vec<Source>,
+    /// Steps in run order.
+    pub steps: Vec<Step>,
+    /// Exports in file order.
+    pub exports: Vec<Export>,
+    /// Output folder template.
+    pub output: String,
+}
+
+/// Parameter values bound for one run.
+pub type Bindings = BTreeMap<String, ParamValue>;
+
+/// Converts a byte offset in `text` to a 1-based line and column (in characters).
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, col)
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn valid_table_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl Job {
+    /// Reads, parses and validates a job file, reporting every problem found, not only the first.
+    pub fn load(path: &Path) -> Result<Job> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::job(Problem {
+                location: None,
+                step: None,
+                message: format!("cannot read job file {file}: {e}"),
+                hint: Some("check the path; job files usually live in jobs/".into()),
+            })
+        })?;
+        let dir = std::path::absolute(path)
+            .map_err(|e| Error::internal(format!("cannot resolve {file}: {e}")))?
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        Self::parse(&text, &file, &dir)
+    }
+
+    /// Parses job text; `file` names it in errors and `dir` is the base of relative paths.
+    pub fn parse(text: &str, file: &str, dir: &Path) -> Result<Job> {
+        let at = |offset: usize| {
+            let (line, column) = line_col(text, offset);
+            Location {
+                file: file.to_string(),
+                line,
+                column,
+            }
+        };
+        let raw: spec::JobSpec = toml::from_str(text).map_err(|e| {
+            let location = e.span().map(|s| at(s.start));
+            Error::job(Problem {
+                location,
+                step: None,
+                message: e.message().trim().to_string(),
+                hint: Some(
+                    "the job-file reference is in the README (section \"Job files\")".into(),
+                ),
+            })
+        })?;
+        let mut problems = Vec::new();
+        let mut problem =
+            |offset: usize, step: Option<&str>, message: String, hint: Option<String>| {
+                problems.push(Problem {
+                    location: Some(at(offset)),
+                    step: step.map(str::to_string),
+                    message,
+                    hint,
+                })
+            };
+
+        let name = raw.name.get_ref().clone();
+        if !valid_name(&name) {
+            problem(
+                raw.name.span().start,
+                None,
+                format!("job name `{name}` may only hold letters, digits, `_` and `-`"),
+                None,
+            );
+        }
+
+        let mut params = Vec::new();
+        for (pname, p) in &raw.params {
+            let spec = p.get_ref();
+            if !valid_table_name(pname) {
+                problem(p.span().start, None, format!("param name `{pname}` must be letters, digits and `_`, not starting with a digit"), None);
+            }
+            let default = match &spec.default {
+                None => None,
+                Some(v) => match ParamValue::from_toml(spec.ty, v, dir) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        problem(p.span().start, None, format!("param `{pname}`: {e}"), None);
+                        None
+                    }
+                },
+            };
+            params.push(ParamDecl {
+                name: pname.clone(),
+                ty: spec.ty,
+                default,
+                description: spec.description.clone(),
+            });
+        }
+
+        let known_vars: Vec<String> = params
+            .iter()
+            .map(|p| p.name.clone())
+            .chain(["job".to_string()])
+            .collect();
+        let dummy_vars: BTreeMap<String, String> = known_vars
+            .iter()
+            .map(|k| (k.clone(), "x".to_string()))
+            .collect();
+
+        let mut sources = Vec::new();
+        for (sname, s) in &raw.sources {
+            let spec = s.get_ref();
+            if !valid_table_name(sname) {
+                problem(s.span().start, None, format!("source name `{sname}` must be letters, digits and `_`, not starting with a digit (it is a SQL table name)"), None);
+            }
+            if let Err(e) = template::render(&spec.url, &dummy_vars) {
+                problem(s.span().start, Some(sname), format!("url: {e}"), None);
+            }
+            let schema = match &spec.schema {
+                Some(text) if spec.format == SourceFormat::Parquet => {
+                    let _ = text;
+                    problem(
+                        s.span().start,
+                        Some(sname),
+                        "`schema` applies to csv and json sources; Parquet files carry their own"
+                            .into(),
+                        Some("remove the `schema` key".into()),
+                    );
+                    None
+                }
+                Some(text) => match parse_schema(text) {
+                    Ok(sch) => Some(sch),
+                    Err(e) => {
+                        problem(s.span().start, Some(sname), format!("schema: {e}"), None);
+                        None
+                    }
+                },
+                None => None,
+            };
+            let delimiter = spec.delimiter.unwrap_or(',');
+            if !delimiter.is_ascii() {
+                problem(
+                    s.span().start,
+                    Some(sname),
+                    format!("delimiter `{delimiter}` must be one ASCII character"),
+                    None,
+                );
+            }
+            sources.push(Source {
+                name: sname.clone(),
+                url: spec.url.clone(),
+                format: spec.format,
+                partitions: spec.partitions.clone(),
+                schema,
+                has_header: spec.has_header.unwrap_or(true),
+                delimiter: delimiter as u8,
+            });
+        }
+
+        let mut steps: Vec<Step> = Vec::new();
+        let mut table_names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
+        for st in &raw.steps {
+            let spec = st.get_ref();
+            let offset = st.span().start;
+            let sname = spec.name.as_str();
+            if !valid_table_name(sname) {
+                problem(offset, Some(sname), format!("step name `{sname}` must be letters, digits and `_`, not starting with a digit (it is a SQL table name)"), None);
+            }
+            if table_names.iter().any(|t| t == sname) {
+                problem(
+                    offset,
+                    Some(sname),
+                    format!("a source or step named `{sname}` already exists"),
+                    Some("give each step a unique name".into()),
+                );
+            }
+            table_names.push(sname.to_string());
+            let kind = spec.kind.as_deref().unwrap_or("sql");
+            if kind != "sql" {
+                problem(
+                    offset,
+                    Some(sname),
+                    format!("unknown step kind `{kind}`"),
+                    Some("known kinds: sql".into()),
+                );
+                continue;
+            }
+            let sql = match (&spec.sql, &spec.query) {
+                (Some(f), None) => {
+                    let p = Path::new(&params::resolve_path(f, dir)).to_path_buf();
+                    match std::fs::read_to_string(&p) {
+                        Ok(text) => Some(StepSql {
+                            text,
+                            file: display_path(&p),
+                            first_line: 1,
+                            first_column: 1,
+                        }),
+                        Err(e) => {
+                            problem(offset, Some(sname), format!("cannot read SQL file `{f}` ({}): {e}", p.display()), Some("SQL paths are relative to the job file's folder, e.g. `../sql/demo/features.sql`".into()));
+                            None
+                        }
+                    }
+                }
+                (None, Some(q)) => {
+                    // Point errors in inline SQL at the right place of the job file.
+                    let start = text[offset..].find(q.as_str()).map(|i| i + offset);
+                    let (first_line, first_column) =
+                        start.map(|s| line_col(text, s)).unwrap_or((1, 1));
+                    Some(StepSql {
+                        text: q.clone(),
+                        file: file.to_string(),
+                        first_line,
+                        first_column,
+                    })
+                }
+                (Some(_), Some(_)) => {
+                    problem(
+                        offset,
+                        Some(sname),
+                        "a step has either `sql` (a file) or `query` (inline), not both".into(),
+                        None,
+                    );
+                    None
+                }
+                (None, None) => {
+                    problem(
+                        offset,
+                        Some(sname),
+                        "a sql step needs `sql = \"path/to/file.sql\"` or `query = \"SELECT ...\"`"
+                            .into(),
+                        None,
+                    );
+                    None
+                }
+            };
+            if let Some(sql) = sql {
+                steps.push(Step {
+                    name: sname.to_string(),
+                    kind: StepKind::Sql(sql),
+                    declared_at: at(offset),
+                });
+            }
+        }
+
+        let mut exports = Vec::new();
+        for ex in &raw.exports {
+            let spec = ex.get_ref();
+            let offset = ex.span().start;
+            if !table_names.iter().any(|t| t == &spec.table) {
+                let hint =
+                    closest(&spec.table, &table_names).map(|c| format!("did you mean `{c}`?"));
+                problem(
+                    offset,
+                    None,
+                    format!(
+                        "export of unknown table `{}` (known: {})",
+                        spec.table,
+                        table_names.join(", ")
+                    ),
+                    hint,
+                );
+            }
+            if let Err(e) = template::render(&spec.to, &dummy_vars) {
+                problem(offset, None, format!("export `to`: {e}"), None);
+            }
+            let format = match spec.format {
+                Some(f) => f,
+                None if spec.to.ends_with(".parquet") => ExportFormat::Parquet,
+                None if spec.to.ends_with(".csv") => ExportFormat::Csv,
+                None => {
+                    problem(
+                        offset,
+                        None,
+                        format!("cannot tell the format of `{}`", spec.to),
+                        Some("add `format = \"parquet\"` or `format = \"csv\"`".into()),
+                    );
+                    ExportFormat::Parquet
+                }
+            };
+            exports.push(Export {
+                table: spec.table.clone(),
+                to: spec.to.clone(),
+                format,
+                columns: spec.columns.clone(),
+                order_by: spec.order_by.clone(),
+            });
+        }
+
+        let output = match &raw.output {
+            Some(o) => {
+                if let Err(e) = template::render(o.get_ref(), &dummy_vars) {
+                    problem(o.span().start, None, format!("output: {e}"), None);
+                }
+                o.get_ref().clone()
+            }
+            None if params.iter().any(|p| p.name == "as_of") => "../out/{job}/{as_of}".into(),
+            None => "../out/{job}".into(),
+        };
+
+        if !problems.is_empty() {
+            return Err(Error::Job(problems));
+        }
+        Ok(Job {
+            name,
+            description: raw.description,
+            path: PathBuf::from(file),
+            dir: dir.to_path_buf(),
+            params,
+            sources,
+            steps,
+            exports,
+            output,
+        })
+    }
+
+    /// Binds values for one run: `date` sets `as_of`; `overrides` are `name=value` pairs parsed
+    /// by each param's declared type; every other param takes its default. `cwd` is the base of
+    /// relative `path` values given on the command line.
+    pub fn bind(&self, date: Option<&str>, overrides: &[String], cwd: &Path) -> Result<Bindings> {
+        let mut given: BTreeMap<String, String> = BTreeMap::new();
+        for kv in overrides {
+            let (k, v) = kv.split_once('=').ok_or_else(|| {
+                Error::Usage(format!("--param `{kv}` must be written name=value"))
+            })?;
+            given.insert(k.trim().to_string(), v.to_string());
+        }
+        if let Some(d) = date {
+            if !self.params.iter().any(|p| p.name == "as_of") {
+                return Err(Error::Usage(format!(
+                    "--date sets the param `as_of`, but job `{}` declares no such param\n  hint: add `as_of = {{ type = \"date\" }}` under [params]",
+                    self.name
+                )));
+            }
+            given.insert("as_of".into(), d.to_string());
+        }
+        let mut out = Bindings::new();
+        let mut errors = Vec::new();
+        for k in given.keys() {
+            if !self.params.iter().any(|p| &p.name == k) {
+                let names: Vec<String> = self.params.iter().map(|p| p.name.clone()).collect();
+                let hint = closest(k, &names)
+                    .map(|c| format!(" (did you mean `{c}`?)"))
+                    .unwrap_or_default();
+                errors.push(format!(
+                    "unknown param `{k}`{hint}; this job declares: {}",
+                    names.join(", ")
+                ));
+            }
+        }
+        for p in &self.params {
+            match given.get(&p.name) {
+                Some(text) => match ParamValue::parse(p.ty, text, cwd) {
+                    Ok(v) => {
+                        out.insert(p.name.clone(), v);
+                    }
+                    Err(e) => errors.push(format!("param `{}` ({}): {e}", p.name, p.ty.name())),
+                },
+                None => match &p.default {
+                    Some(v) => {
+                        out.insert(p.name.clone(), v.clone());
+                    }
+                    None => {
+                        let how = if p.name == "as_of" {
+                            "--date YYYY-MM-DD".to_string()
+                        } else {
+                            format!("--param {}=VALUE", p.name)
+                        };
+                        errors.push(format!(
+                            "param `{}` ({}) is required and has no default: pass {how}",
+                            p.name,
+                            p.ty.name()
+                        ));
+                    }
+                },
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Error::Usage(errors.join("\n")));
+        }
+        Ok(out)
+    }
+
+    /// Renders a URL template with the bound params and resolves a relative local path against
+    /// the job file's folder.
+    pub fn render_url(&self, template: &str, bindings: &Bindings) -> Result<String> {
+        let vars = self.template_vars(bindings);
+        let text = template::render(template, &vars).map_err(|e| Error::job_msg(None, e, None))?;
+        Ok(params::resolve_path(&text, &self.dir))
+    }
+
+    fn template_vars(&self, bindings: &Bindings) -> BTreeMap<String, String> {
+        let mut vars: BTreeMap<String, String> = bindings
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_template_text()))
+            .collect();
+        vars.insert("job".into(), self.name.clone());
+        vars
+    }
+
+    /// The run's output folder (absolute path or URL). `override_url` comes from `--output`,
+    /// relative to the current directory.
+    pub fn output_url(
+        &self,
+        bindings: &Bindings,
+        override_url: Option<&str>,
+        cwd: &Path,
+    ) -> Result<String> {
+        match override_url {
+            Some(o) => {
+                let vars = self.template_vars(bindings);
+                let text = template::render(o, &vars).map_err(Error::Usage)?;
+                Ok(params::resolve_path(&text, cwd))
+            }
+            None => self.render_url(&self.output, bindings),
+        }
+    }
+
+    /// Names of every table a step can read: sources, then steps in order.
+    pub fn table_names(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .map(|s| s.name.clone())
+            .chain(self.steps.iter().map(|s| s.name.clone()))
+            .collect()
+    }
+}
+
+fn display_path(p: &Path) -> String {
+    // Show paths relative to the current directory when they are below it: shorter and clickable.
+    match std::env::current_dir() {
+        Ok(cwd) => p
+            .strip_prefix(&cwd)
+            .map(|r| r.display().to_string())
+            .unwrap_or_else(|_| p.display().to_string()),
+        Err(_) => p.display().to_string(),
+    }
+}
+
+/// The candidate closest to `word` by edit distance, when it is close enough to be a typo.
+pub fn closest<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| {
+            (
+                strsim::jaro_winkler(&word.to_lowercase(), &c.to_lowercase()),
+                c,
+            )
+        })
+        .filter(|(s, _)| *s > 0.75)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c.as_str())
+}
+
+/// The candidates closest to `word`, best first (at most `n`).
+pub fn nearest<'a>(word: &str, candidates: &'a [String], n: usize) -> Vec<&'a str> {
+    let mut scored: Vec<(f64, &String)> = candidates
+        .iter()
+        .map(|c| {
+            (
+                strsim::jaro_winkler(&word.to_lowercase(), &c.to_lowercase()),
+                c,
+            )
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+    scored
+        .into_iter()
+        .take(n)
+        .map(|(_, c)| c.as_str())
+        .collect()
+}
+
+/// Parses `"user_id string, ts timestamp, amount double"` into an Arrow schema.
+pub fn parse_schema(text: &str) -> std::result::Result<SchemaRef, String> {
+    let mut fields = Vec::new();
+    for part in text.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        let mut it = part.split_whitespace();
+        let (Some(name), Some(ty), None) = (it.next(), it.next(), it.next()) else {
+            return Err(format!(
+                "`{part}` should be `column type`, e.g. `amount double`"
+            ));
+        };
+        let dt = match ty.to_ascii_lowercase().as_str() {
+            "string" | "text" | "utf8" | "varchar" => DataType::Utf8,
+            "int" | "bigint" | "int64" | "long" => DataType::Int64,
+            "int32" | "integer" => DataType::Int32,
+            "float" | "double" | "float64" => DataType::Float64,
+            "bool" | "boolean" => DataType::Boolean,
+            "date" => DataType::Date32,
+            "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
+            other => {
+                return Err(format!(
+                    "unknown type `{other}` for column `{name}` (use string, int, int32, double, bool, date or timestamp)"
+                ))
+            }
+        };
+        fields.push(Field::new(name, dt, true));
+    }
+    if fields.is_empty() {
+        return Err("the schema lists no columns".into());
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let text = "name = \"x\"\n[[step]]\nname = \"a\"\nqeury = \"SELECT 1\"\n";
+        let err = Job::parse(text, "jobs/x.toml", Path::new("/tmp")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("jobs/x.toml:4:1"), "{msg}");
+        assert!(msg.contains("qeury"), "{msg}");
+        assert_eq!(err.exit_code(), crate::error::ExitCode::Config);
+    }
+
+    #[test]
+    fn required_param_and_bad_type() {
+        let text = "name = \"x\"\n[params]\nas_of = { type = \"date\" }\nn = { type = \"int\", default = 3 }\n";
+        let job = Job::parse(text, "x.toml", Path::new("/tmp")).unwrap();
+        let err = job.bind(None, &[], Path::new("/")).unwrap_err();
+        assert!(err.to_string().contains("--date"), "{err}");
+        let err = job
+            .bind(Some("2026-11-24"), &["n=abc".into()], Path::new("/"))
+            .unwrap_err();
+        assert!(err.to_string().contains("param `n` (int)"), "{err}");
+        let b = job
+            .bind(Some("2026-11-24"), &["n=7".into()], Path::new("/"))
+            .unwrap();
+        assert_eq!(b["n"], ParamValue::Int(7));
+    }
+
+    #[test]
+    fn schema_text() {
+        let s = parse_schema("user_id string, ts timestamp, amount double").unwrap();
+        assert_eq!(s.fields().len(), 3);
+        assert!(parse_schema("a blob").unwrap_err().contains("unknown type"));
+    }
+}

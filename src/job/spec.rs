@@ -1,0 +1,172 @@
+//! The job file as written: serde structs with `deny_unknown_fields`, so a misspelt key is an
+//! error that names the key, the file, the line and the column.
+//!
+//! These doc comments are the job-file reference; the README repeats them with examples.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A whole job file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Job name: letters, digits, `_` and `-`; used in output paths and logs.
+    pub name: Spanned<String>,
+    /// What the job is for, shown by `--help`-style listings and the summary.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Where the run's outputs go (a path relative to the job file, or a URL); may use `{param}`
+    /// templates and `{job}`. Default: `../out/{job}` beside the job's folder, plus `/{as_of}`
+    /// when the job has an `as_of` param.
+    #[serde(default)]
+    pub output: Option<Spanned<String>>,
+    /// Typed parameters, bound into SQL as `$name` and into URLs as `{name}`.
+    #[serde(default)]
+    pub params: BTreeMap<String, Spanned<ParamSpec>>,
+    /// Input tables, by name.
+    #[serde(default)]
+    pub sources: BTreeMap<String, Spanned<SourceSpec>>,
+    /// Ordered steps; each step's result is a table later steps can read by name.
+    #[serde(default, rename = "step")]
+    pub steps: Vec<Spanned<StepSpec>>,
+    /// Tables written out at the end of the run.
+    #[serde(default, rename = "export")]
+    pub exports: Vec<Spanned<ExportSpec>>,
+}
+
+/// The declared type of a parameter.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    /// UTF-8 text.
+    String,
+    /// 64-bit signed integer.
+    Int,
+    /// 64-bit float.
+    Float,
+    /// `true` / `false`.
+    Bool,
+    /// A calendar date, `YYYY-MM-DD`.
+    Date,
+    /// A local path or URL. A default in the job file is relative to the job file; a value given
+    /// on the command line is relative to the current directory.
+    Path,
+}
+
+impl ParamType {
+    /// The name used in job files.
+    pub fn name(self) -> &'static str {
+        match self {
+            ParamType::String => "string",
+            ParamType::Int => "int",
+            ParamType::Float => "float",
+            ParamType::Bool => "bool",
+            ParamType::Date => "date",
+            ParamType::Path => "path",
+        }
+    }
+}
+
+/// One `[params]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamSpec {
+    /// The type values are parsed as.
+    #[serde(rename = "type")]
+    pub ty: ParamType,
+    /// The value used when none is given on the command line. A param without a default is
+    /// required.
+    #[serde(default)]
+    pub default: Option<toml::Value>,
+    /// Shown in `check` output and error messages.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// File format of a source.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceFormat {
+    /// Apache Parquet.
+    Parquet,
+    /// Comma-separated values (header row by default).
+    Csv,
+    /// Newline-delimited JSON, one object per line.
+    Json,
+}
+
+/// One `[sources.NAME]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// A local path (relative to the job file), `file://`, `s3://`, `gs://`, `az://` or
+    /// `memory://` URL: one file, a folder, or a glob. May use `{param}` templates.
+    pub url: String,
+    /// File format.
+    pub format: SourceFormat,
+    /// Hive-style partition columns in the path (`dt=2026-11-24/`), exposed as string columns.
+    #[serde(default)]
+    pub partitions: Vec<String>,
+    /// Column list for CSV/JSON, e.g. `"user_id string, ts timestamp, amount double"`.
+    /// Without it the schema is inferred from the data.
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// CSV only: whether the first line is a header (default true).
+    #[serde(default)]
+    pub has_header: Option<bool>,
+    /// CSV only: field delimiter (default `,`).
+    #[serde(default)]
+    pub delimiter: Option<char>,
+}
+
+/// One `[[step]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    /// Table name of the step's result.
+    pub name: String,
+    /// Step kind; `sql` (the default) runs one SQL query.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// A SQL file (relative to the job file) holding the step's query.
+    #[serde(default)]
+    pub sql: Option<String>,
+    /// The step's query written inline (instead of `sql`).
+    #[serde(default)]
+    pub query: Option<String>,
+    /// One line on what the step computes.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// Output file format of a plain export.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    /// Apache Parquet (zstd).
+    Parquet,
+    /// CSV with a header row.
+    Csv,
+}
+
+/// One `[[export]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSpec {
+    /// The step (or source) whose table is written.
+    pub table: String,
+    /// Destination file: relative to the run's output folder, or an absolute URL. May use
+    /// `{param}` templates.
+    pub to: String,
+    /// File format; inferred from the extension of `to` when absent.
+    #[serde(default)]
+    pub format: Option<ExportFormat>,
+    /// Columns to write (default: all).
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// Sort keys; rows are always written in a deterministic order (default: the first column).
+    #[serde(default)]
+    pub order_by: Option<Vec<String>>,
+}

@@ -1,0 +1,191 @@
+//! Object storage: turning job URLs into object stores (local, `s3://`, `gs://`, `az://`,
+//! `memory://`), registering them with the SQL engine, and writing output objects.
+//!
+//! Credentials and endpoints come only from the standard environment variables of each cloud
+//! (`AWS_*`, `GOOGLE_*`, `AZURE_*`), never from the job file, so a job can be committed safely.
+
+pub mod write;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path as ObjectPath;
+use object_store::{BackoffConfig, ObjectStore, RetryConfig};
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// A location in some object store: the store, the key (path) inside it, and the URL it came from.
+#[derive(Debug, Clone)]
+pub struct Location {
+    /// The full URL (`file:///abs/path`, `s3://bucket/key`, ...).
+    pub url: Url,
+    /// `scheme://host/`: the key under which the store is registered with the SQL engine.
+    pub store_url: Url,
+    /// Path of the object or prefix inside the store.
+    pub path: ObjectPath,
+    /// The store itself.
+    pub store: Arc<dyn ObjectStore>,
+}
+
+impl Location {
+    /// A location below this one.
+    pub fn child(&self, rel: &str) -> Result<Location> {
+        let mut text = self.url.to_string();
+        if !text.ends_with('/') {
+            text.push('/');
+        }
+        text.push_str(rel.trim_start_matches('/'));
+        let url = Url::parse(&text).map_err(|e| Error::internal(format!("bad URL {text}: {e}")))?;
+        Ok(Location {
+            path: path_of(&url)?,
+            store_url: self.store_url.clone(),
+            store: self.store.clone(),
+            url,
+        })
+    }
+
+    /// The URL as shown to users: a plain path for local files.
+    pub fn display(&self) -> String {
+        if self.url.scheme() == "file" {
+            self.url.path().to_string()
+        } else {
+            self.url.to_string()
+        }
+    }
+}
+
+/// Parses a URL or absolute local path (as produced by `Job::render_url`) into a URL.
+pub fn parse_url(text: &str) -> Result<Url> {
+    if text.contains("://") {
+        Url::parse(text)
+            .map_err(|e| Error::job_msg(None, format!("`{text}` is not a valid URL: {e}"), None))
+    } else {
+        let p = std::path::absolute(text)
+            .map_err(|e| Error::internal(format!("cannot resolve {text}: {e}")))?;
+        let mut s = Url::from_file_path(&p)
+            .map_err(|_| Error::internal(format!("cannot turn {} into a URL", p.display())))?
+            .to_string();
+        if text.ends_with('/') && !s.ends_with('/') {
+            s.push('/');
+        }
+        Url::parse(&s).map_err(|e| Error::internal(format!("bad URL {s}: {e}")))
+    }
+}
+
+fn path_of(url: &Url) -> Result<ObjectPath> {
+    ObjectPath::from_url_path(url.path()).map_err(|e| {
+        Error::job_msg(
+            None,
+            format!("`{url}` holds an invalid object path: {e}"),
+            None,
+        )
+    })
+}
+
+/// Retry policy for cloud stores: a few retries with exponential backoff. Tunable with
+/// `AUDIENCES_STORAGE_RETRIES` and `AUDIENCES_STORAGE_RETRY_TIMEOUT_SECS` (for example so that
+/// tests against a stopped server fail fast).
+pub fn retry_config() -> RetryConfig {
+    let max_retries = std::env::var("AUDIENCES_STORAGE_RETRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let timeout = std::env::var("AUDIENCES_STORAGE_RETRY_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    RetryConfig {
+        max_retries,
+        retry_timeout: Duration::from_secs(timeout),
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
+    }
+}
+
+fn memory_store() -> Arc<dyn ObjectStore> {
+    // One in-memory store per process, so tests and `sql` sessions can share `memory://` data.
+    static MEM: OnceLock<Arc<dyn ObjectStore>> = OnceLock::new();
+    MEM.get_or_init(|| Arc::new(InMemory::new())).clone()
+}
+
+/// Opens the store behind a URL (or absolute local path).
+pub fn locate(text: &str) -> Result<Location> {
+    let url = parse_url(text)?;
+    let host = url.host_str().unwrap_or_default().to_string();
+    let cloud_err = |kind: &str, e: object_store::Error| {
+        Error::job_msg(
+            None,
+            format!("cannot set up {kind} storage for {url}: {e}"),
+            Some(format!(
+                "credentials and endpoints come from the standard {kind} environment variables"
+            )),
+        )
+    };
+    let store: Arc<dyn ObjectStore> = match url.scheme() {
+        "file" => Arc::new(LocalFileSystem::new()),
+        "memory" => memory_store(),
+        "s3" | "s3a" => Arc::new(
+            object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(&host)
+                .with_retry(retry_config())
+                .build()
+                .map_err(|e| cloud_err("AWS", e))?,
+        ),
+        "gs" => Arc::new(
+            object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(&host)
+                .with_retry(retry_config())
+                .build()
+                .map_err(|e| cloud_err("Google Cloud", e))?,
+        ),
+        "az" | "abfs" | "abfss" => Arc::new(
+            object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_container_name(&host)
+                .with_retry(retry_config())
+                .build()
+                .map_err(|e| cloud_err("Azure", e))?,
+        ),
+        other => {
+            return Err(Error::job_msg(
+                None,
+                format!("unsupported URL scheme `{other}` in {url}"),
+                Some("use a local path, file://, s3://, gs://, az:// or memory://".into()),
+            ))
+        }
+    };
+    let store_url = Url::parse(&format!("{}://{}/", url.scheme(), host))
+        .map_err(|e| Error::internal(format!("bad store URL for {url}: {e}")))?;
+    Ok(Location {
+        path: path_of(&url)?,
+        url,
+        store_url,
+        store,
+    })
+}
+
+/// Classifies an object-store error: not found → 66, unreachable/transient → 75, else 65.
+pub fn classify(context: &str, url: &str, e: &object_store::Error) -> Error {
+    match e {
+        object_store::Error::NotFound { .. } => Error::SourceMissing {
+            source_name: context.to_string(),
+            url: url.to_string(),
+            detail: "no such object or folder".into(),
+        },
+        object_store::Error::Generic { .. }
+        | object_store::Error::Unauthenticated { .. }
+        | object_store::Error::PermissionDenied { .. } => Error::Temporary {
+            context: Some(format!("{context} ({url})")),
+            message: format!("storage unreachable or refused the request: {e}"),
+        },
+        _ => Error::Temporary {
+            context: Some(format!("{context} ({url})")),
+            message: e.to_string(),
+        },
+    }
+}

@@ -1,0 +1,74 @@
+//! The run summary printed at the end of `run`: rows and time per step, where outputs went.
+
+use std::fmt::Write;
+
+use crate::engine::steps::Held;
+use crate::pipeline::RunReport;
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Renders the summary as plain text.
+pub fn render(r: &RunReport) -> String {
+    let mut s = String::new();
+    let params: Vec<String> = r
+        .bindings
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.to_template_text()))
+        .collect();
+    let _ = writeln!(s, "job {}  ({})", r.job, params.join(", "));
+    let _ = writeln!(s, "sources:");
+    for src in &r.sources {
+        let _ = writeln!(
+            s,
+            "  {:<24} {:>5} files {:>10}  {}{}",
+            src.name,
+            src.files,
+            human_bytes(src.bytes),
+            src.url,
+            if src.empty { "  EMPTY" } else { "" }
+        );
+    }
+    let _ = writeln!(s, "steps:");
+    for st in &r.steps {
+        let held = match &st.held {
+            Held::Memory(b) => format!("memory {}", human_bytes(*b as u64)),
+            Held::Spilled(_, b) => format!("spilled {}", human_bytes(*b)),
+        };
+        let _ = writeln!(
+            s,
+            "  {:<24} {:>12} rows {:>9.2} s   {held}",
+            st.name,
+            st.rows,
+            st.elapsed.as_secs_f64()
+        );
+    }
+    if !r.exports.is_empty() {
+        let _ = writeln!(s, "exports:");
+        for e in &r.exports {
+            let _ = writeln!(
+                s,
+                "  {:<24} {:>12} rows {:>10}  {}",
+                e.table,
+                e.rows,
+                human_bytes(e.bytes),
+                e.url
+            );
+        }
+    }
+    let _ = writeln!(s, "output: {}", r.output);
+    let _ = writeln!(s, "done in {:.2} s", r.elapsed.as_secs_f64());
+    s
+}

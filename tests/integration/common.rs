@@ -1,0 +1,79 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `audiences` binary, started in the repository root, with quiet logs.
+pub fn bin() -> Command {
+    let mut c = Command::cargo_bin("audiences").expect("binary built");
+    c.current_dir(repo());
+    c.env("RUST_LOG", "audiences=warn");
+    c.env("AUDIENCES_MEMORY_LIMIT", "2GiB");
+    c
+}
+
+/// Generates a small demo dataset (in-process) and returns its folder.
+pub fn demo_data(dir: &Path, users: usize) -> PathBuf {
+    let data = dir.join("data");
+    audiences::demo::generate(&audiences::demo::DemoConfig {
+        users,
+        dir: data.clone(),
+        as_of: chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap(),
+        seed: 7,
+    })
+    .expect("demo data generated");
+    data
+}
+
+/// Reads every batch of a Parquet file.
+pub fn read_parquet(path: &Path) -> Vec<RecordBatch> {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect()
+}
+
+/// Total rows of batches.
+pub fn rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+/// Writes a file, creating parent folders.
+pub fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// stdout + stderr of a finished command as text.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Column of a batch by name, downcast.
+pub fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> &'a T {
+    b.column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"))
+        .as_any()
+        .downcast_ref::<T>()
+        .unwrap_or_else(|| {
+            panic!(
+                "column {name} has type {}",
+                b.column_by_name(name).unwrap().data_type()
+            )
+        })
+}

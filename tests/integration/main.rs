@@ -1,0 +1,10 @@
+//! Integration tests: the real binary, real Parquet files, a real S3-protocol server on loopback.
+
+mod common;
+mod s3;
+
+mod bad_input;
+mod check;
+mod reference;
+mod run;
+mod s3_storage;

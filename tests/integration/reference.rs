@@ -1,0 +1,106 @@
+//! The reference job against golden features computed by DuckDB on the same files.
+
+use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+
+use crate::common::*;
+
+fn run_reference(variant: &str, out: &std::path::Path) {
+    let data = repo().join("tests/data/reference_small").join(variant);
+    let res = bin()
+        .args(["run", "jobs/reference.toml", "--param"])
+        .arg(format!("data={}", data.display()))
+        .arg("--output")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(res.status.success(), "{}", output_text(&res));
+}
+
+/// Every cell as text ("" for null), rows in file order.
+fn cells(batches: &[RecordBatch]) -> (Vec<String>, Vec<Vec<String>>) {
+    let header: Vec<String> = batches[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let mut rows = Vec::new();
+    let opts = FormatOptions::default().with_null("");
+    for b in batches {
+        let fmts: Vec<ArrayFormatter> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
+            .collect();
+        for i in 0..b.num_rows() {
+            rows.push(fmts.iter().map(|f| f.value(i).to_string()).collect());
+        }
+    }
+    (header, rows)
+}
+
+fn golden(name: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let text =
+        std::fs::read_to_string(repo().join("tests/data/reference_small").join(name)).unwrap();
+    let mut lines = text.lines();
+    let header = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    (
+        header,
+        lines
+            .map(|l| l.split(',').map(str::to_string).collect())
+            .collect(),
+    )
+}
+
+fn assert_same(ours: (Vec<String>, Vec<Vec<String>>), theirs: (Vec<String>, Vec<Vec<String>>)) {
+    assert_eq!(ours.0, theirs.0, "same columns in the same order");
+    assert_eq!(ours.1.len(), theirs.1.len(), "same row count");
+    for (r, (a, b)) in ours.1.iter().zip(&theirs.1).enumerate() {
+        for (c, (x, y)) in a.iter().zip(b).enumerate() {
+            let same = x == y
+                || match (x.parse::<f64>(), y.parse::<f64>()) {
+                    (Ok(p), Ok(q)) => (p - q).abs() <= 1e-9 * (1.0 + q.abs()),
+                    _ => false,
+                };
+            assert!(
+                same,
+                "row {r} ({}) column {}: ours {x:?}, DuckDB {y:?}",
+                a[0], ours.0[c]
+            );
+        }
+    }
+}
+
+#[test]
+fn reference_features_equal_duckdb_golden() {
+    let tmp = tempfile::tempdir().unwrap();
+    run_reference("clean", tmp.path());
+    assert_same(
+        cells(&read_parquet(&tmp.path().join("user_features.parquet"))),
+        golden("golden_user_features.csv"),
+    );
+    assert_same(
+        cells(&read_parquet(&tmp.path().join("lifecycle_b01.parquet"))),
+        golden("golden_lifecycle_b01.csv"),
+    );
+}
+
+#[test]
+fn reference_features_on_dirty_data_equal_clean() {
+    let tmp = tempfile::tempdir().unwrap();
+    run_reference("clean", &tmp.path().join("clean"));
+    run_reference("dirty", &tmp.path().join("dirty"));
+    let a = std::fs::read(tmp.path().join("clean/user_features.parquet")).unwrap();
+    let b = std::fs::read(tmp.path().join("dirty/user_features.parquet")).unwrap();
+    assert!(
+        a == b,
+        "the cleaning rules make dirty data give exactly the clean features"
+    );
+    let _ = Array::len(&datafusion::arrow::array::Int32Array::from(vec![1]));
+}

@@ -1,0 +1,296 @@
+//! `run`, `demo`, `preview` and `sql` through the real binary.
+
+use datafusion::arrow::array::{Array, Int64Array, StringArray};
+
+use crate::common::*;
+
+#[test]
+fn demo_generates_and_runs_the_demo_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let res = bin()
+        .args(["demo", "--users", "3000", "--dir"])
+        .arg(tmp.path().join("data"))
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = output_text(&res);
+    assert!(res.status.success(), "{text}");
+    assert!(
+        text.contains("user_features"),
+        "summary names the steps: {text}"
+    );
+    let batches = read_parquet(&out.join("user_features.parquet"));
+    assert_eq!(rows(&batches), 3000, "one row per user");
+    // Rows are written in user_id order.
+    let mut prev = String::new();
+    let mut total_orders = 0i64;
+    let mut reach = 0i64;
+    for b in &batches {
+        let ids = column::<StringArray>(b, "user_id");
+        for i in 0..ids.len() {
+            assert!(ids.value(i) > prev.as_str());
+            prev = ids.value(i).to_string();
+        }
+        total_orders += column::<Int64Array>(b, "orders_90d")
+            .iter()
+            .flatten()
+            .sum::<i64>();
+        reach += column::<Int64Array>(b, "social_reach_90d")
+            .iter()
+            .flatten()
+            .sum::<i64>();
+    }
+    assert!(total_orders > 3000, "orders were counted: {total_orders}");
+    assert!(reach > 0, "shares brought other users in");
+    // The ground truth is written beside the data, never read by the job.
+    assert!(tmp.path().join("data/truth.parquet").exists());
+    assert!(tmp
+        .path()
+        .join("data/orders/dt=2026-11-23/part-0.parquet")
+        .exists());
+}
+
+#[test]
+fn rerun_gives_byte_identical_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo_data(tmp.path(), 1500);
+    let mut files = Vec::new();
+    for run in ["a", "b"] {
+        let out = tmp.path().join(run);
+        let res = bin()
+            .args(["run", "jobs/demo.toml", "--date", "2026-11-24", "--param"])
+            .arg(format!("data={}", data.display()))
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(res.status.success(), "{}", output_text(&res));
+        files.push(std::fs::read(out.join("user_features.parquet")).unwrap());
+    }
+    assert!(!files[0].is_empty());
+    assert!(
+        files[0] == files[1],
+        "same inputs and params must give the same bytes"
+    );
+}
+
+#[test]
+fn demo_data_is_deterministic() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    demo_data(a.path(), 500);
+    demo_data(b.path(), 500);
+    for f in [
+        "data/users.parquet",
+        "data/truth.parquet",
+        "data/orders/dt=2026-10-01/part-0.parquet",
+    ] {
+        assert_eq!(
+            std::fs::read(a.path().join(f)).unwrap(),
+            std::fs::read(b.path().join(f)).unwrap(),
+            "{f}"
+        );
+    }
+}
+
+/// A job whose inline query returns its typed params.
+fn params_job(dir: &std::path::Path) -> std::path::PathBuf {
+    let job = dir.join("jobs/params.toml");
+    write(
+        &job,
+        r#"name = "params"
+[params]
+as_of = { type = "date" }
+n = { type = "int", default = 2 }
+ratio = { type = "float", default = 0.5 }
+flag = { type = "bool", default = false }
+label = { type = "string", default = "x" }
+
+[[step]]
+name = "p"
+query = "SELECT CAST($as_of AS DATE) + INTERVAL '1 day' AS next_day, $n * 10 AS n10, $ratio * 2 AS r2, NOT $flag AS nflag, $label || '!' AS l"
+
+[[export]]
+table = "p"
+to = "p_{as_of}.csv"
+"#,
+    );
+    job
+}
+
+#[test]
+fn typed_params_reach_sql() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = params_job(tmp.path());
+    let out = tmp.path().join("out");
+    let res = bin()
+        .arg("run")
+        .arg(&job)
+        .args([
+            "--date",
+            "2026-11-24",
+            "-p",
+            "n=7",
+            "-p",
+            "label=hi",
+            "-p",
+            "flag=true",
+            "--output",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(res.status.success(), "{}", output_text(&res));
+    let csv = std::fs::read_to_string(out.join("p_2026-11-24.csv")).unwrap();
+    assert_eq!(
+        csv,
+        "next_day,n10,r2,nflag,l\n2026-11-25,70,1.0,false,hi!\n"
+    );
+}
+
+#[test]
+fn param_of_wrong_type_is_a_usage_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = params_job(tmp.path());
+    let res = bin()
+        .arg("run")
+        .arg(&job)
+        .args(["--date", "2026-11-24", "-p", "n=seven"])
+        .output()
+        .unwrap();
+    assert_eq!(res.status.code(), Some(64), "{}", output_text(&res));
+    let text = output_text(&res);
+    assert!(
+        text.contains("param `n` (int)") && text.contains("seven"),
+        "{text}"
+    );
+    let res = bin()
+        .arg("run")
+        .arg(&job)
+        .args(["--date", "24/11/2026"])
+        .output()
+        .unwrap();
+    assert_eq!(res.status.code(), Some(64));
+    assert!(output_text(&res).contains("YYYY-MM-DD"));
+    let res = bin().arg("run").arg(&job).output().unwrap();
+    assert_eq!(res.status.code(), Some(64));
+    assert!(
+        output_text(&res).contains("required"),
+        "{}",
+        output_text(&res)
+    );
+}
+
+#[test]
+fn csv_and_json_sources_with_declared_schema() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        &tmp.path().join("in/people.csv"),
+        "user_id,age\nu1,30\nu2,41\nu3,\n",
+    );
+    write(
+        &tmp.path().join("in/events/part-1.json"),
+        "{\"user_id\":\"u1\",\"amount\":2.5}\n{\"user_id\":\"u1\",\"amount\":1.5}\n{\"user_id\":\"u3\",\"amount\":4.0}\n",
+    );
+    let job = tmp.path().join("jobs/mixed.toml");
+    write(
+        &job,
+        r#"name = "mixed"
+[sources]
+people = { url = "../in/people.csv", format = "csv", schema = "user_id string, age int" }
+events = { url = "../in/events/", format = "json" }
+
+[[step]]
+name = "joined"
+query = """
+SELECT p.user_id, p.age, COALESCE(SUM(e.amount), 0) AS spend
+FROM people p LEFT JOIN events e ON p.user_id = e.user_id
+GROUP BY p.user_id, p.age
+"""
+
+[[export]]
+table = "joined"
+to = "joined.csv"
+"#,
+    );
+    let res = bin().arg("run").arg(&job).output().unwrap();
+    assert!(res.status.success(), "{}", output_text(&res));
+    // Default output: ../out/{job} relative to the job file.
+    let csv = std::fs::read_to_string(tmp.path().join("out/mixed/joined.csv")).unwrap();
+    assert_eq!(csv, "user_id,age,spend\nu1,30,4.0\nu2,41,0.0\nu3,,4.0\n");
+}
+
+#[test]
+fn preview_shows_schema_and_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo_data(tmp.path(), 300);
+    let res = bin()
+        .args([
+            "preview",
+            "jobs/demo.toml",
+            "--date",
+            "2026-11-24",
+            "--step",
+            "user_features",
+            "--limit",
+            "3",
+            "--param",
+        ])
+        .arg(format!("data={}", data.display()))
+        .output()
+        .unwrap();
+    let text = output_text(&res);
+    assert!(res.status.success(), "{text}");
+    assert!(
+        text.contains("social_reach_90d") && text.contains("Int64"),
+        "{text}"
+    );
+    assert!(text.contains("| u00000"), "first rows shown: {text}");
+}
+
+#[test]
+fn sql_command_runs_one_query() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo_data(tmp.path(), 300);
+    let res = bin()
+        .args([
+            "sql",
+            "jobs/demo.toml",
+            "--date",
+            "2026-11-24",
+            "-e",
+            "SELECT COUNT(*) AS n FROM user_features WHERE brand_orders_90d >= 0",
+            "--param",
+        ])
+        .arg(format!("data={}", data.display()))
+        .output()
+        .unwrap();
+    let text = output_text(&res);
+    assert!(res.status.success(), "{text}");
+    assert!(text.contains("| 300 |"), "{text}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = params_job(tmp.path());
+    let res = bin()
+        .env("RUST_LOG", "audiences=info")
+        .args(["--log-format", "json", "run"])
+        .arg(&job)
+        .args(["--date", "2026-11-24", "--output"])
+        .arg(tmp.path().join("o"))
+        .output()
+        .unwrap();
+    assert!(res.status.success());
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for l in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"));
+        assert!(v.get("level").is_some(), "{l}");
+    }
+}
