@@ -7,6 +7,8 @@
 //!   -> storage (storage/)  URLs -> object stores: local, s3://, gs://, az://, memory://
 //!   -> sources (engine/sources.rs)   Parquet / CSV / JSON tables, Hive partitions
 //!   -> SQL steps (engine/steps.rs)   DataFusion, `$param` placeholders, each result held once
+//!   -> features (features/)           Arrow -> ndarray: transforms, null policy, scaling
+//!   -> models (models/)               k-means clusters, fitted on a sample, assigned to all
 //!   -> exports (export/)   Parquet / CSV files in a deterministic order
 //!   -> summary (summary.rs)
 //! ```
@@ -19,7 +21,9 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod export;
+pub mod features;
 pub mod job;
+pub mod models;
 pub mod pipeline;
 pub mod storage;
 pub mod summary;

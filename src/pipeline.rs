@@ -117,6 +117,7 @@ pub async fn run_steps(
     }
     let threshold = prepared.engine.memory_limit / 4;
     let dir = spill_dir(opts);
+    let state = state_location(job, &prepared.bindings)?;
     let pb = progress_bar(opts, job.steps.len());
     let mut results = Vec::new();
     for step in &job.steps {
@@ -124,7 +125,19 @@ pub async fn run_steps(
             pb.set_message(format!("step {}", step.name));
         }
         tracing::info!(step = %step.name, "step started");
-        let r = run_step(&prepared.engine, step, &prepared.bindings, threshold, &dir).await?;
+        let previous = match &step.kind {
+            crate::job::StepKind::KMeans(_) => load_model(&state, &step.name).await,
+            _ => None,
+        };
+        let r = run_step(
+            &prepared.engine,
+            step,
+            &prepared.bindings,
+            threshold,
+            &dir,
+            previous.as_ref(),
+        )
+        .await?;
         tracing::info!(step = %step.name, rows = r.rows, ms = r.elapsed.as_millis() as u64, "step finished");
         results.push(r);
         if let Some(pb) = &pb {
@@ -153,6 +166,20 @@ pub async fn run(job: &Job, opts: &RunOptions) -> Result<RunReport> {
         tracing::info!(table = %r.table, url = %r.url, rows = r.rows, "export written");
         exports.push(r);
     }
+    // Models go with the outputs, and into the state folder once the run has succeeded, so the
+    // next run matches its clusters to these.
+    let state = state_location(job, &prepared.bindings)?;
+    for r in &steps {
+        if let Some(model) = &r.model {
+            let text =
+                serde_json::to_vec_pretty(model).map_err(|e| Error::internal(e.to_string()))?;
+            for base in [&output, &state] {
+                let loc = base.child(&format!("models/{}.json", r.name))?;
+                prepared.engine.register_store(&loc);
+                crate::storage::write::put_bytes(&loc, text.clone()).await?;
+            }
+        }
+    }
     Ok(RunReport {
         job: job.name.clone(),
         bindings: prepared.bindings,
@@ -162,6 +189,28 @@ pub async fn run(job: &Job, opts: &RunOptions) -> Result<RunReport> {
         exports,
         elapsed: start.elapsed(),
     })
+}
+
+/// The job's state folder (models kept between runs).
+pub fn state_location(job: &Job, bindings: &Bindings) -> Result<storage::Location> {
+    storage::locate(&job.render_url(&job.state, bindings)?)
+}
+
+/// The model a previous run saved for `step`, if any (an unreadable one is ignored with a warning).
+pub async fn load_model(
+    state: &storage::Location,
+    step: &str,
+) -> Option<crate::models::kmeans_step::KMeansModel> {
+    use object_store::ObjectStoreExt;
+    let loc = state.child(&format!("models/{step}.json")).ok()?;
+    let bytes = loc.store.get(&loc.path).await.ok()?.bytes().await.ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(step, path = %loc.display(), "ignoring unreadable previous model: {e}");
+            None
+        }
+    }
 }
 
 /// Everything `check` found.

@@ -54,6 +54,9 @@ pub fn render(r: &RunReport) -> String {
             st.rows,
             st.elapsed.as_secs_f64()
         );
+        if let Some(m) = &st.model {
+            s.push_str(&crate::models::kmeans_step::render_profiles(m));
+        }
     }
     if !r.exports.is_empty() {
         let _ = writeln!(s, "exports:");

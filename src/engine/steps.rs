@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::metadata::ScalarAndMetadata;
 use datafusion::common::ParamValues;
 use datafusion::datasource::MemTable;
@@ -32,6 +32,8 @@ pub struct StepResult {
     pub elapsed: Duration,
     /// Where the result is held.
     pub held: Held,
+    /// The fitted model, for model steps.
+    pub model: Option<crate::models::kmeans_step::KMeansModel>,
 }
 
 /// Where a step's result lives during the run.
@@ -90,6 +92,44 @@ pub async fn register_view(
     bindings: &Bindings,
 ) -> std::result::Result<(), Problem> {
     match &step.kind {
+        StepKind::KMeans(cfg) => {
+            let problem = |message: String, hint: Option<String>| Problem {
+                location: Some(step.declared_at.clone()),
+                step: Some(step.name.clone()),
+                message,
+                hint,
+            };
+            let df = engine.ctx.table(cfg.input.as_str()).await.map_err(|_| {
+                problem(
+                    format!("input table `{}` does not exist", cfg.input),
+                    Some(
+                        "a step can read the job's sources and the steps declared before it".into(),
+                    ),
+                )
+            })?;
+            crate::models::kmeans_step::column_specs(&step.name, cfg, df.schema()).map_err(
+                |e| match e {
+                    Error::Job(mut ps) if !ps.is_empty() => {
+                        let mut p = ps.remove(0);
+                        p.location = Some(step.declared_at.clone());
+                        p
+                    }
+                    other => problem(other.to_string(), None),
+                },
+            )?;
+            let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+                datafusion::arrow::datatypes::Field::new(&cfg.id, DataType::Utf8, true),
+                datafusion::arrow::datatypes::Field::new("cluster", DataType::Int32, false),
+                datafusion::arrow::datatypes::Field::new("distance", DataType::Float64, false),
+            ]));
+            let table = MemTable::try_new(schema, vec![vec![]])
+                .map_err(|e| problem(e.to_string(), None))?;
+            engine
+                .ctx
+                .register_table(step.name.as_str(), Arc::new(table))
+                .map_err(|e| problem(e.to_string(), None))?;
+            Ok(())
+        }
         StepKind::Sql(sql) => {
             let df = plan_sql(engine, &step.name, sql, bindings).await?;
             engine
@@ -113,9 +153,22 @@ pub async fn run_step(
     bindings: &Bindings,
     spill_threshold: usize,
     spill_dir: &std::path::Path,
+    previous: Option<&crate::models::kmeans_step::KMeansModel>,
 ) -> Result<StepResult> {
     let start = Instant::now();
-    let StepKind::Sql(sql) = &step.kind;
+    let sql = match &step.kind {
+        StepKind::Sql(sql) => sql,
+        StepKind::KMeans(cfg) => {
+            let out = crate::models::kmeans_step::run(engine, &step.name, cfg, previous).await?;
+            return Ok(StepResult {
+                name: step.name.clone(),
+                rows: out.rows,
+                elapsed: start.elapsed(),
+                held: Held::Memory(out.rows * 24),
+                model: Some(out.model),
+            });
+        }
+    };
     let df = plan_sql(engine, &step.name, sql, bindings)
         .await
         .map_err(|p| Error::Job(vec![p]))?;
@@ -214,6 +267,7 @@ pub async fn run_step(
         rows,
         elapsed: start.elapsed(),
         held,
+        model: None,
     })
 }
 

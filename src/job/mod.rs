@@ -70,6 +70,8 @@ pub struct StepSql {
 pub enum StepKind {
     /// Run one SQL query.
     Sql(StepSql),
+    /// Cluster the rows of a table.
+    KMeans(crate::models::kmeans_step::KMeansConfig),
 }
 
 /// A checked step.
@@ -119,6 +121,8 @@ pub struct Job {
     pub exports: Vec<Export>,
     /// Output folder template.
     pub output: String,
+    /// State folder template (models kept between runs).
+    pub state: String,
 }
 
 /// Parameter values bound for one run.
@@ -315,14 +319,54 @@ impl Job {
             }
             table_names.push(sname.to_string());
             let kind = spec.kind.as_deref().unwrap_or("sql");
-            if kind != "sql" {
-                problem(
-                    offset,
-                    Some(sname),
-                    format!("unknown step kind `{kind}`"),
-                    Some("known kinds: sql".into()),
-                );
-                continue;
+            match kind {
+                "sql" => {
+                    let model_keys = [
+                        ("input", spec.input.is_some()),
+                        ("id", spec.id.is_some()),
+                        ("features", spec.features.is_some()),
+                        ("transforms", !spec.transforms.is_empty()),
+                        ("nulls", spec.nulls.is_some()),
+                        ("k", spec.k.is_some()),
+                        ("k_range", spec.k_range.is_some()),
+                        ("max_iter", spec.max_iter.is_some()),
+                        ("tol", spec.tol.is_some()),
+                        ("n_init", spec.n_init.is_some()),
+                        ("seed", spec.seed.is_some()),
+                        ("sample_rows", spec.sample_rows.is_some()),
+                        ("assign", spec.assign.is_some()),
+                    ];
+                    for (key, set) in model_keys {
+                        if set {
+                            problem(
+                                offset,
+                                Some(sname),
+                                format!("`{key}` applies to model steps, not to a sql step"),
+                                Some("add `kind = \"kmeans\"`, or remove the key".into()),
+                            );
+                        }
+                    }
+                }
+                "kmeans" => {
+                    match kmeans_config(spec) {
+                        Ok(cfg) => steps.push(Step {
+                            name: sname.to_string(),
+                            kind: StepKind::KMeans(cfg),
+                            declared_at: at(offset),
+                        }),
+                        Err(e) => problem(offset, Some(sname), e, None),
+                    }
+                    continue;
+                }
+                other => {
+                    problem(
+                        offset,
+                        Some(sname),
+                        format!("unknown step kind `{other}`"),
+                        Some("known kinds: sql, kmeans".into()),
+                    );
+                    continue;
+                }
             }
             let sql = match (&spec.sql, &spec.query) {
                 (Some(f), None) => {
@@ -449,6 +493,7 @@ impl Job {
             steps,
             exports,
             output,
+            state: raw.state.unwrap_or_else(|| "../out/{job}/state".into()),
         })
     }
 
@@ -562,6 +607,75 @@ impl Job {
             .chain(self.steps.iter().map(|s| s.name.clone()))
             .collect()
     }
+}
+
+fn kmeans_config(
+    spec: &spec::StepSpec,
+) -> std::result::Result<crate::models::kmeans_step::KMeansConfig, String> {
+    use crate::features::NullPolicy;
+    use crate::models::kmeans_step::{AssignMode, KChoice, KMeansConfig};
+    if spec.sql.is_some() || spec.query.is_some() {
+        return Err("a kmeans step reads `input`; `sql`/`query` belong to sql steps".into());
+    }
+    let input = spec
+        .input
+        .clone()
+        .ok_or("a kmeans step needs `input = \"table\"`")?;
+    let range = spec.k_range.map(|[a, b]| (a, b)).unwrap_or((4, 16));
+    if range.0 < 2 || range.1 < range.0 {
+        return Err(format!(
+            "k_range [{}, {}] must be increasing and start at 2 or more",
+            range.0, range.1
+        ));
+    }
+    let k = match &spec.k {
+        None => KChoice::Auto(range.0, range.1),
+        Some(toml::Value::String(s)) if s == "auto" => KChoice::Auto(range.0, range.1),
+        Some(toml::Value::Integer(i)) if *i >= 1 => KChoice::Fixed(*i as usize),
+        Some(other) => {
+            return Err(format!(
+                "k = {other} must be a positive integer or \"auto\""
+            ))
+        }
+    };
+    let nulls = match spec.nulls.as_deref().unwrap_or("mean") {
+        "mean" => NullPolicy::Mean,
+        "zero" => NullPolicy::Zero,
+        "drop" => NullPolicy::Drop,
+        other => return Err(format!("nulls = \"{other}\" must be mean, zero or drop")),
+    };
+    let assign = match spec.assign.as_deref().unwrap_or("memory") {
+        "memory" => AssignMode::Memory,
+        "sql" => AssignMode::Sql,
+        other => return Err(format!("assign = \"{other}\" must be memory or sql")),
+    };
+    let transforms = spec
+        .transforms
+        .iter()
+        .map(|(k, v)| (k.clone(), v.list()))
+        .collect::<BTreeMap<_, _>>();
+    for (col, list) in &transforms {
+        crate::features::parse_transforms(col, list)
+            .map_err(|e| format!("transforms of `{col}`: {e}"))?;
+    }
+    let tol = spec.tol.unwrap_or(1e-4);
+    if tol.is_nan() || tol < 0.0 {
+        return Err("tol must be >= 0".into());
+    }
+    Ok(KMeansConfig {
+        input,
+        id: spec.id.clone().unwrap_or_else(|| "user_id".into()),
+        features: spec.features.clone(),
+        transforms,
+        nulls,
+        k,
+        max_iter: spec.max_iter.unwrap_or(100).max(1),
+        tol,
+        n_init: spec.n_init.unwrap_or(3).max(1),
+        seed: spec.seed.unwrap_or(42),
+        sample_rows: spec.sample_rows.unwrap_or(1_000_000).max(1),
+        assign,
+    })
 }
 
 fn display_path(p: &Path) -> String {

@@ -17,6 +17,10 @@ pub struct JobSpec {
     /// What the job is for, shown by `--help`-style listings and the summary.
     #[serde(default)]
     pub description: Option<String>,
+    /// Where state kept between runs lives (models for stable cluster ids): a path relative to
+    /// the job file, or a URL. Default: `../out/{job}/state`.
+    #[serde(default)]
+    pub state: Option<String>,
     /// Where the run's outputs go (a path relative to the job file, or a URL); may use `{param}`
     /// templates and `{job}`. Default: `../out/{job}` beside the job's folder, plus `/{as_of}`
     /// when the job has an `as_of` param.
@@ -139,6 +143,69 @@ pub struct StepSpec {
     /// One line on what the step computes.
     #[serde(default)]
     pub description: Option<String>,
+    /// kmeans: the table whose rows are clustered.
+    #[serde(default)]
+    pub input: Option<String>,
+    /// kmeans: the id column of `input` (default `user_id`).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// kmeans: feature columns (default: every numeric column but the id).
+    #[serde(default)]
+    pub features: Option<Vec<String>>,
+    /// kmeans: transforms per column (`"*"` for every feature not listed): `log1p`,
+    /// `clip:0.99` (clip at that upper quantile), `standardize` (the default scaling), `minmax`,
+    /// `none`, or `onehot:N` for a string column (its N most frequent values).
+    #[serde(default)]
+    pub transforms: BTreeMap<String, Transforms>,
+    /// kmeans: what to do with nulls, NaN and infinities: `mean` (impute, the default),
+    /// `zero`, or `drop` the row. Counted either way.
+    #[serde(default)]
+    pub nulls: Option<String>,
+    /// kmeans: number of clusters, or `"auto"` to choose by silhouette within `k_range`.
+    #[serde(default)]
+    pub k: Option<toml::Value>,
+    /// kmeans: range searched by `k = "auto"` (default [4, 16]).
+    #[serde(default)]
+    pub k_range: Option<[usize; 2]>,
+    /// kmeans: maximum Lloyd iterations (default 100).
+    #[serde(default)]
+    pub max_iter: Option<usize>,
+    /// kmeans: relative tolerance on centre movement (default 1e-4).
+    #[serde(default)]
+    pub tol: Option<f64>,
+    /// kmeans: number of initialisations; the lowest inertia wins (default 3).
+    #[serde(default)]
+    pub n_init: Option<usize>,
+    /// kmeans: random seed (default 42).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// kmeans: rows of the deterministic fitting sample (default 1,000,000).
+    #[serde(default)]
+    pub sample_rows: Option<usize>,
+    /// kmeans: where users are assigned: `memory` (default) or `sql` (the generated SQL
+    /// expression, run by the SQL engine).
+    #[serde(default)]
+    pub assign: Option<String>,
+}
+
+/// One transform or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Transforms {
+    /// `"log1p"`
+    One(String),
+    /// `["log1p", "clip:0.99"]`
+    Many(Vec<String>),
+}
+
+impl Transforms {
+    /// As a list.
+    pub fn list(&self) -> Vec<String> {
+        match self {
+            Transforms::One(s) => vec![s.clone()],
+            Transforms::Many(v) => v.clone(),
+        }
+    }
 }
 
 /// Output file format of a plain export.

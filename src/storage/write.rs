@@ -138,3 +138,12 @@ pub async fn write_csv(loc: &Location, mut stream: SendableRecordBatchStream) ->
     out.shutdown().await.map_err(|e| write_err(loc, e))?;
     Ok(Written { rows, bytes })
 }
+
+/// Writes a small object in one request.
+pub async fn put_bytes(loc: &Location, bytes: Vec<u8>) -> Result<()> {
+    loc.store
+        .put(&loc.path, object_store::PutPayload::from(bytes))
+        .await
+        .map_err(|e| write_err(loc, e))?;
+    Ok(())
+}

@@ -5,6 +5,7 @@ mod s3;
 
 mod bad_input;
 mod check;
+mod clustering;
 mod reference;
 mod run;
 mod s3_storage;

@@ -71,7 +71,12 @@ async fn demo_job_reads_and_writes_s3() {
         .try_collect()
         .await
         .unwrap();
-    assert_eq!(listed.len(), 1, "{listed:?}");
+    let names: Vec<String> = listed.iter().map(|m| m.location.to_string()).collect();
+    assert!(
+        names.contains(&"runs/2026-11-24/user_features.parquet".to_string())
+            && names.contains(&"runs/2026-11-24/models/clusters.json".to_string()),
+        "{names:?}"
+    );
     let remote = client
         .get(&ObjectPath::from("runs/2026-11-24/user_features.parquet"))
         .await
