@@ -170,6 +170,12 @@ pub async fn run(job: &Job, opts: &RunOptions) -> Result<RunReport> {
     // next run matches its clusters to these.
     let state = state_location(job, &prepared.bindings)?;
     for r in &steps {
+        if let Some(model) = &r.lookalike {
+            let text =
+                serde_json::to_vec_pretty(model).map_err(|e| Error::internal(e.to_string()))?;
+            let loc = output.child(&format!("models/{}.json", r.name))?;
+            crate::storage::write::put_bytes(&loc, text).await?;
+        }
         if let Some(model) = &r.model {
             let text =
                 serde_json::to_vec_pretty(model).map_err(|e| Error::internal(e.to_string()))?;

@@ -57,6 +57,9 @@ pub fn render(r: &RunReport) -> String {
         if let Some(m) = &st.model {
             s.push_str(&crate::models::kmeans_step::render_profiles(m));
         }
+        if let Some(m) = &st.lookalike {
+            s.push_str(&crate::models::lookalike_step::render(m));
+        }
     }
     if !r.exports.is_empty() {
         let _ = writeln!(s, "exports:");

@@ -11,6 +11,7 @@ WITH o AS (
          SUM(CAST(amount AS DECIMAL(18, 2))) AS amount_90d,
          MAX(ts) AS last_order_ts,
          COUNT(*) FILTER (WHERE brand = $brand) AS brand_orders_90d,
+         COUNT(*) FILTER (WHERE brand = $brand AND ts >= CAST($as_of AS TIMESTAMP) - INTERVAL '30 days') AS brand_orders_30d,
          SUM(CASE WHEN brand = $brand THEN CAST(amount AS DECIMAL(18, 2)) ELSE 0 END) AS brand_amount_90d
   FROM orders_90d
   GROUP BY user_id
@@ -90,6 +91,7 @@ SELECT u.user_id,
        COALESCE(s.follow_brand_90d, 0) AS follow_brand_90d,
        COALESCE(s.mini_program_visit_90d, 0) AS mini_program_visit_90d,
        COALESCE(o.brand_orders_90d, 0) AS brand_orders_90d,
+       COALESCE(o.brand_orders_30d, 0) AS brand_orders_30d,
        CAST(COALESCE(o.brand_amount_90d, 0) AS DOUBLE) AS brand_amount_90d,
        COALESCE(s.brand_impressions_90d, 0) AS brand_impressions_90d,
        COALESCE(s.brand_engagements_90d, 0) AS brand_engagements_90d,

@@ -32,8 +32,10 @@ pub struct StepResult {
     pub elapsed: Duration,
     /// Where the result is held.
     pub held: Held,
-    /// The fitted model, for model steps.
+    /// The fitted model, for k-means steps.
     pub model: Option<crate::models::kmeans_step::KMeansModel>,
+    /// The fitted model and its quality report, for lookalike steps.
+    pub lookalike: Option<crate::models::lookalike_step::LookalikeModel>,
 }
 
 /// Where a step's result lives during the run.
@@ -130,6 +132,69 @@ pub async fn register_view(
                 .map_err(|e| problem(e.to_string(), None))?;
             Ok(())
         }
+        StepKind::Lookalike(cfg) => {
+            let problem = |message: String, hint: Option<String>| Problem {
+                location: Some(step.declared_at.clone()),
+                step: Some(step.name.clone()),
+                message,
+                hint,
+            };
+            let df = engine.ctx.table(cfg.input.as_str()).await.map_err(|_| {
+                problem(
+                    format!("input table `{}` does not exist", cfg.input),
+                    Some(
+                        "a step can read the job's sources and the steps declared before it".into(),
+                    ),
+                )
+            })?;
+            crate::models::kmeans_step::feature_specs(
+                &step.name,
+                &cfg.input,
+                &cfg.id,
+                &cfg.features,
+                &cfg.transforms,
+                df.schema(),
+            )
+            .map_err(|e| match e {
+                Error::Job(mut ps) if !ps.is_empty() => {
+                    let mut p = ps.remove(0);
+                    p.location = Some(step.declared_at.clone());
+                    p
+                }
+                other => problem(other.to_string(), None),
+            })?;
+            let seed_sql = match &cfg.seed {
+                crate::models::lookalike_step::SeedSource::Table(t) => {
+                    format!("SELECT * FROM \"{t}\"")
+                }
+                crate::models::lookalike_step::SeedSource::Query(q) => q.clone(),
+            };
+            engine
+                .ctx
+                .sql(&seed_sql)
+                .await
+                .map_err(|e| problem(format!("seed: {}", e.strip_backtrace()), None))?;
+            for t in &cfg.exclude {
+                engine
+                    .ctx
+                    .table(t.as_str())
+                    .await
+                    .map_err(|_| problem(format!("exclusion table `{t}` does not exist"), None))?;
+            }
+            let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+                datafusion::arrow::datatypes::Field::new(&cfg.id, DataType::Utf8, false),
+                datafusion::arrow::datatypes::Field::new("score", DataType::Float64, false),
+                datafusion::arrow::datatypes::Field::new("rank", DataType::Int64, false),
+                datafusion::arrow::datatypes::Field::new("tier", DataType::Utf8, false),
+            ]));
+            let table = MemTable::try_new(schema, vec![vec![]])
+                .map_err(|e| problem(e.to_string(), None))?;
+            engine
+                .ctx
+                .register_table(step.name.as_str(), Arc::new(table))
+                .map_err(|e| problem(e.to_string(), None))?;
+            Ok(())
+        }
         StepKind::Sql(sql) => {
             let df = plan_sql(engine, &step.name, sql, bindings).await?;
             engine
@@ -166,6 +231,18 @@ pub async fn run_step(
                 elapsed: start.elapsed(),
                 held: Held::Memory(out.rows * 24),
                 model: Some(out.model),
+                lookalike: None,
+            });
+        }
+        StepKind::Lookalike(cfg) => {
+            let (model, rows) = crate::models::lookalike_step::run(engine, &step.name, cfg).await?;
+            return Ok(StepResult {
+                name: step.name.clone(),
+                rows,
+                elapsed: start.elapsed(),
+                held: Held::Memory(rows * 40),
+                model: None,
+                lookalike: Some(model),
             });
         }
     };
@@ -268,6 +345,7 @@ pub async fn run_step(
         elapsed: start.elapsed(),
         held,
         model: None,
+        lookalike: None,
     })
 }
 

@@ -72,6 +72,8 @@ pub enum StepKind {
     Sql(StepSql),
     /// Cluster the rows of a table.
     KMeans(crate::models::kmeans_step::KMeansConfig),
+    /// Expand a seed audience.
+    Lookalike(crate::models::lookalike_step::LookalikeConfig),
 }
 
 /// A checked step.
@@ -335,6 +337,13 @@ impl Job {
                         ("seed", spec.seed.is_some()),
                         ("sample_rows", spec.sample_rows.is_some()),
                         ("assign", spec.assign.is_some()),
+                        ("exclude", spec.exclude.is_some()),
+                        ("method", spec.method.is_some()),
+                        ("negatives", spec.negatives.is_some()),
+                        ("c", spec.c.is_some()),
+                        ("seed_value", spec.seed_value.is_some()),
+                        ("reach", spec.reach.is_some()),
+                        ("min_seed", spec.min_seed.is_some()),
                     ];
                     for (key, set) in model_keys {
                         if set {
@@ -346,6 +355,17 @@ impl Job {
                             );
                         }
                     }
+                }
+                "lookalike" => {
+                    match lookalike_config(spec) {
+                        Ok(cfg) => steps.push(Step {
+                            name: sname.to_string(),
+                            kind: StepKind::Lookalike(cfg),
+                            declared_at: at(offset),
+                        }),
+                        Err(e) => problem(offset, Some(sname), e, None),
+                    }
+                    continue;
                 }
                 "kmeans" => {
                     match kmeans_config(spec) {
@@ -363,7 +383,7 @@ impl Job {
                         offset,
                         Some(sname),
                         format!("unknown step kind `{other}`"),
-                        Some("known kinds: sql, kmeans".into()),
+                        Some("known kinds: sql, kmeans, lookalike".into()),
                     );
                     continue;
                 }
@@ -672,8 +692,115 @@ fn kmeans_config(
         max_iter: spec.max_iter.unwrap_or(100).max(1),
         tol,
         n_init: spec.n_init.unwrap_or(3).max(1),
-        seed: spec.seed.unwrap_or(42),
+        seed: match &spec.seed {
+            None => 42,
+            Some(toml::Value::Integer(i)) if *i >= 0 => *i as u64,
+            Some(other) => {
+                return Err(format!(
+                    "seed = {other} must be a non-negative integer (the random seed)"
+                ))
+            }
+        },
         sample_rows: spec.sample_rows.unwrap_or(1_000_000).max(1),
+        assign,
+    })
+}
+
+fn lookalike_config(
+    spec: &spec::StepSpec,
+) -> std::result::Result<crate::models::lookalike_step::LookalikeConfig, String> {
+    use crate::features::NullPolicy;
+    use crate::models::kmeans_step::AssignMode;
+    use crate::models::lookalike_step::{LookalikeConfig, Method, Reach, SeedSource};
+    if spec.sql.is_some() || spec.query.is_some() {
+        return Err(
+            "a lookalike step reads `input` and `seed`; `sql`/`query` belong to sql steps".into(),
+        );
+    }
+    for (key, set) in [
+        ("k", spec.k.is_some()),
+        ("k_range", spec.k_range.is_some()),
+        ("n_init", spec.n_init.is_some()),
+        ("max_iter", spec.max_iter.is_some()),
+        ("tol", spec.tol.is_some()),
+        ("sample_rows", spec.sample_rows.is_some()),
+    ] {
+        if set {
+            return Err(format!(
+                "`{key}` applies to kmeans steps, not to a lookalike step"
+            ));
+        }
+    }
+    let input = spec
+        .input
+        .clone()
+        .ok_or("a lookalike step needs `input = \"feature_table\"`")?;
+    let seed = match &spec.seed {
+        Some(toml::Value::String(s)) if s.trim().contains(char::is_whitespace) => SeedSource::Query(s.clone()),
+        Some(toml::Value::String(s)) if !s.trim().is_empty() => SeedSource::Table(s.trim().to_string()),
+        _ => return Err("a lookalike step needs `seed`: a table of seed ids, or a query such as \"SELECT user_id FROM t WHERE ...\"".into()),
+    };
+    let method = match spec.method.as_deref().unwrap_or("logistic") {
+        "logistic" => Method::Logistic,
+        "similarity" => Method::Similarity,
+        "blend" => Method::Blend,
+        other => {
+            return Err(format!(
+                "method = \"{other}\" must be logistic, similarity or blend"
+            ))
+        }
+    };
+    let reach = match &spec.reach {
+        None => vec![
+            Reach::Percent(1.0),
+            Reach::Percent(2.0),
+            Reach::Percent(5.0),
+            Reach::Percent(10.0),
+        ],
+        Some(list) if !list.is_empty() => list
+            .iter()
+            .map(Reach::parse)
+            .collect::<std::result::Result<Vec<_>, _>>()?,
+        Some(_) => return Err("reach lists at least one tier".into()),
+    };
+    let nulls = match spec.nulls.as_deref().unwrap_or("mean") {
+        "mean" => NullPolicy::Mean,
+        "zero" => NullPolicy::Zero,
+        "drop" => NullPolicy::Drop,
+        other => return Err(format!("nulls = \"{other}\" must be mean, zero or drop")),
+    };
+    let assign = match spec.assign.as_deref().unwrap_or("memory") {
+        "memory" => AssignMode::Memory,
+        "sql" => AssignMode::Sql,
+        other => return Err(format!("assign = \"{other}\" must be memory or sql")),
+    };
+    let transforms = spec
+        .transforms
+        .iter()
+        .map(|(k, v)| (k.clone(), v.list()))
+        .collect::<BTreeMap<_, _>>();
+    for (col, list) in &transforms {
+        crate::features::parse_transforms(col, list)
+            .map_err(|e| format!("transforms of `{col}`: {e}"))?;
+    }
+    let c = spec.c.unwrap_or(1.0);
+    if c.is_nan() || c <= 0.0 {
+        return Err("c must be > 0".into());
+    }
+    Ok(LookalikeConfig {
+        input,
+        id: spec.id.clone().unwrap_or_else(|| "user_id".into()),
+        features: spec.features.clone(),
+        transforms,
+        nulls,
+        seed,
+        exclude: spec.exclude.clone().unwrap_or_default(),
+        method,
+        negatives: spec.negatives.unwrap_or(10).max(1),
+        c,
+        seed_value: spec.seed_value.unwrap_or(42),
+        reach,
+        min_seed: spec.min_seed.unwrap_or(100),
         assign,
     })
 }

@@ -176,9 +176,31 @@ pub struct StepSpec {
     /// kmeans: number of initialisations; the lowest inertia wins (default 3).
     #[serde(default)]
     pub n_init: Option<usize>,
-    /// kmeans: random seed (default 42).
+    /// kmeans: random seed (default 42). lookalike: the seed audience, a table name or a SQL
+    /// query whose first column holds the seed ids.
     #[serde(default)]
-    pub seed: Option<u64>,
+    pub seed: Option<toml::Value>,
+    /// lookalike: tables whose ids never enter the audience (the seed never does).
+    #[serde(default)]
+    pub exclude: Option<Vec<String>>,
+    /// lookalike: `logistic` (default), `similarity` or `blend`.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// lookalike: negatives sampled per seed user (default 10).
+    #[serde(default)]
+    pub negatives: Option<usize>,
+    /// lookalike: inverse L2 regularisation strength (default 1.0, scikit-learn's C).
+    #[serde(default)]
+    pub c: Option<f64>,
+    /// lookalike: random seed of the sampling (default 42).
+    #[serde(default)]
+    pub seed_value: Option<u64>,
+    /// lookalike: tiers: percentages ("1%"), counts (500000) or thresholds ("score>=0.7").
+    #[serde(default)]
+    pub reach: Option<Vec<toml::Value>>,
+    /// lookalike: smallest seed accepted (default 100).
+    #[serde(default)]
+    pub min_seed: Option<usize>,
     /// kmeans: rows of the deterministic fitting sample (default 1,000,000).
     #[serde(default)]
     pub sample_rows: Option<usize>,

@@ -193,14 +193,39 @@ pub fn column_specs(
     cfg: &KMeansConfig,
     schema: &datafusion::common::DFSchema,
 ) -> Result<Vec<ColumnSpec>> {
+    feature_specs(
+        step,
+        &cfg.input,
+        &cfg.id,
+        &cfg.features,
+        &cfg.transforms,
+        schema,
+    )
+}
+
+/// Feature columns and transforms of any model step, checked against the input schema.
+pub fn feature_specs(
+    step: &str,
+    input: &str,
+    id: &str,
+    features: &Option<Vec<String>>,
+    transforms: &BTreeMap<String, Vec<String>>,
+    schema: &datafusion::common::DFSchema,
+) -> Result<Vec<ColumnSpec>> {
+    let cfg = FeatureSel {
+        input,
+        id,
+        features,
+        transforms,
+    };
     let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    if !names.contains(&cfg.id) {
+    if !names.iter().any(|n| n == cfg.id) {
         return Err(step_err(
             step,
             format!("input `{}` has no id column `{}`", cfg.input, cfg.id),
             Some(format!(
                 "nearest columns: {}",
-                crate::job::nearest(&cfg.id, &names, 3).join(", ")
+                crate::job::nearest(cfg.id, &names, 3).join(", ")
             )),
         ));
     }
@@ -209,7 +234,7 @@ pub fn column_specs(
         None => schema
             .fields()
             .iter()
-            .filter(|f| f.name() != &cfg.id && features::is_numeric(f.data_type()))
+            .filter(|f| f.name() != cfg.id && features::is_numeric(f.data_type()))
             .map(|f| f.name().clone())
             .collect(),
     };
@@ -257,6 +282,13 @@ pub fn column_specs(
         }
     }
     Ok(specs)
+}
+
+struct FeatureSel<'a> {
+    input: &'a str,
+    id: &'a str,
+    features: &'a Option<Vec<String>>,
+    transforms: &'a BTreeMap<String, Vec<String>>,
 }
 
 /// What the step produced, besides its table.

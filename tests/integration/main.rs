@@ -6,6 +6,7 @@ mod s3;
 mod bad_input;
 mod check;
 mod clustering;
+mod lookalike;
 mod reference;
 mod run;
 mod s3_storage;
