@@ -63,7 +63,7 @@ fn cwd() -> PathBuf {
 /// Binds params and registers every source.
 pub async fn prepare(job: &Job, opts: &RunOptions) -> Result<Prepared> {
     let bindings = job.bind(opts.date.as_deref(), &opts.params, &cwd())?;
-    let mut engine = Engine::new(&opts.engine)?;
+    let mut engine = Engine::new(&engine_config(job, opts))?;
     let mut sources = Vec::new();
     for s in &job.sources {
         sources.push(register_source(&mut engine, job, s, &bindings).await?);
@@ -73,6 +73,16 @@ pub async fn prepare(job: &Job, opts: &RunOptions) -> Result<Prepared> {
         bindings,
         sources,
     })
+}
+
+fn engine_config(job: &Job, opts: &RunOptions) -> EngineConfig {
+    let mut cfg = opts.engine.clone();
+    cfg.settings = job
+        .settings
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    cfg
 }
 
 fn spill_dir(opts: &RunOptions) -> PathBuf {
@@ -234,7 +244,7 @@ pub struct CheckReport {
 /// problem rather than stopping at the first.
 pub async fn check(job: &Job, opts: &RunOptions) -> Result<CheckReport> {
     let bindings = job.bind(opts.date.as_deref(), &opts.params, &cwd())?;
-    let mut engine = Engine::new(&opts.engine)?;
+    let mut engine = Engine::new(&engine_config(job, opts))?;
     let mut report = CheckReport::default();
     let mut failed_tables: Vec<String> = Vec::new();
     for s in &job.sources {

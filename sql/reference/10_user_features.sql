@@ -30,26 +30,38 @@ o_feat AS (
   FROM o_ub
   GROUP BY user_id
 ),
-s_feat AS (
+s30 AS (
+  -- Social counts of the last 30 days: only those rows are grouped.
   SELECT user_id,
-         COUNT(*) FILTER (WHERE action = 'ad_impression' AND ts >= CAST($as_of AS TIMESTAMP) - INTERVAL '30 days') AS ad_impression_30d,
-         COUNT(*) FILTER (WHERE action = 'ad_click' AND ts >= CAST($as_of AS TIMESTAMP) - INTERVAL '30 days') AS ad_click_30d,
-         COUNT(*) FILTER (WHERE action = 'article_read' AND ts >= CAST($as_of AS TIMESTAMP) - INTERVAL '30 days') AS article_read_30d,
-         COUNT(*) FILTER (WHERE action = 'like' AND ts >= CAST($as_of AS TIMESTAMP) - INTERVAL '30 days') AS like_30d,
-         COUNT(*) FILTER (WHERE action = 'share' AND ts >= CAST($as_of AS TIMESTAMP) - INTERVAL '30 days') AS share_30d,
-         COUNT(*) FILTER (WHERE action = 'comment' AND ts >= CAST($as_of AS TIMESTAMP) - INTERVAL '30 days') AS comment_30d,
-         COUNT(*) FILTER (WHERE action = 'follow_brand' AND ts >= CAST($as_of AS TIMESTAMP) - INTERVAL '30 days') AS follow_brand_30d,
-         COUNT(*) FILTER (WHERE action = 'mini_program_visit' AND ts >= CAST($as_of AS TIMESTAMP) - INTERVAL '30 days') AS mini_program_visit_30d,
-         COUNT(*) FILTER (WHERE action = 'ad_impression' AND brand = 'B01') AS b01_ad_impression_90d,
-         COUNT(*) FILTER (WHERE action = 'ad_click' AND brand = 'B01') AS b01_ad_click_90d,
-         COUNT(*) FILTER (WHERE action = 'article_read' AND brand = 'B01') AS b01_article_read_90d,
-         COUNT(*) FILTER (WHERE action = 'like' AND brand = 'B01') AS b01_like_90d,
-         COUNT(*) FILTER (WHERE action = 'share' AND brand = 'B01') AS b01_share_90d,
-         COUNT(*) FILTER (WHERE action = 'comment' AND brand = 'B01') AS b01_comment_90d,
-         COUNT(*) FILTER (WHERE action = 'follow_brand' AND brand = 'B01') AS b01_follow_brand_90d,
-         COUNT(*) FILTER (WHERE action = 'mini_program_visit' AND brand = 'B01') AS b01_mini_program_visit_90d
+         COUNT(*) FILTER (WHERE action = 'ad_impression') AS ad_impression_30d,
+         COUNT(*) FILTER (WHERE action = 'ad_click') AS ad_click_30d,
+         COUNT(*) FILTER (WHERE action = 'article_read') AS article_read_30d,
+         COUNT(*) FILTER (WHERE action = 'like') AS like_30d,
+         COUNT(*) FILTER (WHERE action = 'share') AS share_30d,
+         COUNT(*) FILTER (WHERE action = 'comment') AS comment_30d,
+         COUNT(*) FILTER (WHERE action = 'follow_brand') AS follow_brand_30d,
+         COUNT(*) FILTER (WHERE action = 'mini_program_visit') AS mini_program_visit_30d
   FROM social_events
   WHERE user_id IS NOT NULL
+    AND ts >= CAST($as_of AS TIMESTAMP) - INTERVAL '30 days'
+    AND ts < CAST($as_of AS TIMESTAMP)
+    AND action IN ('ad_impression', 'ad_click', 'article_read', 'like', 'share', 'comment', 'follow_brand', 'mini_program_visit')
+  GROUP BY user_id
+),
+sb AS (
+  -- B01 counts of the 90 days: only B01 rows are grouped.
+  SELECT user_id,
+         COUNT(*) FILTER (WHERE action = 'ad_impression') AS b01_ad_impression_90d,
+         COUNT(*) FILTER (WHERE action = 'ad_click') AS b01_ad_click_90d,
+         COUNT(*) FILTER (WHERE action = 'article_read') AS b01_article_read_90d,
+         COUNT(*) FILTER (WHERE action = 'like') AS b01_like_90d,
+         COUNT(*) FILTER (WHERE action = 'share') AS b01_share_90d,
+         COUNT(*) FILTER (WHERE action = 'comment') AS b01_comment_90d,
+         COUNT(*) FILTER (WHERE action = 'follow_brand') AS b01_follow_brand_90d,
+         COUNT(*) FILTER (WHERE action = 'mini_program_visit') AS b01_mini_program_visit_90d
+  FROM social_events
+  WHERE user_id IS NOT NULL
+    AND brand = 'B01'
     AND ts >= CAST($as_of AS TIMESTAMP) - INTERVAL '90 days'
     AND ts < CAST($as_of AS TIMESTAMP)
     AND action IN ('ad_impression', 'ad_click', 'article_read', 'like', 'share', 'comment', 'follow_brand', 'mini_program_visit')
@@ -77,14 +89,15 @@ SELECT u.user_id,
        COALESCE(s.comment_30d, 0) AS comment_30d,
        COALESCE(s.follow_brand_30d, 0) AS follow_brand_30d,
        COALESCE(s.mini_program_visit_30d, 0) AS mini_program_visit_30d,
-       COALESCE(s.b01_ad_impression_90d, 0) AS b01_ad_impression_90d,
-       COALESCE(s.b01_ad_click_90d, 0) AS b01_ad_click_90d,
-       COALESCE(s.b01_article_read_90d, 0) AS b01_article_read_90d,
-       COALESCE(s.b01_like_90d, 0) AS b01_like_90d,
-       COALESCE(s.b01_share_90d, 0) AS b01_share_90d,
-       COALESCE(s.b01_comment_90d, 0) AS b01_comment_90d,
-       COALESCE(s.b01_follow_brand_90d, 0) AS b01_follow_brand_90d,
-       COALESCE(s.b01_mini_program_visit_90d, 0) AS b01_mini_program_visit_90d
+       COALESCE(sb.b01_ad_impression_90d, 0) AS b01_ad_impression_90d,
+       COALESCE(sb.b01_ad_click_90d, 0) AS b01_ad_click_90d,
+       COALESCE(sb.b01_article_read_90d, 0) AS b01_article_read_90d,
+       COALESCE(sb.b01_like_90d, 0) AS b01_like_90d,
+       COALESCE(sb.b01_share_90d, 0) AS b01_share_90d,
+       COALESCE(sb.b01_comment_90d, 0) AS b01_comment_90d,
+       COALESCE(sb.b01_follow_brand_90d, 0) AS b01_follow_brand_90d,
+       COALESCE(sb.b01_mini_program_visit_90d, 0) AS b01_mini_program_visit_90d
 FROM users u
 LEFT JOIN o_feat o ON u.user_id = o.user_id
-LEFT JOIN s_feat s ON u.user_id = s.user_id
+LEFT JOIN s30 s ON u.user_id = s.user_id
+LEFT JOIN sb ON u.user_id = sb.user_id

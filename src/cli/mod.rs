@@ -99,6 +99,7 @@ impl JobArgs {
                 memory_limit,
                 spill_dir: self.spill_dir.clone(),
                 target_partitions: None,
+                settings: vec![],
             },
             progress: true,
         })

@@ -26,6 +26,8 @@ pub struct EngineConfig {
     pub spill_dir: Option<PathBuf>,
     /// Parallelism of query plans (default: the number of cores).
     pub target_partitions: Option<usize>,
+    /// DataFusion settings by key (from the job's `[settings]`).
+    pub settings: Vec<(String, String)>,
 }
 
 /// The default memory budget: 60% of physical memory, leaving room for models and writers.
@@ -95,6 +97,15 @@ impl Engine {
         opts.execution.parquet.schema_force_view_types = false;
         // Spans let plan errors point at the SQL line and column.
         opts.sql_parser.collect_spans = true;
+        for (k, v) in &cfg.settings {
+            opts.set(k, v).map_err(|e| {
+                Error::job_msg(
+                    None,
+                    format!("setting `{k}` = \"{v}\": {}", e.strip_backtrace()),
+                    Some("see the DataFusion configuration reference for valid keys".into()),
+                )
+            })?;
+        }
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         Ok(Engine {
             ctx,

@@ -125,6 +125,8 @@ pub struct Job {
     pub output: String,
     /// State folder template (models kept between runs).
     pub state: String,
+    /// DataFusion session settings.
+    pub settings: BTreeMap<String, String>,
 }
 
 /// Parameter values bound for one run.
@@ -514,6 +516,7 @@ impl Job {
             exports,
             output,
             state: raw.state.unwrap_or_else(|| "../out/{job}/state".into()),
+            settings: raw.settings,
         })
     }
 

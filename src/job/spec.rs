@@ -26,6 +26,10 @@ pub struct JobSpec {
     /// when the job has an `as_of` param.
     #[serde(default)]
     pub output: Option<Spanned<String>>,
+    /// DataFusion session settings for this job, e.g.
+    /// `"datafusion.execution.parquet.pushdown_filters" = "true"`.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
     /// Typed parameters, bound into SQL as `$name` and into URLs as `{name}`.
     #[serde(default)]
     pub params: BTreeMap<String, Spanned<ParamSpec>>,

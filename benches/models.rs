@@ -1,0 +1,212 @@
+//! Benchmarks of the models on one matrix, ours (in process) beside scikit-learn on the same
+//! data, alternating runs, medians:
+//! - k-means fit + assign on 1,000,000 rows × 24 features, k = 12, at most 50 iterations,
+//!   tol 1e-4, k-means++ with one init, against `KMeans(algorithm="lloyd", n_init=1)`;
+//! - lookalike: logistic regression (C = 1) fitted on a 20,000-user seed plus 200,000 sampled
+//!   negatives, then every one of the 1,000,000 rows scored, against
+//!   `LogisticRegression(C=1.0, solver="lbfgs", max_iter=200)` + `predict_proba`.
+//!
+//! ```sh
+//! PEER_PYTHON=/path/to/python-with-sklearn cargo bench --bench models
+//! ```
+//! Without `PEER_PYTHON` only our side is timed. `ROWS` and `RUNS` change the size and count.
+//! The matrix is a fixed-seed mixture of 12 Gaussian blobs, written to a temp file that both
+//! sides read; loading is not timed on either side.
+
+use std::io::Write;
+use std::time::Instant;
+
+use audiences::models::kmeans::{assign, fit, KMeansParams};
+use audiences::models::logistic;
+use ndarray::Array2;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+fn matrix(rows: usize, d: usize, k: usize) -> Array2<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let centers: Vec<Vec<f64>> = (0..k)
+        .map(|_| (0..d).map(|_| rng.random_range(-4.0..4.0)).collect())
+        .collect();
+    let noise = Normal::new(0.0, 1.0).unwrap();
+    let mut x = Array2::zeros((rows, d));
+    for i in 0..rows {
+        let c = &centers[rng.random_range(0..k)];
+        for j in 0..d {
+            x[[i, j]] = c[j] + noise.sample(&mut rng);
+        }
+    }
+    x
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let rows: usize = std::env::var("ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let (d, k) = (24, 12);
+    let x = matrix(rows, d, k);
+    let path = std::env::temp_dir().join(format!("kmeans-bench-{rows}x{d}.f64"));
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        for v in x.iter() {
+            f.write_all(&v.to_le_bytes()).unwrap();
+        }
+    }
+    let peer = std::env::var("PEER_PYTHON").ok();
+    let script = format!(
+        "import time, numpy as np\nfrom sklearn.cluster import KMeans\n\
+         x = np.fromfile({:?}, dtype='<f8').reshape({rows}, {d})\n\
+         t = time.perf_counter()\n\
+         km = KMeans(n_clusters={k}, init='k-means++', n_init=1, max_iter=50, tol=1e-4, random_state=42, algorithm='lloyd').fit(x)\n\
+         labels = km.predict(x)\n\
+         print(time.perf_counter() - t, km.inertia_, km.n_iter_)\n",
+        path.display().to_string()
+    );
+    let params = KMeansParams {
+        k,
+        max_iter: 50,
+        tol: 1e-4,
+        n_init: 1,
+        seed: 42,
+    };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let t = Instant::now();
+        let f = fit(x.view(), &params);
+        let (labels, _) = assign(x.view(), &f.centroids);
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(labels.len(), rows);
+        ours.push(secs);
+        let mut line = format!(
+            "run {i}: audiences {secs:.3} s (inertia {:.4e}, {} iterations)",
+            f.inertia, f.iterations
+        );
+        if let Some(py) = &peer {
+            let out = std::process::Command::new(py)
+                .args(["-c", &script])
+                .output()
+                .expect("python starts");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut parts = text.split_whitespace();
+            let s: f64 = parts.next().unwrap().parse().unwrap();
+            theirs.push(s);
+            line.push_str(&format!(
+                " | scikit-learn {s:.3} s (inertia {}, {} iterations)",
+                parts.next().unwrap_or("?"),
+                parts.next().unwrap_or("?")
+            ));
+        }
+        eprintln!("{line}");
+    }
+    let o = median(&mut ours);
+    println!("k-means fit + assign, {rows} x {d}, k = {k}, {runs} runs, medians:");
+    println!("  audiences     {o:.3} s");
+    if !theirs.is_empty() {
+        let t = median(&mut theirs);
+        println!("  scikit-learn  {t:.3} s");
+        println!("  ratio (scikit-learn / audiences) {:.2}x", t / o);
+    }
+
+    // Lookalike: seed = the first 20,000 rows of blob 0's region (rows whose first feature is
+    // highest), negatives = 200,000 other rows picked with a fixed stride.
+    let seed_n = 20_000.min(rows / 10);
+    let mut order: Vec<usize> = (0..rows).collect();
+    order.sort_by(|&a, &b| x[[b, 0]].total_cmp(&x[[a, 0]]).then(a.cmp(&b)));
+    let seed: Vec<usize> = order[..seed_n].to_vec();
+    let rest = &order[seed_n..];
+    let stride = (rest.len() / (10 * seed_n)).max(1);
+    let negs: Vec<usize> = rest
+        .iter()
+        .step_by(stride)
+        .take(10 * seed_n)
+        .copied()
+        .collect();
+    let train: Vec<usize> = seed.iter().chain(negs.iter()).copied().collect();
+    let labels_path = std::env::temp_dir().join(format!("lr-bench-{rows}.idx"));
+    std::fs::write(
+        &labels_path,
+        train
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
+    let lr_script = format!(
+        "import time, numpy as np\nfrom sklearn.linear_model import LogisticRegression\n\
+         x = np.fromfile({:?}, dtype='<f8').reshape({rows}, {d})\n\
+         idx = np.loadtxt({:?}, dtype=np.int64)\n\
+         y = np.zeros(len(idx)); y[:{seed_n}] = 1\n\
+         t = time.perf_counter()\n\
+         m = LogisticRegression(C=1.0, solver='lbfgs', max_iter=200).fit(x[idx], y)\n\
+         p = m.predict_proba(x)[:, 1]\n\
+         print(time.perf_counter() - t, m.n_iter_[0])\n",
+        path.display().to_string(),
+        labels_path.display().to_string()
+    );
+    let (mut ours_lr, mut theirs_lr) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let t = Instant::now();
+        let xt = x.select(ndarray::Axis(0), &train);
+        let y: ndarray::Array1<f64> = (0..train.len())
+            .map(|j| if j < seed_n { 1.0 } else { 0.0 })
+            .collect();
+        let m = logistic::fit(xt.view(), y.view(), 1.0, 100);
+        let scores = m.score(x.view());
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(scores.len(), rows);
+        ours_lr.push(secs);
+        let mut line = format!(
+            "run {i}: audiences logistic {secs:.3} s ({} Newton steps)",
+            m.iterations
+        );
+        if let Some(py) = &peer {
+            let out = std::process::Command::new(py)
+                .args(["-c", &lr_script])
+                .output()
+                .expect("python starts");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut parts = text.split_whitespace();
+            let s: f64 = parts.next().unwrap().parse().unwrap();
+            theirs_lr.push(s);
+            line.push_str(&format!(
+                " | scikit-learn {s:.3} s ({} lbfgs iterations)",
+                parts.next().unwrap_or("?")
+            ));
+        }
+        eprintln!("{line}");
+    }
+    let o = median(&mut ours_lr);
+    println!(
+        "lookalike logistic fit ({} rows) + score ({rows} rows), {runs} runs, medians:",
+        train.len()
+    );
+    println!("  audiences     {o:.3} s");
+    if !theirs_lr.is_empty() {
+        let t = median(&mut theirs_lr);
+        println!("  scikit-learn  {t:.3} s");
+        println!("  ratio (scikit-learn / audiences) {:.2}x", t / o);
+    }
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&labels_path);
+}
