@@ -384,3 +384,42 @@ mod tests {
         assert_eq!(k, 3, "{curve:?}");
     }
 }
+
+#[cfg(test)]
+mod init_tests {
+    use super::*;
+    use rand_distr::{Distribution, Normal};
+
+    #[test]
+    fn kmeanspp_finds_well_separated_blobs_in_high_dimension() {
+        let (n, d, k) = (24_000, 24, 12);
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let centers: Vec<Vec<f64>> = (0..k)
+            .map(|_| (0..d).map(|_| rng.random_range(-4.0..4.0)).collect())
+            .collect();
+        let noise = Normal::new(0.0, 1.0).unwrap();
+        let mut x = Array2::zeros((n, d));
+        for i in 0..n {
+            let c = &centers[rng.random_range(0..k)];
+            for j in 0..d {
+                x[[i, j]] = c[j] + noise.sample(&mut rng);
+            }
+        }
+        let f = fit(
+            x.view(),
+            &KMeansParams {
+                k,
+                max_iter: 50,
+                tol: 1e-4,
+                n_init: 1,
+                seed: 42,
+            },
+        );
+        let per_point = f.inertia / (n * d) as f64;
+        assert!(
+            per_point < 1.1,
+            "inertia per coordinate {per_point} after {} iterations",
+            f.iterations
+        );
+    }
+}
