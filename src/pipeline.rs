@@ -1,7 +1,7 @@
 //! One run of a job, end to end: bind params → register sources → run SQL steps → exports,
 //! and `check`, which plans everything against the real source schemas without running it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::engine::sources::{register_source, SourceInfo};
@@ -279,9 +279,4 @@ pub async fn check(job: &Job, opts: &RunOptions) -> Result<CheckReport> {
         }
     }
     Ok(report)
-}
-
-/// Canonical path of a job argument, for messages.
-pub fn job_path(arg: &Path) -> PathBuf {
-    arg.to_path_buf()
 }

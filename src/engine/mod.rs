@@ -8,7 +8,6 @@ pub mod steps;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -121,11 +120,6 @@ impl Engine {
             self.ctx
                 .register_object_store(&loc.store_url, loc.store.clone());
         }
-    }
-
-    /// Shares the session (for commands that run many queries).
-    pub fn context(&self) -> Arc<SessionContext> {
-        Arc::new(self.ctx.clone())
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::metadata::ScalarAndMetadata;
 use datafusion::common::ParamValues;
 use datafusion::datasource::MemTable;
@@ -95,74 +95,25 @@ pub async fn register_view(
 ) -> std::result::Result<(), Problem> {
     match &step.kind {
         StepKind::KMeans(cfg) => {
-            let problem = |message: String, hint: Option<String>| Problem {
-                location: Some(step.declared_at.clone()),
-                step: Some(step.name.clone()),
-                message,
-                hint,
-            };
-            let df = engine.ctx.table(cfg.input.as_str()).await.map_err(|_| {
-                problem(
-                    format!("input table `{}` does not exist", cfg.input),
-                    Some(
-                        "a step can read the job's sources and the steps declared before it".into(),
-                    ),
-                )
-            })?;
-            crate::models::kmeans_step::column_specs(&step.name, cfg, df.schema()).map_err(
-                |e| match e {
-                    Error::Job(mut ps) if !ps.is_empty() => {
-                        let mut p = ps.remove(0);
-                        p.location = Some(step.declared_at.clone());
-                        p
-                    }
-                    other => problem(other.to_string(), None),
-                },
-            )?;
-            let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
-                datafusion::arrow::datatypes::Field::new(&cfg.id, DataType::Utf8, true),
-                datafusion::arrow::datatypes::Field::new("cluster", DataType::Int32, false),
-                datafusion::arrow::datatypes::Field::new("distance", DataType::Float64, false),
-            ]));
-            let table = MemTable::try_new(schema, vec![vec![]])
-                .map_err(|e| problem(e.to_string(), None))?;
-            engine
-                .ctx
-                .register_table(step.name.as_str(), Arc::new(table))
-                .map_err(|e| problem(e.to_string(), None))?;
-            Ok(())
-        }
-        StepKind::Lookalike(cfg) => {
-            let problem = |message: String, hint: Option<String>| Problem {
-                location: Some(step.declared_at.clone()),
-                step: Some(step.name.clone()),
-                message,
-                hint,
-            };
-            let df = engine.ctx.table(cfg.input.as_str()).await.map_err(|_| {
-                problem(
-                    format!("input table `{}` does not exist", cfg.input),
-                    Some(
-                        "a step can read the job's sources and the steps declared before it".into(),
-                    ),
-                )
-            })?;
-            crate::models::kmeans_step::feature_specs(
-                &step.name,
+            let schema = crate::models::kmeans_step::output_schema(&cfg.id);
+            register_model_view(
+                engine,
+                step,
                 &cfg.input,
                 &cfg.id,
                 &cfg.features,
                 &cfg.transforms,
-                df.schema(),
+                schema,
             )
-            .map_err(|e| match e {
-                Error::Job(mut ps) if !ps.is_empty() => {
-                    let mut p = ps.remove(0);
-                    p.location = Some(step.declared_at.clone());
-                    p
-                }
-                other => problem(other.to_string(), None),
-            })?;
+            .await
+        }
+        StepKind::Lookalike(cfg) => {
+            let problem = |message: String| Problem {
+                location: Some(step.declared_at.clone()),
+                step: Some(step.name.clone()),
+                message,
+                hint: None,
+            };
             let seed_sql = match &cfg.seed {
                 crate::models::lookalike_step::SeedSource::Table(t) => {
                     format!("SELECT * FROM \"{t}\"")
@@ -173,27 +124,25 @@ pub async fn register_view(
                 .ctx
                 .sql(&seed_sql)
                 .await
-                .map_err(|e| problem(format!("seed: {}", e.strip_backtrace()), None))?;
+                .map_err(|e| problem(format!("seed: {}", e.strip_backtrace())))?;
             for t in &cfg.exclude {
                 engine
                     .ctx
                     .table(t.as_str())
                     .await
-                    .map_err(|_| problem(format!("exclusion table `{t}` does not exist"), None))?;
+                    .map_err(|_| problem(format!("exclusion table `{t}` does not exist")))?;
             }
-            let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
-                datafusion::arrow::datatypes::Field::new(&cfg.id, DataType::Utf8, false),
-                datafusion::arrow::datatypes::Field::new("score", DataType::Float64, false),
-                datafusion::arrow::datatypes::Field::new("rank", DataType::Int64, false),
-                datafusion::arrow::datatypes::Field::new("tier", DataType::Utf8, false),
-            ]));
-            let table = MemTable::try_new(schema, vec![vec![]])
-                .map_err(|e| problem(e.to_string(), None))?;
-            engine
-                .ctx
-                .register_table(step.name.as_str(), Arc::new(table))
-                .map_err(|e| problem(e.to_string(), None))?;
-            Ok(())
+            let schema = crate::models::lookalike_step::output_schema(&cfg.id);
+            register_model_view(
+                engine,
+                step,
+                &cfg.input,
+                &cfg.id,
+                &cfg.features,
+                &cfg.transforms,
+                schema,
+            )
+            .await
         }
         StepKind::Sql(sql) => {
             let df = plan_sql(engine, &step.name, sql, bindings).await?;
@@ -209,6 +158,54 @@ pub async fn register_view(
             Ok(())
         }
     }
+}
+
+/// For `check`: validates a model step's input and features against the real schema and
+/// registers an empty table of its output schema, so later steps can be planned against it.
+async fn register_model_view(
+    engine: &Engine,
+    step: &Step,
+    input: &str,
+    id: &str,
+    features: &Option<Vec<String>>,
+    transforms: &std::collections::BTreeMap<String, Vec<String>>,
+    schema: SchemaRef,
+) -> std::result::Result<(), Problem> {
+    let problem = |message: String, hint: Option<String>| Problem {
+        location: Some(step.declared_at.clone()),
+        step: Some(step.name.clone()),
+        message,
+        hint,
+    };
+    let df = engine.ctx.table(input).await.map_err(|_| {
+        problem(
+            format!("input table `{input}` does not exist"),
+            Some("a step can read the job's sources and the steps declared before it".into()),
+        )
+    })?;
+    crate::models::kmeans_step::feature_specs(
+        &step.name,
+        input,
+        id,
+        features,
+        transforms,
+        df.schema(),
+    )
+    .map_err(|e| match e {
+        Error::Job(mut ps) if !ps.is_empty() => {
+            let mut p = ps.remove(0);
+            p.location = Some(step.declared_at.clone());
+            p
+        }
+        other => problem(other.to_string(), None),
+    })?;
+    let table =
+        MemTable::try_new(schema, vec![vec![]]).map_err(|e| problem(e.to_string(), None))?;
+    engine
+        .ctx
+        .register_table(step.name.as_str(), Arc::new(table))
+        .map_err(|e| problem(e.to_string(), None))?;
+    Ok(())
 }
 
 /// Runs a step and registers its materialised result under the step's name.

@@ -632,11 +632,49 @@ impl Job {
     }
 }
 
+/// `nulls` of a model step.
+fn model_nulls(spec: &spec::StepSpec) -> std::result::Result<crate::features::NullPolicy, String> {
+    use crate::features::NullPolicy;
+    match spec.nulls.as_deref().unwrap_or("mean") {
+        "mean" => Ok(NullPolicy::Mean),
+        "zero" => Ok(NullPolicy::Zero),
+        "drop" => Ok(NullPolicy::Drop),
+        other => Err(format!("nulls = \"{other}\" must be mean, zero or drop")),
+    }
+}
+
+/// `assign` of a model step.
+fn model_assign(
+    spec: &spec::StepSpec,
+) -> std::result::Result<crate::models::kmeans_step::AssignMode, String> {
+    use crate::models::kmeans_step::AssignMode;
+    match spec.assign.as_deref().unwrap_or("memory") {
+        "memory" => Ok(AssignMode::Memory),
+        "sql" => Ok(AssignMode::Sql),
+        other => Err(format!("assign = \"{other}\" must be memory or sql")),
+    }
+}
+
+/// `transforms` of a model step, each list checked.
+fn model_transforms(
+    spec: &spec::StepSpec,
+) -> std::result::Result<BTreeMap<String, Vec<String>>, String> {
+    let transforms: BTreeMap<String, Vec<String>> = spec
+        .transforms
+        .iter()
+        .map(|(k, v)| (k.clone(), v.list()))
+        .collect();
+    for (col, list) in &transforms {
+        crate::features::parse_transforms(col, list)
+            .map_err(|e| format!("transforms of `{col}`: {e}"))?;
+    }
+    Ok(transforms)
+}
+
 fn kmeans_config(
     spec: &spec::StepSpec,
 ) -> std::result::Result<crate::models::kmeans_step::KMeansConfig, String> {
-    use crate::features::NullPolicy;
-    use crate::models::kmeans_step::{AssignMode, KChoice, KMeansConfig};
+    use crate::models::kmeans_step::{KChoice, KMeansConfig};
     if spec.sql.is_some() || spec.query.is_some() {
         return Err("a kmeans step reads `input`; `sql`/`query` belong to sql steps".into());
     }
@@ -661,26 +699,9 @@ fn kmeans_config(
             ))
         }
     };
-    let nulls = match spec.nulls.as_deref().unwrap_or("mean") {
-        "mean" => NullPolicy::Mean,
-        "zero" => NullPolicy::Zero,
-        "drop" => NullPolicy::Drop,
-        other => return Err(format!("nulls = \"{other}\" must be mean, zero or drop")),
-    };
-    let assign = match spec.assign.as_deref().unwrap_or("memory") {
-        "memory" => AssignMode::Memory,
-        "sql" => AssignMode::Sql,
-        other => return Err(format!("assign = \"{other}\" must be memory or sql")),
-    };
-    let transforms = spec
-        .transforms
-        .iter()
-        .map(|(k, v)| (k.clone(), v.list()))
-        .collect::<BTreeMap<_, _>>();
-    for (col, list) in &transforms {
-        crate::features::parse_transforms(col, list)
-            .map_err(|e| format!("transforms of `{col}`: {e}"))?;
-    }
+    let nulls = model_nulls(spec)?;
+    let assign = model_assign(spec)?;
+    let transforms = model_transforms(spec)?;
     let tol = spec.tol.unwrap_or(1e-4);
     if tol.is_nan() || tol < 0.0 {
         return Err("tol must be >= 0".into());
@@ -712,8 +733,6 @@ fn kmeans_config(
 fn lookalike_config(
     spec: &spec::StepSpec,
 ) -> std::result::Result<crate::models::lookalike_step::LookalikeConfig, String> {
-    use crate::features::NullPolicy;
-    use crate::models::kmeans_step::AssignMode;
     use crate::models::lookalike_step::{LookalikeConfig, Method, Reach, SeedSource};
     if spec.sql.is_some() || spec.query.is_some() {
         return Err(
@@ -766,26 +785,9 @@ fn lookalike_config(
             .collect::<std::result::Result<Vec<_>, _>>()?,
         Some(_) => return Err("reach lists at least one tier".into()),
     };
-    let nulls = match spec.nulls.as_deref().unwrap_or("mean") {
-        "mean" => NullPolicy::Mean,
-        "zero" => NullPolicy::Zero,
-        "drop" => NullPolicy::Drop,
-        other => return Err(format!("nulls = \"{other}\" must be mean, zero or drop")),
-    };
-    let assign = match spec.assign.as_deref().unwrap_or("memory") {
-        "memory" => AssignMode::Memory,
-        "sql" => AssignMode::Sql,
-        other => return Err(format!("assign = \"{other}\" must be memory or sql")),
-    };
-    let transforms = spec
-        .transforms
-        .iter()
-        .map(|(k, v)| (k.clone(), v.list()))
-        .collect::<BTreeMap<_, _>>();
-    for (col, list) in &transforms {
-        crate::features::parse_transforms(col, list)
-            .map_err(|e| format!("transforms of `{col}`: {e}"))?;
-    }
+    let nulls = model_nulls(spec)?;
+    let assign = model_assign(spec)?;
+    let transforms = model_transforms(spec)?;
     let c = spec.c.unwrap_or(1.0);
     if c.is_nan() || c <= 0.0 {
         return Err("c must be > 0".into());

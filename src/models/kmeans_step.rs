@@ -6,9 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, Float64Array, Int32Array, RecordBatch, StringArray,
-};
+use datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int32Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
 use ndarray::Array2;
@@ -179,28 +177,14 @@ impl KMeansModel {
     }
 }
 
-fn quote(name: &str) -> String {
+/// A SQL identifier in double quotes.
+pub fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-fn step_err(step: &str, message: String, hint: Option<String>) -> Error {
+/// A job error for a model step.
+pub fn step_err(step: &str, message: String, hint: Option<String>) -> Error {
     Error::job_msg(Some(step), message, hint)
-}
-
-/// Works out the feature columns and their transforms against the input schema.
-pub fn column_specs(
-    step: &str,
-    cfg: &KMeansConfig,
-    schema: &datafusion::common::DFSchema,
-) -> Result<Vec<ColumnSpec>> {
-    feature_specs(
-        step,
-        &cfg.input,
-        &cfg.id,
-        &cfg.features,
-        &cfg.transforms,
-        schema,
-    )
 }
 
 /// Feature columns and transforms of any model step, checked against the input schema.
@@ -284,11 +268,67 @@ pub fn feature_specs(
     Ok(specs)
 }
 
+/// Reads a model step's input (sorted by id, so the sample, the fit and the output do not
+/// depend on scan order) and builds its feature matrix. Shared by every model step.
+pub async fn load_matrix(
+    engine: &Engine,
+    name: &str,
+    input: &str,
+    id: &str,
+    features: &Option<Vec<String>>,
+    transforms: &BTreeMap<String, Vec<String>>,
+    nulls: NullPolicy,
+) -> Result<features::FeatureMatrix> {
+    let context = format!("step `{name}`");
+    let df = engine.ctx.table(input).await.map_err(|_| {
+        step_err(
+            name,
+            format!("input table `{input}` does not exist"),
+            Some("a step can read the job's sources and the steps declared before it".into()),
+        )
+    })?;
+    let specs = feature_specs(name, input, id, features, transforms, df.schema())?;
+    let mut cols: Vec<String> = vec![id.to_string()];
+    for s in &specs {
+        let (ColumnSpec::Numeric { column, .. } | ColumnSpec::OneHot { column, .. }) = s;
+        if !cols.contains(column) {
+            cols.push(column.clone());
+        }
+    }
+    let batches = df
+        .select_columns(&cols.iter().map(String::as_str).collect::<Vec<_>>())
+        .and_then(|d| {
+            d.sort(vec![
+                datafusion::logical_expr::col(quote(id)).sort(true, false)
+            ])
+        })
+        .map_err(|e| Error::internal(format!("{context}: {e}")))?
+        .collect()
+        .await
+        .map_err(|e| execution_error(&context, e))?;
+    tokio::task::block_in_place(|| features::build(&batches, id, &specs, nulls)).map_err(|e| {
+        let message = match &e.column {
+            Some(c) => format!("column `{c}`: {}", e.message),
+            None => e.message.clone(),
+        };
+        step_err(name, message, None)
+    })
+}
+
 struct FeatureSel<'a> {
     input: &'a str,
     id: &'a str,
     features: &'a Option<Vec<String>>,
     transforms: &'a BTreeMap<String, Vec<String>>,
+}
+
+/// The output table's schema: `(id, cluster, distance)`.
+pub fn output_schema(id: &str) -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new(id, DataType::Utf8, true),
+        Field::new("cluster", DataType::Int32, false),
+        Field::new("distance", DataType::Float64, false),
+    ]))
 }
 
 /// What the step produced, besides its table.
@@ -308,49 +348,16 @@ pub async fn run(
     previous: Option<&KMeansModel>,
 ) -> Result<KMeansOutcome> {
     let context = format!("step `{name}`");
-    let df = engine.ctx.table(cfg.input.as_str()).await.map_err(|_| {
-        step_err(
-            name,
-            format!("input table `{}` does not exist", cfg.input),
-            Some("a step can read the job's sources and the steps declared before it".into()),
-        )
-    })?;
-    let specs = column_specs(name, cfg, df.schema())?;
-    let mut cols: Vec<String> = vec![cfg.id.clone()];
-    for s in &specs {
-        let c = match s {
-            ColumnSpec::Numeric { column, .. } | ColumnSpec::OneHot { column, .. } => {
-                column.clone()
-            }
-        };
-        if !cols.contains(&c) {
-            cols.push(c);
-        }
-    }
-    // Sorted by id: the sample, the fit and the output do not depend on scan order.
-    let batches = df
-        .select_columns(&cols.iter().map(String::as_str).collect::<Vec<_>>())
-        .and_then(|d| {
-            d.sort(vec![
-                datafusion::logical_expr::col(quote(&cfg.id)).sort(true, false)
-            ])
-        })
-        .map_err(|e| Error::internal(format!("{context}: {e}")))?
-        .collect()
-        .await
-        .map_err(|e| execution_error(&context, e))?;
-    let m = tokio::task::block_in_place(|| features::build(&batches, &cfg.id, &specs, cfg.nulls))
-        .map_err(|e| {
-        step_err(
-            name,
-            match &e.column {
-                Some(c) => format!("column `{c}`: {}", e.message),
-                None => e.message.clone(),
-            },
-            None,
-        )
-    })?;
-    drop(batches);
+    let m = load_matrix(
+        engine,
+        name,
+        &cfg.input,
+        &cfg.id,
+        &cfg.features,
+        &cfg.transforms,
+        cfg.nulls,
+    )
+    .await?;
     let rows = m.x.nrows();
     let (k_min, _) = match cfg.k {
         KChoice::Fixed(k) => (k, k),
@@ -421,12 +428,7 @@ pub async fn run(
             .collect(),
     };
 
-    let id_field = Field::new(&cfg.id, DataType::Utf8, true);
-    let schema = Arc::new(Schema::new(vec![
-        id_field,
-        Field::new("cluster", DataType::Int32, false),
-        Field::new("distance", DataType::Float64, false),
-    ]));
+    let schema = output_schema(&cfg.id);
     let batches: Vec<RecordBatch> = match cfg.assign {
         AssignMode::Memory => {
             let (labels, dist) =
@@ -758,9 +760,4 @@ pub fn render_profiles(model: &KMeansModel) -> String {
         ));
     }
     s
-}
-
-/// Ids of the output table as strings (for tests and exports).
-pub fn ids_of(b: &RecordBatch) -> Option<&StringArray> {
-    b.column(0).as_any().downcast_ref::<StringArray>()
 }

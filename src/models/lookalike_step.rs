@@ -28,12 +28,12 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::kmeans::{self, KMeansParams};
-use super::kmeans_step::feature_specs;
+use super::kmeans_step::{load_matrix, quote, step_err};
 use super::logistic;
 use crate::engine::diagnostics::execution_error;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::features::{self, ColumnSpec, FittedFeature, NullPolicy};
+use crate::features::{self, FittedFeature, NullPolicy};
 
 /// Scoring method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -251,14 +251,6 @@ impl LookalikeModel {
     }
 }
 
-fn step_err(step: &str, message: String, hint: Option<String>) -> Error {
-    Error::job_msg(Some(step), message, hint)
-}
-
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 async fn id_set(engine: &Engine, step: &str, sql: &str, what: &str) -> Result<HashSet<String>> {
     let df = engine
         .ctx
@@ -349,6 +341,16 @@ fn tier_sizes(reach: &[Reach], sorted_scores: &[f64]) -> Vec<usize> {
         .collect()
 }
 
+/// The output table's schema: `(id, score, rank, tier)`.
+pub fn output_schema(id: &str) -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new(id, DataType::Utf8, false),
+        Field::new("score", DataType::Float64, false),
+        Field::new("rank", DataType::Int64, false),
+        Field::new("tier", DataType::Utf8, false),
+    ]))
+}
+
 /// Runs the step; registers `(id, score, rank, tier)` for the audience (every candidate in a
 /// tier) under `name`.
 pub async fn run(
@@ -357,55 +359,16 @@ pub async fn run(
     cfg: &LookalikeConfig,
 ) -> Result<(LookalikeModel, usize)> {
     let context = format!("step `{name}`");
-    let df = engine.ctx.table(cfg.input.as_str()).await.map_err(|_| {
-        step_err(
-            name,
-            format!("input table `{}` does not exist", cfg.input),
-            None,
-        )
-    })?;
-    let specs = feature_specs(
+    let m = load_matrix(
+        engine,
         name,
         &cfg.input,
         &cfg.id,
         &cfg.features,
         &cfg.transforms,
-        df.schema(),
-    )?;
-    let mut cols: Vec<String> = vec![cfg.id.clone()];
-    for s in &specs {
-        let c = match s {
-            ColumnSpec::Numeric { column, .. } | ColumnSpec::OneHot { column, .. } => {
-                column.clone()
-            }
-        };
-        if !cols.contains(&c) {
-            cols.push(c);
-        }
-    }
-    let batches = df
-        .select_columns(&cols.iter().map(String::as_str).collect::<Vec<_>>())
-        .and_then(|d| {
-            d.sort(vec![
-                datafusion::logical_expr::col(quote(&cfg.id)).sort(true, false)
-            ])
-        })
-        .map_err(|e| Error::internal(format!("{context}: {e}")))?
-        .collect()
-        .await
-        .map_err(|e| execution_error(&context, e))?;
-    let m = tokio::task::block_in_place(|| features::build(&batches, &cfg.id, &specs, cfg.nulls))
-        .map_err(|e| {
-        step_err(
-            name,
-            match &e.column {
-                Some(c) => format!("column `{c}`: {}", e.message),
-                None => e.message.clone(),
-            },
-            None,
-        )
-    })?;
-    drop(batches);
+        cfg.nulls,
+    )
+    .await?;
     let n = m.x.nrows();
 
     // Seed and exclusions.
@@ -677,12 +640,7 @@ pub async fn run(
                 .map(|(_, l)| l.clone())
         })
         .collect();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new(&cfg.id, DataType::Utf8, false),
-        Field::new("score", DataType::Float64, false),
-        Field::new("rank", DataType::Int64, false),
-        Field::new("tier", DataType::Utf8, false),
-    ]));
+    let schema = output_schema(&cfg.id);
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![
