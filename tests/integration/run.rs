@@ -294,3 +294,70 @@ fn json_logs_are_one_object_per_line() {
         assert!(v.get("level").is_some(), "{l}");
     }
 }
+
+#[test]
+fn step_results_larger_than_the_budget_spill_and_give_the_same_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo_data(tmp.path(), 8000);
+    let mut files = Vec::new();
+    for (run, limit) in [("small", "32MiB"), ("large", "2GiB")] {
+        let out = tmp.path().join(run);
+        let res = bin()
+            .args([
+                "run",
+                "jobs/demo.toml",
+                "--date",
+                "2026-11-24",
+                "--memory-limit",
+                limit,
+                "--param",
+            ])
+            .arg(format!("data={}", data.display()))
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let text = output_text(&res);
+        assert!(res.status.success(), "{text}");
+        // A quarter of 32 MiB is below the size of the 90-day events: that step spills.
+        assert_eq!(
+            text.lines()
+                .any(|l| l.contains("events_90d") && l.contains("spilled")),
+            run == "small",
+            "{text}"
+        );
+        files.push(std::fs::read(out.join("user_features.parquet")).unwrap());
+    }
+    assert!(
+        files[0] == files[1],
+        "spilled and in-memory step results give the same bytes"
+    );
+}
+
+#[test]
+fn a_budget_too_small_fails_with_a_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo_data(tmp.path(), 2000);
+    let res = bin()
+        .args([
+            "run",
+            "jobs/demo.toml",
+            "--date",
+            "2026-11-24",
+            "--memory-limit",
+            "2MiB",
+            "--param",
+        ])
+        .arg(format!("data={}", data.display()))
+        .arg("--output")
+        .arg(tmp.path().join("out"))
+        .output()
+        .unwrap();
+    let text = output_text(&res);
+    assert_eq!(res.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("out of memory budget") && text.contains("raise --memory-limit"),
+        "{text}"
+    );
+    assert!(!tmp.path().join("out/user_features.parquet").exists());
+}
