@@ -248,3 +248,20 @@ fn an_empty_candidate_pool_is_an_error_naming_the_exclusions() {
         "{text}"
     );
 }
+
+#[test]
+fn a_weak_model_is_flagged_below_auc_0_6() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The seed is picked by id digits, unrelated to the features.
+    let job = tiny_job(
+        tmp.path(),
+        "SELECT user_id FROM f WHERE CAST(substr(user_id, 2) AS INT) % 10 = 3",
+        "",
+        3000,
+        10,
+    );
+    let res = bin().arg("run").arg(&job).output().unwrap();
+    let text = output_text(&res);
+    assert!(res.status.success(), "{text}");
+    assert!(text.contains("WARNING: below 0.6"), "{text}");
+}
