@@ -11,6 +11,8 @@ use crate::error::{Error, Problem, Result};
 use crate::export::{run_export, ExportResult};
 use crate::job::{Bindings, Job};
 use crate::storage;
+use crate::storage::lock::Lock;
+use crate::storage::publish::RunFolder;
 
 /// Options of one run, from the command line.
 #[derive(Debug, Clone, Default)]
@@ -42,6 +44,14 @@ pub struct RunReport {
     pub steps: Vec<StepResult>,
     /// Files written.
     pub exports: Vec<ExportResult>,
+    /// Run id.
+    pub run_id: String,
+    /// Segments built.
+    pub segments: crate::segments::Segments,
+    /// Segment files written.
+    pub segment_exports: Vec<crate::export::segment_files::SegmentExportReport>,
+    /// Warnings.
+    pub warnings: Vec<String>,
     /// Wall time of the whole run.
     pub elapsed: Duration,
 }
@@ -163,19 +173,140 @@ pub async fn run_steps(
     Ok(results)
 }
 
-/// Runs the whole job: every step, then every export.
+/// The date folder of a run: the `as_of` date, or `undated` for a job without one.
+pub fn date_key(bindings: &Bindings) -> String {
+    bindings
+        .get("as_of")
+        .map(|v| v.to_template_text())
+        .unwrap_or_else(|| "undated".to_string())
+}
+
+/// Runs the whole job under the overlap lock: every step, the segments, every export, the
+/// manifest, and finally the publication of the run folder.
 pub async fn run(job: &Job, opts: &RunOptions) -> Result<RunReport> {
     let start = Instant::now();
+    let started_at = chrono::Utc::now();
     let mut prepared = prepare(job, opts).await?;
     let output_url = job.output_url(&prepared.bindings, opts.output.as_deref(), &cwd())?;
-    let output = storage::locate(&output_url)?;
-    let steps = run_steps(job, &prepared, opts, None).await?;
+    let root = storage::locate(&output_url)?;
+    prepared.engine.register_store(&root);
+    let key = date_key(&prepared.bindings);
+    let run = RunFolder::new(&root, &key)?;
+    let lock_loc = root.child(&format!("{key}/_lock.json"))?;
+    let lock = Lock::acquire(&lock_loc, &run.run_id, job.publish.lock_timeout).await?;
+    tracing::info!(run_id = %run.run_id, folder = %run.dir.display(), "run started");
+    let result = run_locked(job, opts, &mut prepared, &run, start, started_at).await;
+    lock.release().await;
+    result
+}
+
+async fn run_locked(
+    job: &Job,
+    opts: &RunOptions,
+    prepared: &mut Prepared,
+    run: &RunFolder,
+    start: Instant,
+    started_at: chrono::DateTime<chrono::Utc>,
+) -> Result<RunReport> {
+    let output = run.dir.clone();
+    let steps = run_steps(job, prepared, opts, None).await?;
     let mut exports = Vec::new();
-    for e in &job.exports {
+    let mut warnings = Vec::new();
+    for e in job.exports.iter().filter(|e| e.segments.is_none()) {
         let r = run_export(&mut prepared.engine, job, e, &prepared.bindings, &output).await?;
         tracing::info!(table = %r.table, url = %r.url, rows = r.rows, "export written");
         exports.push(r);
     }
+
+    let mut segs = crate::segments::Segments::default();
+    let mut segment_exports = Vec::new();
+    if !job.segments.is_empty() {
+        let threshold = prepared.engine.memory_limit / 4;
+        segs = crate::segments::build(
+            &prepared.engine,
+            job,
+            &prepared.bindings,
+            threshold,
+            &spill_dir(opts),
+        )
+        .await?;
+        for c in &segs.segments {
+            tracing::info!(segment = %c.name, target = c.target, control = c.control, suppressed = c.suppressed, "segment built");
+        }
+        // The per-user membership table: what measurement joins campaign results to.
+        let df = prepared
+            .engine
+            .ctx
+            .sql(&format!("SELECT arrow_cast(segment, 'Utf8') AS segment, arrow_cast(user_id, 'Utf8') AS user_id, arrow_cast(grp, 'Utf8') AS grp FROM {} ORDER BY segment, grp, user_id", crate::segments::MEMBERS))
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+        let stream = df
+            .execute_stream()
+            .await
+            .map_err(|e| crate::engine::diagnostics::execution_error("segments", e))?;
+        crate::storage::write::write_parquet(&output.child("segments.parquet")?, schema, stream)
+            .await?;
+
+        let wants_deltas = job
+            .exports
+            .iter()
+            .any(|e| e.segments.as_ref().is_some_and(|s| s.deltas));
+        let mut previous = None;
+        if wants_deltas {
+            if let Some((_, ptr)) = crate::storage::publish::previous(&run.root, &run.key).await? {
+                let loc = run.root.child(&format!("{}/segments.parquet", ptr.run))?;
+                prepared.engine.register_store(&loc);
+                let url = loc.url.to_string();
+                prepared
+                    .engine
+                    .ctx
+                    .register_parquet(
+                        crate::export::segment_files::PREVIOUS,
+                        &url,
+                        datafusion::prelude::ParquetReadOptions::default(),
+                    )
+                    .await
+                    .map_err(|e| {
+                        Error::data(
+                            loc.display(),
+                            format!("the previous run's segments.parquet cannot be read: {e}"),
+                        )
+                    })?;
+                previous = Some(ptr.run_id.clone());
+            }
+        }
+        for e in &job.exports {
+            let Some(se) = &e.segments else { continue };
+            let to = job.render_url(&e.to, &prepared.bindings).map(|_| {
+                let mut vars = std::collections::BTreeMap::new();
+                for (k, v) in &prepared.bindings {
+                    vars.insert(k.clone(), v.to_template_text());
+                }
+                vars.insert("job".to_string(), job.name.clone());
+                crate::job::template::render(&e.to, &vars).unwrap_or_else(|_| e.to.clone())
+            })?;
+            let r = crate::export::segment_files::write(
+                &prepared.engine,
+                job,
+                se,
+                to.trim_matches('/'),
+                &segs,
+                &output,
+                previous.as_deref(),
+                &mut warnings,
+            )
+            .await?;
+            for s in &r.segments {
+                tracing::info!(export = %r.format, segment = %s.segment, rows = ?s.rows, dropped = s.dropped_invalid, "segment files written");
+            }
+            segment_exports.push(r);
+        }
+    }
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+
     // Models go with the outputs, and into the state folder once the run has succeeded, so the
     // next run matches its clusters to these.
     let state = state_location(job, &prepared.bindings)?;
@@ -189,20 +320,88 @@ pub async fn run(job: &Job, opts: &RunOptions) -> Result<RunReport> {
         if let Some(model) = &r.model {
             let text =
                 serde_json::to_vec_pretty(model).map_err(|e| Error::internal(e.to_string()))?;
-            for base in [&output, &state] {
-                let loc = base.child(&format!("models/{}.json", r.name))?;
-                prepared.engine.register_store(&loc);
-                crate::storage::write::put_bytes(&loc, text.clone()).await?;
+            let loc = output.child(&format!("models/{}.json", r.name))?;
+            crate::storage::write::put_bytes(&loc, text).await?;
+        }
+    }
+
+    let out_prefix = output.display();
+    let manifest = crate::export::manifest::Manifest {
+        job: job.name.clone(),
+        date: run.key.clone(),
+        run_id: run.run_id.clone(),
+        engine_version: format!("audiences {}", env!("CARGO_PKG_VERSION")),
+        params: prepared
+            .bindings
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_template_text()))
+            .collect(),
+        started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        inputs: prepared.sources.clone(),
+        steps: steps
+            .iter()
+            .map(|s| crate::export::manifest::StepEntry {
+                name: s.name.clone(),
+                rows: s.rows,
+                seconds: (s.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+            })
+            .collect(),
+        tables: exports
+            .iter()
+            .map(|e| crate::export::manifest::TableEntry {
+                table: e.table.clone(),
+                path: e
+                    .url
+                    .strip_prefix(&out_prefix)
+                    .map(|p| p.trim_start_matches('/').to_string())
+                    .unwrap_or_else(|| e.url.clone()),
+                rows: e.rows,
+                bytes: e.bytes,
+            })
+            .collect(),
+        suppression_ids: segs.suppression_ids,
+        segments: segs.segments.clone(),
+        exports: segment_exports.clone(),
+        warnings: warnings.clone(),
+    };
+    let text = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::internal(e.to_string()))?;
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&text))
+    };
+    crate::storage::write::put_bytes(&output.child("manifest.json")?, text).await?;
+    crate::storage::publish::publish(run, &sha).await?;
+    tracing::info!(run_id = %run.run_id, folder = %output.display(), "published");
+
+    for r in &steps {
+        if let Some(model) = &r.model {
+            let text =
+                serde_json::to_vec_pretty(model).map_err(|e| Error::internal(e.to_string()))?;
+            let loc = state.child(&format!("models/{}.json", r.name))?;
+            prepared.engine.register_store(&loc);
+            crate::storage::write::put_bytes(&loc, text).await?;
+        }
+    }
+    match crate::storage::publish::cleanup(run, job.publish.keep_runs).await {
+        Ok(removed) => {
+            for r in removed {
+                tracing::info!(removed = %r, "old run removed");
             }
         }
+        Err(e) => tracing::warn!("could not remove old runs (the publication stands): {e}"),
     }
     Ok(RunReport {
         job: job.name.clone(),
-        bindings: prepared.bindings,
+        bindings: prepared.bindings.clone(),
         output: output.display(),
-        sources: prepared.sources,
+        sources: prepared.sources.clone(),
         steps,
         exports,
+        run_id: run.run_id.clone(),
+        segments: segs,
+        segment_exports,
+        warnings,
         elapsed: start.elapsed(),
     })
 }
@@ -275,6 +474,77 @@ pub async fn check(job: &Job, opts: &RunOptions) -> Result<CheckReport> {
                 if !knock_on {
                     report.problems.push(p);
                 }
+            }
+        }
+    }
+    // Segments: plan each query; check split columns, identities and export columns.
+    let id = job.publish.id.as_str();
+    let columns_of = |df: &datafusion::prelude::DataFrame| -> Vec<String> {
+        df.schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
+    };
+    for seg in &job.segments {
+        let label = format!("segment {}", seg.name);
+        match &seg.def {
+            crate::job::SegmentDef::Query(sql) => {
+                if let Err(p) =
+                    crate::engine::steps::plan_sql(&engine, &label, sql, &bindings).await
+                {
+                    if !failed_tables.iter().any(|t| {
+                        p.message.contains(&format!("'{t}'"))
+                            || p.message.contains(&format!("`{t}`"))
+                    }) {
+                        report.problems.push(p);
+                    }
+                }
+            }
+            crate::job::SegmentDef::PerValue { from, by } => {
+                if let Ok(df) = engine.ctx.table(from.as_str()).await {
+                    let names = columns_of(&df);
+                    for c in [by.as_str(), id] {
+                        if !names.iter().any(|n| n == c) {
+                            report.problems.push(Problem {
+                                location: None,
+                                step: Some(label.clone()),
+                                message: format!("table `{from}` has no column `{c}`"),
+                                hint: Some(format!(
+                                    "nearest columns: {}",
+                                    crate::job::nearest(c, &names, 3).join(", ")
+                                )),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (i, e) in job.exports.iter().enumerate() {
+        let Some(se) = &e.segments else { continue };
+        let Some(t) = &se.identities else { continue };
+        let Ok(df) = engine.ctx.table(t.as_str()).await else {
+            continue;
+        };
+        let names = columns_of(&df);
+        let wanted = se
+            .fields
+            .iter()
+            .map(|f| f.column.clone())
+            .chain(se.columns.iter().cloned())
+            .chain(std::iter::once(id.to_string()));
+        for c in wanted {
+            if !names.contains(&c) {
+                report.problems.push(Problem {
+                    location: None,
+                    step: Some(format!("export {} ({})", i + 1, se.format_name())),
+                    message: format!("identities table `{t}` has no column `{c}`"),
+                    hint: Some(format!(
+                        "nearest columns: {}",
+                        crate::job::nearest(&c, &names, 3).join(", ")
+                    )),
+                });
             }
         }
     }

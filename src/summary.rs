@@ -74,7 +74,43 @@ pub fn render(r: &RunReport) -> String {
             );
         }
     }
-    let _ = writeln!(s, "output: {}", r.output);
+    if !r.segments.segments.is_empty() {
+        let _ = writeln!(
+            s,
+            "segments:                          target    control  suppressed  removed by priority"
+        );
+        for c in &r.segments.segments {
+            let _ = writeln!(
+                s,
+                "  {:<28} {:>10} {:>10} {:>11} {:>20}",
+                c.name, c.target, c.control, c.suppressed, c.removed_by_priority
+            );
+        }
+    }
+    for e in &r.segment_exports {
+        let files: usize = e
+            .segments
+            .iter()
+            .flat_map(|s| s.file_sets.iter())
+            .map(|f| f.files.len())
+            .sum();
+        let exported = e.segments.iter().filter(|s| s.exported).count();
+        let rows: u64 = e
+            .segments
+            .iter()
+            .map(|s| s.rows.get("target").copied().unwrap_or(0))
+            .sum();
+        let dropped: u64 = e.segments.iter().map(|s| s.dropped_invalid).sum();
+        let _ = writeln!(
+            s,
+            "export {:<22} {exported} segments, {rows} target rows in {files} files, {dropped} rows without a valid id  -> {}/",
+            e.format, e.to
+        );
+    }
+    for w in &r.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    let _ = writeln!(s, "published: {} (run {})", r.output, r.run_id);
     let _ = writeln!(s, "done in {:.2} s", r.elapsed.as_secs_f64());
     s
 }

@@ -581,6 +581,18 @@ fn user_id(i: u32) -> String {
     format!("u{i:08}")
 }
 
+/// A demo email for about half the users, derived from the index alone (so it draws no random
+/// numbers and leaves the rest of the data unchanged), with the untidy casing, spaces and Gmail
+/// dots real CRM exports have.
+fn demo_email(i: u32) -> Option<String> {
+    match i % 20 {
+        0..=6 => Some(format!("user{i}@example.com")),
+        7..=8 => Some(format!(" User{i}@Example.COM ")),
+        9..=10 => Some(format!("first.last{i}@gmail.com")),
+        _ => None,
+    }
+}
+
 fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
@@ -716,6 +728,15 @@ pub fn generate(cfg: &DemoConfig) -> Result<DemoStats> {
             ) as ArrayRef,
         ),
         (
+            "email",
+            Arc::new(
+                all_users
+                    .iter()
+                    .map(|(i, _)| demo_email(*i))
+                    .collect::<StringArray>(),
+            ) as ArrayRef,
+        ),
+        (
             "age",
             Arc::new(all_users.iter().map(|(_, u)| u.age).collect::<Int32Array>()) as ArrayRef,
         ),
@@ -749,6 +770,14 @@ pub fn generate(cfg: &DemoConfig) -> Result<DemoStats> {
     ])
     .map_err(|e| Error::internal(e.to_string()))?;
     write_parquet(&cfg.dir.join("users.parquet"), &users_batch)?;
+    // Users who opted out of ad targeting: every job suppresses them from every segment file.
+    let mut optouts = String::from("user_id\n");
+    for (i, _) in all_users.iter().filter(|(i, _)| i % 250 == 3) {
+        optouts.push_str(&user_id(*i));
+        optouts.push('\n');
+    }
+    std::fs::write(cfg.dir.join("optouts.csv"), optouts)
+        .map_err(|e| Error::internal(format!("cannot write optouts.csv: {e}")))?;
     let names = persona_names();
     let truth = RecordBatch::try_from_iter(vec![
         ("user_id", ids),

@@ -22,7 +22,7 @@ use crate::job::{Bindings, Job, Source, SourceFormat};
 use crate::storage::{self, Location};
 
 /// What registering a source found.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SourceInfo {
     /// Source name.
     pub name: String,
@@ -34,6 +34,22 @@ pub struct SourceInfo {
     pub bytes: u64,
     /// True when the source holds no rows (a warning, not an error).
     pub empty: bool,
+    /// Every file read: the input fingerprint recorded in the manifest.
+    pub objects: Vec<InputFile>,
+}
+
+/// One input file's fingerprint.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InputFile {
+    /// Path inside its store.
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Last modification time (UTC, RFC 3339).
+    pub modified: String,
+    /// The store's etag, where it gives one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
 }
 
 fn has_glob(s: &str) -> bool {
@@ -98,6 +114,18 @@ pub async fn register_source(
     let shown = loc.display();
     let objects = list_objects(&source.name, &loc, &shown).await?;
     let (files, bytes) = (objects.len(), objects.iter().map(|m| m.size).sum());
+    let mut fingerprints: Vec<InputFile> = objects
+        .iter()
+        .map(|m| InputFile {
+            path: m.location.to_string(),
+            bytes: m.size,
+            modified: m
+                .last_modified
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            etag: m.e_tag.clone(),
+        })
+        .collect();
+    fingerprints.sort_by(|a, b| a.path.cmp(&b.path));
 
     let last = loc
         .url
@@ -196,6 +224,7 @@ pub async fn register_source(
         files,
         bytes,
         empty,
+        objects: fingerprints,
     })
 }
 

@@ -251,11 +251,33 @@ pub async fn run_step(
         step.name,
         tables_read(df.logical_plan()).join(", ")
     );
+    let (rows, held) =
+        materialise(engine, &step.name, df, &context, spill_threshold, spill_dir).await?;
+    Ok(StepResult {
+        name: step.name.clone(),
+        rows,
+        elapsed: start.elapsed(),
+        held,
+        model: None,
+        lookalike: None,
+    })
+}
+
+/// Runs `df` once and registers its result as table `name`: in memory, or in a local Parquet
+/// file once it grows past `spill_threshold` bytes, so later readers never recompute it.
+pub async fn materialise(
+    engine: &Engine,
+    name: &str,
+    df: DataFrame,
+    context: &str,
+    spill_threshold: usize,
+    spill_dir: &std::path::Path,
+) -> Result<(usize, Held)> {
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let mut stream = df
         .execute_stream()
         .await
-        .map_err(|e| execution_error(&context, e))?;
+        .map_err(|e| execution_error(context, e))?;
 
     let mut batches: Vec<RecordBatch> = Vec::new();
     let mut bytes = 0usize;
@@ -265,7 +287,7 @@ pub async fn run_step(
         datafusion::parquet::arrow::ArrowWriter<std::fs::File>,
     )> = None;
     while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| execution_error(&context, e))?;
+        let batch = batch.map_err(|e| execution_error(context, e))?;
         if batch.num_rows() == 0 {
             continue;
         }
@@ -278,8 +300,7 @@ pub async fn run_step(
                 bytes += batch.get_array_memory_size();
                 batches.push(batch);
                 if bytes > spill_threshold {
-                    let path =
-                        spill_dir.join(format!("{}-{}.parquet", step.name, std::process::id()));
+                    let path = spill_dir.join(format!("{name}-{}.parquet", std::process::id()));
                     let file = std::fs::File::create(&path).map_err(|e| {
                         Error::internal(format!(
                             "{context}: cannot create spill file {}: {e}",
@@ -297,13 +318,13 @@ pub async fn run_step(
                             Error::internal(format!("{context}: spilling failed: {e}"))
                         })?;
                     }
-                    tracing::info!(step = %step.name, path = %path.display(), "step result larger than the spill threshold; held in a local Parquet file");
+                    tracing::info!(table = %name, path = %path.display(), "result larger than the spill threshold; held in a local Parquet file");
                     spill = Some((path, w));
                 }
             }
         }
     }
-    let name = step.name.as_str();
+    let _ = engine.ctx.deregister_table(name);
     let held = match spill {
         Some((path, w)) => {
             w.close()
@@ -336,14 +357,7 @@ pub async fn run_step(
             Held::Memory(bytes)
         }
     };
-    Ok(StepResult {
-        name: step.name.clone(),
-        rows,
-        elapsed: start.elapsed(),
-        held,
-        model: None,
-        lookalike: None,
-    })
+    Ok((rows, held))
 }
 
 /// The tables a plan scans, sorted and de-duplicated (named in data errors).

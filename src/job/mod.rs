@@ -90,7 +90,7 @@ pub struct Step {
 /// A checked export.
 #[derive(Debug, Clone)]
 pub struct Export {
-    /// Table written.
+    /// Table written (for a table export; see `segments` otherwise).
     pub table: String,
     /// Destination template, relative to the run output folder unless absolute.
     pub to: String,
@@ -100,6 +100,82 @@ pub struct Export {
     pub columns: Option<Vec<String>>,
     /// Sort keys (first column when `None`).
     pub order_by: Option<Vec<String>>,
+    /// Set for an export of segments rather than of a table.
+    pub segments: Option<crate::export::SegmentExport>,
+}
+
+/// How a segment's members are defined.
+#[derive(Debug, Clone)]
+pub enum SegmentDef {
+    /// A query whose first column holds the ids.
+    Query(StepSql),
+    /// One segment per distinct value of `by` in table `from`, named `<name>_<value>`.
+    PerValue {
+        /// Table split.
+        from: String,
+        /// Column whose values name the segments.
+        by: String,
+    },
+}
+
+/// A checked `[[segment]]`.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    /// Name (or prefix, for one segment per value).
+    pub name: String,
+    /// Members.
+    pub def: SegmentDef,
+    /// Share held back as control, 0.0..1.0.
+    pub holdout: f64,
+    /// Salt of the holdout hash; `None` means the segment's own name.
+    pub salt: Option<String>,
+    /// Free text.
+    pub description: Option<String>,
+}
+
+/// The checked `[publish]` table.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    /// Id column of segment queries, identities and suppression tables.
+    pub id: String,
+    /// Table of identifiers joined to segments.
+    pub identities: Option<String>,
+    /// Suppression tables.
+    pub suppress: Vec<String>,
+    /// Priority groups (patterns).
+    pub priority: Vec<Vec<String>>,
+    /// Published runs kept.
+    pub keep_runs: usize,
+    /// Age after which a lock is stale.
+    pub lock_timeout: std::time::Duration,
+}
+
+impl Default for Publish {
+    fn default() -> Self {
+        Publish {
+            id: "user_id".into(),
+            identities: None,
+            suppress: Vec::new(),
+            priority: Vec::new(),
+            keep_runs: 14,
+            lock_timeout: std::time::Duration::from_secs(360 * 60),
+        }
+    }
+}
+
+/// Parses a share such as `"10%"` (or `0.1`) into 0.0..1.0.
+pub fn parse_share(text: &str) -> std::result::Result<f64, String> {
+    let t = text.trim();
+    let v = if let Some(p) = t.strip_suffix('%') {
+        p.trim().parse::<f64>().map(|v| v / 100.0)
+    } else {
+        t.parse::<f64>()
+    }
+    .map_err(|_| format!("`{text}` is not a share; write e.g. \"10%\""))?;
+    if !(0.0..1.0).contains(&v) {
+        return Err(format!("`{text}` must be at least 0% and below 100%"));
+    }
+    Ok(v)
 }
 
 /// A parsed and validated job.
@@ -127,6 +203,10 @@ pub struct Job {
     pub state: String,
     /// DataFusion session settings.
     pub settings: BTreeMap<String, String>,
+    /// Segments in file order.
+    pub segments: Vec<Segment>,
+    /// Publication settings.
+    pub publish: Publish,
 }
 
 /// Parameter values bound for one run.
@@ -447,48 +527,284 @@ impl Job {
             }
         }
 
+        let mut segments = Vec::new();
+        let mut segment_names: Vec<String> = Vec::new();
+        for sg in &raw.segments {
+            let spec = sg.get_ref();
+            let offset = sg.span().start;
+            let gname = spec.name.as_str();
+            if !valid_name(gname) {
+                problem(offset, Some(gname), format!("segment name `{gname}` may only hold letters, digits, `_` and `-` (it names files and folders)"), None);
+            }
+            if segment_names.iter().any(|n| n == gname) {
+                problem(
+                    offset,
+                    Some(gname),
+                    format!("a segment named `{gname}` already exists"),
+                    None,
+                );
+            }
+            segment_names.push(gname.to_string());
+            let holdout = match spec.holdout.as_ref().or(raw
+                .publish
+                .as_ref()
+                .and_then(|p| p.get_ref().holdout.as_ref()))
+            {
+                Some(h) => match parse_share(h) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        problem(offset, Some(gname), format!("holdout: {e}"), None);
+                        0.0
+                    }
+                },
+                None => 0.0,
+            };
+            let def = match (&spec.query, &spec.sql, &spec.from, &spec.by) {
+                (Some(q), None, None, None) => {
+                    let start = text[offset..].find(q.as_str()).map(|i| i + offset);
+                    let (first_line, first_column) =
+                        start.map(|s| line_col(text, s)).unwrap_or((1, 1));
+                    Some(SegmentDef::Query(StepSql {
+                        text: q.clone(),
+                        file: file.to_string(),
+                        first_line,
+                        first_column,
+                    }))
+                }
+                (None, Some(f), None, None) => {
+                    let p = Path::new(&params::resolve_path(f, dir)).to_path_buf();
+                    match std::fs::read_to_string(&p) {
+                        Ok(t) => Some(SegmentDef::Query(StepSql {
+                            text: t,
+                            file: display_path(&p),
+                            first_line: 1,
+                            first_column: 1,
+                        })),
+                        Err(e) => {
+                            problem(
+                                offset,
+                                Some(gname),
+                                format!("cannot read SQL file `{f}` ({}): {e}", p.display()),
+                                None,
+                            );
+                            None
+                        }
+                    }
+                }
+                (None, None, Some(from), Some(by)) => {
+                    if !table_names.iter().any(|t| t == from) {
+                        let hint =
+                            closest(from, &table_names).map(|c| format!("did you mean `{c}`?"));
+                        problem(
+                            offset,
+                            Some(gname),
+                            format!(
+                                "segment `{gname}` reads unknown table `{from}` (known: {})",
+                                table_names.join(", ")
+                            ),
+                            hint,
+                        );
+                    }
+                    Some(SegmentDef::PerValue {
+                        from: from.clone(),
+                        by: by.clone(),
+                    })
+                }
+                _ => {
+                    problem(offset, Some(gname), "a segment has exactly one of `query` (inline SQL), `sql` (a file), or `from` + `by` (one segment per value of a column)".into(), None);
+                    None
+                }
+            };
+            if let Some(def) = def {
+                segments.push(Segment {
+                    name: gname.to_string(),
+                    def,
+                    holdout,
+                    salt: spec
+                        .salt
+                        .clone()
+                        .or(raw.publish.as_ref().and_then(|p| p.get_ref().salt.clone())),
+                    description: spec.description.clone(),
+                });
+            }
+        }
+
+        let mut publish = Publish::default();
+        if let Some(p) = &raw.publish {
+            let offset = p.span().start;
+            let spec = p.get_ref();
+            if let Some(id) = &spec.id {
+                publish.id = id.clone();
+            }
+            for t in spec.identities.iter().chain(spec.suppress.iter()) {
+                if !table_names.iter().any(|n| n == t) {
+                    let hint = closest(t, &table_names).map(|c| format!("did you mean `{c}`?"));
+                    problem(
+                        offset,
+                        None,
+                        format!(
+                            "[publish] names unknown table `{t}` (known: {})",
+                            table_names.join(", ")
+                        ),
+                        hint,
+                    );
+                }
+            }
+            publish.identities = spec.identities.clone();
+            publish.suppress = spec.suppress.clone();
+            let mut seen: Vec<String> = Vec::new();
+            for group in &spec.priority {
+                for pat in group {
+                    let stem = pat.trim_end_matches('*');
+                    if !segment_names.iter().any(|n| {
+                        if pat.ends_with('*') {
+                            n.starts_with(stem) || stem.starts_with(n.as_str())
+                        } else {
+                            n == pat || pat.starts_with(&format!("{n}_"))
+                        }
+                    }) {
+                        problem(
+                            offset,
+                            None,
+                            format!(
+                                "priority list names unknown segment `{pat}` (segments: {})",
+                                segment_names.join(", ")
+                            ),
+                            closest(pat, &segment_names).map(|c| format!("did you mean `{c}`?")),
+                        );
+                    }
+                    if seen.contains(pat) {
+                        problem(
+                            offset,
+                            None,
+                            format!("segment `{pat}` appears in more than one priority list"),
+                            Some("a segment can take part in one priority list only".into()),
+                        );
+                    }
+                    seen.push(pat.clone());
+                }
+            }
+            publish.priority = spec.priority.clone();
+            if let Some(k) = spec.keep_runs {
+                if k == 0 {
+                    problem(
+                        offset,
+                        None,
+                        "keep_runs must be at least 1 (the run just published)".into(),
+                        None,
+                    );
+                }
+                publish.keep_runs = k.max(1);
+            }
+            if let Some(m) = spec.lock_timeout_minutes {
+                publish.lock_timeout = std::time::Duration::from_secs(m * 60);
+            }
+        }
+
         let mut exports = Vec::new();
         for ex in &raw.exports {
             let spec = ex.get_ref();
             let offset = ex.span().start;
-            if !table_names.iter().any(|t| t == &spec.table) {
-                let hint =
-                    closest(&spec.table, &table_names).map(|c| format!("did you mean `{c}`?"));
-                problem(
-                    offset,
-                    None,
-                    format!(
-                        "export of unknown table `{}` (known: {})",
-                        spec.table,
-                        table_names.join(", ")
-                    ),
-                    hint,
-                );
-            }
-            if let Err(e) = template::render(&spec.to, &dummy_vars) {
-                problem(offset, None, format!("export `to`: {e}"), None);
-            }
-            let format = match spec.format {
-                Some(f) => f,
-                None if spec.to.ends_with(".parquet") => ExportFormat::Parquet,
-                None if spec.to.ends_with(".csv") => ExportFormat::Csv,
-                None => {
-                    problem(
-                        offset,
-                        None,
-                        format!("cannot tell the format of `{}`", spec.to),
-                        Some("add `format = \"parquet\"` or `format = \"csv\"`".into()),
-                    );
-                    ExportFormat::Parquet
+            if let Some(to) = &spec.to {
+                if let Err(e) = template::render(to, &dummy_vars) {
+                    problem(offset, None, format!("export `to`: {e}"), None);
                 }
-            };
-            exports.push(Export {
-                table: spec.table.clone(),
-                to: spec.to.clone(),
-                format,
-                columns: spec.columns.clone(),
-                order_by: spec.order_by.clone(),
-            });
+            }
+            match (&spec.table, &spec.segments) {
+                (Some(table), None) => {
+                    if !table_names.iter().any(|t| t == table) {
+                        let hint =
+                            closest(table, &table_names).map(|c| format!("did you mean `{c}`?"));
+                        problem(
+                            offset,
+                            None,
+                            format!(
+                                "export of unknown table `{}` (known: {})",
+                                table,
+                                table_names.join(", ")
+                            ),
+                            hint,
+                        );
+                    }
+                    for (key, set) in [
+                        ("identities", spec.identities.is_some()),
+                        ("ids", spec.ids.is_some()),
+                        ("fields", spec.fields.is_some()),
+                        ("hash", spec.hash.is_some()),
+                        ("country_code", spec.country_code.is_some()),
+                        ("max_rows_per_file", spec.max_rows_per_file.is_some()),
+                        ("compress", spec.compress.is_some()),
+                        ("min_size", spec.min_size.is_some()),
+                        ("required", spec.required.is_some()),
+                        ("deltas", spec.deltas.is_some()),
+                    ] {
+                        if set {
+                            problem(offset, None, format!("`{key}` applies to exports of segments, not to the export of table `{table}`"), Some("write `segments = [...]` instead of `table`, or remove the key".into()));
+                        }
+                    }
+                    let Some(to) = &spec.to else {
+                        problem(offset, None, format!("the export of table `{table}` needs `to` (a file path)"), None);
+                        continue;
+                    };
+                    let format = match spec.format {
+                        Some(f @ (ExportFormat::Parquet | ExportFormat::Csv)) => f,
+                        Some(_) => {
+                            problem(offset, None, format!("ad-platform formats export segments, not tables (export of `{table}`)"), Some("define a [[segment]] and write `segments = [\"name\"]`".into()));
+                            ExportFormat::Parquet
+                        }
+                        None if to.ends_with(".parquet") => ExportFormat::Parquet,
+                        None if to.ends_with(".csv") => ExportFormat::Csv,
+                        None => {
+                            problem(
+                                offset,
+                                None,
+                                format!("cannot tell the format of `{}`", to),
+                                Some("add `format = \"parquet\"` or `format = \"csv\"`".into()),
+                            );
+                            ExportFormat::Parquet
+                        }
+                    };
+                    exports.push(Export {
+                        table: table.clone(),
+                        to: to.clone(),
+                        format,
+                        columns: spec.columns.clone(),
+                        order_by: spec.order_by.clone(),
+                        segments: None,
+                    });
+                }
+                (None, Some(pats)) => {
+                    for pat in pats {
+                        let stem = pat.trim_end_matches('*');
+                        let ok = pat == "*" || segment_names.iter().any(|n| if pat.ends_with('*') { n.starts_with(stem) || stem.starts_with(n.as_str()) } else { n == pat || pat.starts_with(&format!("{n}_")) });
+                        if !ok {
+                            problem(offset, None, format!("export names unknown segment `{pat}` (segments: {})", segment_names.join(", ")), closest(pat, &segment_names).map(|c| format!("did you mean `{c}`?")));
+                        }
+                    }
+                    let identities = spec.identities.clone().or(publish.identities.clone());
+                    if let Some(t) = &identities {
+                        if !table_names.iter().any(|n| n == t) {
+                            problem(offset, None, format!("export reads unknown identities table `{t}`"), closest(t, &table_names).map(|c| format!("did you mean `{c}`?")));
+                        }
+                    }
+                    let Some(format) = spec.format else {
+                        problem(offset, None, "an export of segments needs `format` (tencent_ads, meta_custom_audience, google_customer_match, tiktok_custom_audience, csv or parquet)".into(), None);
+                        continue;
+                    };
+                    match crate::export::SegmentExport::from_spec(spec, format, pats.clone(), identities, publish.identities.as_deref(), exports.len()) {
+                        Ok(se) => exports.push(Export {
+                            table: String::new(),
+                            to: spec.to.clone().unwrap_or_else(|| se.format_name().to_string()),
+                            format,
+                            columns: spec.columns.clone(),
+                            order_by: None,
+                            segments: Some(se),
+                        }),
+                        Err(e) => problem(offset, None, e, Some("the export formats are described in the README (section \"Segment files\")".into())),
+                    }
+                }
+                _ => problem(offset, None, "an export has either `table` (one table to a file) or `segments` (segment files in a format)".into(), None),
+            }
         }
 
         let output = match &raw.output {
@@ -498,7 +814,6 @@ impl Job {
                 }
                 o.get_ref().clone()
             }
-            None if params.iter().any(|p| p.name == "as_of") => "../out/{job}/{as_of}".into(),
             None => "../out/{job}".into(),
         };
 
@@ -517,6 +832,8 @@ impl Job {
             output,
             state: raw.state.unwrap_or_else(|| "../out/{job}/state".into()),
             settings: raw.settings,
+            segments,
+            publish,
         })
     }
 

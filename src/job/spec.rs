@@ -39,9 +39,77 @@ pub struct JobSpec {
     /// Ordered steps; each step's result is a table later steps can read by name.
     #[serde(default, rename = "step")]
     pub steps: Vec<Spanned<StepSpec>>,
-    /// Tables written out at the end of the run.
+    /// Tables and segment files written out at the end of the run.
     #[serde(default, rename = "export")]
     pub exports: Vec<Spanned<ExportSpec>>,
+    /// Named sets of user ids, defined in SQL over any table of the run.
+    #[serde(default, rename = "segment")]
+    pub segments: Vec<Spanned<SegmentSpec>>,
+    /// How segments are published: id column, identities, suppression, holdout, retention.
+    #[serde(default)]
+    pub publish: Option<Spanned<PublishSpec>>,
+}
+
+/// One `[[segment]]` entry: a query selecting ids, or one segment per value of a column.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentSpec {
+    /// Segment name: letters, digits, `_` and `-` (it names files and folders). With `by`, the
+    /// prefix of one segment per value: `cluster` + value 3 gives `cluster_3`.
+    pub name: String,
+    /// The query written inline; its first column holds the ids.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// A SQL file (relative to the job file) holding the query.
+    #[serde(default)]
+    pub sql: Option<String>,
+    /// With `by`: the table whose rows are split into one segment per value.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// With `from`: the column whose values name the segments.
+    #[serde(default)]
+    pub by: Option<String>,
+    /// Share of the segment held back as a control group, e.g. `"10%"` (default: the
+    /// `[publish]` holdout, else none).
+    #[serde(default)]
+    pub holdout: Option<String>,
+    /// Salt of the holdout hash (default: the `[publish]` salt, else the segment name).
+    #[serde(default)]
+    pub salt: Option<String>,
+    /// One line on who is in the segment.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// The `[publish]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSpec {
+    /// The id column of segment queries, identities and suppression tables (default `user_id`).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The table holding identifiers (device ids, phones, emails), joined to segments on `id`.
+    #[serde(default)]
+    pub identities: Option<String>,
+    /// Tables whose ids are removed from every segment (opt-outs, staff).
+    #[serde(default)]
+    pub suppress: Vec<String>,
+    /// Ordered groups of segments made mutually exclusive: a user stays only in the first
+    /// segment of the group that holds the user. Entries may end in `*`.
+    #[serde(default)]
+    pub priority: Vec<Vec<String>>,
+    /// Default holdout share of every segment, e.g. `"10%"`.
+    #[serde(default)]
+    pub holdout: Option<String>,
+    /// Job-level holdout salt: one universal holdout across all segments.
+    #[serde(default)]
+    pub salt: Option<String>,
+    /// Published runs kept; older ones are removed after a successful run (default 14).
+    #[serde(default)]
+    pub keep_runs: Option<usize>,
+    /// Minutes after which a run lock is stale even if its holder looks alive (default 360).
+    #[serde(default)]
+    pub lock_timeout_minutes: Option<u64>,
 }
 
 /// The declared type of a parameter.
@@ -234,25 +302,83 @@ impl Transforms {
     }
 }
 
-/// Output file format of a plain export.
+/// Output file format of an export.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum ExportFormat {
     /// Apache Parquet (zstd).
     Parquet,
     /// CSV with a header row.
     Csv,
+    /// Tencent Ads customer-file audience: one id per line, zipped.
+    TencentAds,
+    /// Meta custom audience customer list (CSV, SHA-256).
+    MetaCustomAudience,
+    /// Google Ads Customer Match (CSV, SHA-256).
+    GoogleCustomerMatch,
+    /// TikTok custom audience customer file (CSV).
+    TiktokCustomAudience,
+}
+
+/// One id type of a `tencent_ads` export and the column it comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdSpec {
+    /// Tencent id type, e.g. `HASH_IMEI`.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Column of the identities table.
+    pub column: String,
 }
 
 /// One `[[export]]` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportSpec {
-    /// The step (or source) whose table is written.
-    pub table: String,
-    /// Destination file: relative to the run's output folder, or an absolute URL. May use
+    /// The step (or source) whose table is written (or `segments`).
+    #[serde(default)]
+    pub table: Option<String>,
+    /// Segments written (names; an entry ending in `*` matches by prefix; `"*"` is all).
+    #[serde(default)]
+    pub segments: Option<Vec<String>>,
+    /// Destination: for a table, a file; for segments, a folder. Relative to the run folder
+    /// (default for segments: the format name), or an absolute URL for a table. May use
     /// `{param}` templates.
-    pub to: String,
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Segments: the identities table (default: `[publish] identities`).
+    #[serde(default)]
+    pub identities: Option<String>,
+    /// tencent_ads: id types in order of preference, each from a column; a user goes into the
+    /// file of the first type it has a valid value for.
+    #[serde(default)]
+    pub ids: Option<Vec<IdSpec>>,
+    /// meta / google / tiktok: platform field -> identities column, e.g.
+    /// `{ email = "email", phone = "phone" }`.
+    #[serde(default)]
+    pub fields: Option<BTreeMap<String, String>>,
+    /// Hashing: `sha256` (the default of the CSV platforms), `md5` (tiktok MAIDs), or `none`,
+    /// which must be said explicitly for raw identifiers to leave.
+    #[serde(default)]
+    pub hash: Option<String>,
+    /// Country calling code given to phone numbers written without `+` or `00` (e.g. `"86"`).
+    #[serde(default)]
+    pub country_code: Option<String>,
+    /// Lines per file (default 1,000,000).
+    #[serde(default)]
+    pub max_rows_per_file: Option<usize>,
+    /// `none`, `gzip` or `zip` (tencent_ads default `zip`, others `none`).
+    #[serde(default)]
+    pub compress: Option<String>,
+    /// Segments whose target group is smaller are not exported (default 1,000).
+    #[serde(default)]
+    pub min_size: Option<usize>,
+    /// A segment not exported (too small) fails the run with exit 65 instead of a warning.
+    #[serde(default)]
+    pub required: Option<bool>,
+    /// Also write `adds` and `removes` against the previous published run (default false).
+    #[serde(default)]
+    pub deltas: Option<bool>,
     /// File format; inferred from the extension of `to` when absent.
     #[serde(default)]
     pub format: Option<ExportFormat>,

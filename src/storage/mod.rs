@@ -4,6 +4,8 @@
 //! Credentials and endpoints come only from the standard environment variables of each cloud
 //! (`AWS_*`, `GOOGLE_*`, `AZURE_*`), never from the job file, so a job can be committed safely.
 
+pub mod lock;
+pub mod publish;
 pub mod write;
 
 use std::sync::{Arc, OnceLock};
@@ -188,4 +190,19 @@ pub fn classify(context: &str, url: &str, e: &object_store::Error) -> Error {
             message: e.to_string(),
         },
     }
+}
+
+/// Reads a whole object.
+pub async fn read_bytes(loc: &Location) -> Result<Vec<u8>> {
+    use object_store::ObjectStoreExt;
+    let got = loc
+        .store
+        .get(&loc.path)
+        .await
+        .map_err(|e| classify("read", &loc.display(), &e))?;
+    let bytes = got
+        .bytes()
+        .await
+        .map_err(|e| classify("read", &loc.display(), &e))?;
+    Ok(bytes.to_vec())
 }

@@ -59,7 +59,7 @@ fn empty_source_warns_and_continues() {
     assert!(res.status.success(), "{text}");
     assert!(text.contains("source is empty"), "{text}");
     assert_eq!(
-        std::fs::read_to_string(tmp.path().join("out/e/n.csv")).unwrap(),
+        std::fs::read_to_string(published(&tmp.path().join("out/e")).join("n.csv")).unwrap(),
         "n\n0\n"
     );
 }

@@ -139,7 +139,7 @@ fn demo_clusters_recover_the_planted_personas() {
         text.contains("chosen by silhouette"),
         "the k curve is shown: {text}"
     );
-    let got = clusters(&tmp.path().join("out/clusters.parquet"));
+    let got = clusters(&published(&tmp.path().join("out")).join("clusters.parquet"));
     let truth = personas(&data);
     let (a, b): (Vec<i32>, Vec<i32>) = got.iter().map(|(id, c)| (*c, truth[id])).unzip();
     let score = ari(&a, &b);
@@ -148,7 +148,7 @@ fn demo_clusters_recover_the_planted_personas() {
         "adjusted Rand index against the personas: {score:.3}\n{text}"
     );
     let model: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(tmp.path().join("out/models/clusters.json")).unwrap(),
+        &std::fs::read(published(&tmp.path().join("out")).join("models/clusters.json")).unwrap(),
     )
     .unwrap();
     let cl = model["clusters"].as_array().unwrap();
@@ -170,7 +170,7 @@ fn same_data_and_seed_give_identical_assignments_and_sql_assignment_matches() {
         let job = kmeans_job(&dir, extra, "");
         let res = run_job(&job, &data, &[]);
         assert!(res.status.success(), "{}", output_text(&res));
-        files.push(std::fs::read(dir.join("out/clusters.parquet")).unwrap());
+        files.push(std::fs::read(published(&dir.join("out")).join("clusters.parquet")).unwrap());
     }
     assert!(files[0] == files[1], "same data and seed, same bytes");
     assert!(
@@ -190,7 +190,7 @@ fn cluster_ids_stay_stable_when_few_users_change() {
     );
     let res = run_job(&job, &data, &[]);
     assert!(res.status.success(), "{}", output_text(&res));
-    let first = clusters(&tmp.path().join("out/clusters.parquet"));
+    let first = clusters(&published(&tmp.path().join("out")).join("clusters.parquet"));
     assert!(
         tmp.path().join("state/models/clusters.json").exists(),
         "the model is kept as state"
@@ -207,7 +207,8 @@ fn cluster_ids_stay_stable_when_few_users_change() {
         text.contains("(was "),
         "match distances are reported: {text}"
     );
-    let second = clusters(&tmp.path().join("out/clusters.parquet"));
+    let second =
+        clusters(&published_at(&tmp.path().join("out"), "2026-11-23").join("clusters.parquet"));
     assert!(second.len() < first.len());
     let same = second
         .iter()

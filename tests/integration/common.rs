@@ -77,3 +77,29 @@ pub fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> &'a T {
             )
         })
 }
+
+/// The run folder published for `date` below the output folder `out` (follows `current.json`).
+pub fn published_at(out: &Path, date: &str) -> PathBuf {
+    let ptr = out.join(date).join("current.json");
+    let text = std::fs::read_to_string(&ptr)
+        .unwrap_or_else(|e| panic!("no publication at {}: {e}", ptr.display()));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    out.join(v["run"].as_str().unwrap())
+}
+
+/// The run folder published below `out`, which must hold exactly one published date.
+pub fn published(out: &Path) -> PathBuf {
+    let dates: Vec<String> = std::fs::read_dir(out)
+        .unwrap_or_else(|e| panic!("read {}: {e}", out.display()))
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("current.json").exists())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(
+        dates.len(),
+        1,
+        "expected one published date in {}: {dates:?}",
+        out.display()
+    );
+    published_at(out, &dates[0])
+}

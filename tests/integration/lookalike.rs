@@ -54,7 +54,7 @@ fn five_percent_tier_finds_planted_future_buyers() {
     );
     // Candidates: users outside the seed (buyers of B01 in the last 30 days).
     let mut seed = HashSet::new();
-    for b in read_parquet(&tmp.path().join("out/user_features.parquet")) {
+    for b in read_parquet(&published(&tmp.path().join("out")).join("user_features.parquet")) {
         let id = column::<StringArray>(&b, "user_id");
         let o = column::<Int64Array>(&b, "brand_orders_30d");
         for i in 0..b.num_rows() {
@@ -73,7 +73,7 @@ fn five_percent_tier_finds_planted_future_buyers() {
     }
     let candidates: Vec<&String> = buys.keys().filter(|id| !seed.contains(*id)).collect();
     let base = candidates.iter().filter(|id| buys[**id]).count() as f64 / candidates.len() as f64;
-    let a = audience(&tmp.path().join("out/brand_lookalike.parquet"));
+    let a = audience(&published(&tmp.path().join("out")).join("brand_lookalike.parquet"));
     let tier5: Vec<&(String, f64, i64, String)> = a.rows.iter().filter(|r| r.3 != "10%").collect();
     assert!(!tier5.is_empty());
     assert!(
@@ -86,7 +86,8 @@ fn five_percent_tier_finds_planted_future_buyers() {
         "precision {precision:.4} vs base rate {base:.4}"
     );
     let model: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(tmp.path().join("out/models/brand_lookalike.json")).unwrap(),
+        &std::fs::read(published(&tmp.path().join("out")).join("models/brand_lookalike.json"))
+            .unwrap(),
     )
     .unwrap();
     assert!(model["auc"].as_f64().unwrap() > 0.6, "{model}");
@@ -97,7 +98,7 @@ fn tiers_are_nested_and_ranked() {
     let tmp = tempfile::tempdir().unwrap();
     let data = demo_data(tmp.path(), 4000);
     run_demo(&data, &tmp.path().join("out"));
-    let a = audience(&tmp.path().join("out/brand_lookalike.parquet"));
+    let a = audience(&published(&tmp.path().join("out")).join("brand_lookalike.parquet"));
     let order = ["1%", "2%", "5%", "10%"];
     let mut last_tier = 0;
     for (i, r) in a.rows.iter().enumerate() {
@@ -168,12 +169,12 @@ fn sql_scoring_equals_in_memory_and_reruns_are_identical() {
             );
             let res = bin().arg("run").arg(&job).output().unwrap();
             assert!(res.status.success(), "{}", output_text(&res));
-            let a = audience(&dir.join("out/l/la.parquet"));
+            let a = audience(&published(&dir.join("out/l")).join("la.parquet"));
             assert!(
                 a.rows.iter().all(|r| r.0 != "u00001" && r.0 != "u00002"),
                 "exclusions removed"
             );
-            files.push(std::fs::read(dir.join("out/l/la.parquet")).unwrap());
+            files.push(std::fs::read(published(&dir.join("out/l")).join("la.parquet")).unwrap());
         }
     }
     assert!(

@@ -7,6 +7,8 @@ mod bad_input;
 mod check;
 mod clustering;
 mod lookalike;
+mod publication;
 mod reference;
 mod run;
 mod s3_storage;
+mod segments;

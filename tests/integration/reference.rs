@@ -82,11 +82,15 @@ fn reference_features_equal_duckdb_golden() {
     let tmp = tempfile::tempdir().unwrap();
     run_reference("clean", tmp.path());
     assert_same(
-        cells(&read_parquet(&tmp.path().join("user_features.parquet"))),
+        cells(&read_parquet(
+            &published(tmp.path()).join("user_features.parquet"),
+        )),
         golden("golden_user_features.csv"),
     );
     assert_same(
-        cells(&read_parquet(&tmp.path().join("lifecycle_b01.parquet"))),
+        cells(&read_parquet(
+            &published(tmp.path()).join("lifecycle_b01.parquet"),
+        )),
         golden("golden_lifecycle_b01.csv"),
     );
 }
@@ -96,8 +100,10 @@ fn reference_features_on_dirty_data_equal_clean() {
     let tmp = tempfile::tempdir().unwrap();
     run_reference("clean", &tmp.path().join("clean"));
     run_reference("dirty", &tmp.path().join("dirty"));
-    let a = std::fs::read(tmp.path().join("clean/user_features.parquet")).unwrap();
-    let b = std::fs::read(tmp.path().join("dirty/user_features.parquet")).unwrap();
+    let a =
+        std::fs::read(published(&tmp.path().join("clean")).join("user_features.parquet")).unwrap();
+    let b =
+        std::fs::read(published(&tmp.path().join("dirty")).join("user_features.parquet")).unwrap();
     assert!(
         a == b,
         "the cleaning rules make dirty data give exactly the clean features"

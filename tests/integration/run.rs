@@ -21,7 +21,7 @@ fn demo_generates_and_runs_the_demo_job() {
         text.contains("user_features"),
         "summary names the steps: {text}"
     );
-    let batches = read_parquet(&out.join("user_features.parquet"));
+    let batches = read_parquet(&published(&out).join("user_features.parquet"));
     assert_eq!(rows(&batches), 3000, "one row per user");
     // Rows are written in user_id order.
     let mut prev = String::new();
@@ -67,7 +67,7 @@ fn rerun_gives_byte_identical_outputs() {
             .output()
             .unwrap();
         assert!(res.status.success(), "{}", output_text(&res));
-        files.push(std::fs::read(out.join("user_features.parquet")).unwrap());
+        files.push(std::fs::read(published(&out).join("user_features.parquet")).unwrap());
     }
     assert!(!files[0].is_empty());
     assert!(
@@ -143,7 +143,7 @@ fn typed_params_reach_sql() {
         .output()
         .unwrap();
     assert!(res.status.success(), "{}", output_text(&res));
-    let csv = std::fs::read_to_string(out.join("p_2026-11-24.csv")).unwrap();
+    let csv = std::fs::read_to_string(published(&out).join("p_2026-11-24.csv")).unwrap();
     assert_eq!(
         csv,
         "next_day,n10,r2,nflag,l\n2026-11-25,70,1.0,false,hi!\n"
@@ -218,7 +218,8 @@ to = "joined.csv"
     let res = bin().arg("run").arg(&job).output().unwrap();
     assert!(res.status.success(), "{}", output_text(&res));
     // Default output: ../out/{job} relative to the job file.
-    let csv = std::fs::read_to_string(tmp.path().join("out/mixed/joined.csv")).unwrap();
+    let csv = std::fs::read_to_string(published(&tmp.path().join("out/mixed")).join("joined.csv"))
+        .unwrap();
     assert_eq!(csv, "user_id,age,spend\nu1,30,4.0\nu2,41,0.0\nu3,,4.0\n");
 }
 
@@ -326,7 +327,7 @@ fn step_results_larger_than_the_budget_spill_and_give_the_same_outputs() {
             run == "small",
             "{text}"
         );
-        files.push(std::fs::read(out.join("user_features.parquet")).unwrap());
+        files.push(std::fs::read(published(&out).join("user_features.parquet")).unwrap());
     }
     assert!(
         files[0] == files[1],
@@ -359,5 +360,8 @@ fn a_budget_too_small_fails_with_a_clear_message() {
         text.contains("out of memory budget") && text.contains("raise --memory-limit"),
         "{text}"
     );
-    assert!(!tmp.path().join("out/user_features.parquet").exists());
+    assert!(
+        !tmp.path().join("out/2026-11-24/current.json").exists(),
+        "nothing published"
+    );
 }

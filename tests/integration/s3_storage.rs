@@ -57,28 +57,45 @@ async fn demo_job_reads_and_writes_s3() {
         "--param",
         "data=s3://lake/demo",
         "--output",
-        "s3://ads/runs/{as_of}",
+        "s3://ads/audiences",
     ]);
     let res = run_blocking(cmd).await;
     let text = output_text(&res);
     assert!(res.status.success(), "{text}");
-    assert!(text.contains("s3://ads/runs/2026-11-24"), "{text}");
+    assert!(
+        text.contains("s3://ads/audiences/2026-11-24/runs/"),
+        "{text}"
+    );
 
-    // The export is in the bucket, readable through the protocol, and equals a local run.
+    // The run is published through its pointer; its files are readable through the protocol
+    // and equal a local run's.
     let client = s3.client("ads");
+    let ptr = client
+        .get(&ObjectPath::from("audiences/2026-11-24/current.json"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let ptr: serde_json::Value = serde_json::from_slice(&ptr).unwrap();
+    let run = format!("audiences/{}", ptr["run"].as_str().unwrap());
     let listed: Vec<_> = client
-        .list(Some(&ObjectPath::from("runs/2026-11-24")))
+        .list(Some(&ObjectPath::from(run.as_str())))
         .try_collect()
         .await
         .unwrap();
     let names: Vec<String> = listed.iter().map(|m| m.location.to_string()).collect();
-    assert!(
-        names.contains(&"runs/2026-11-24/user_features.parquet".to_string())
-            && names.contains(&"runs/2026-11-24/models/clusters.json".to_string()),
-        "{names:?}"
-    );
+    for f in [
+        "user_features.parquet",
+        "models/clusters.json",
+        "segments.parquet",
+        "manifest.json",
+        "_SUCCESS",
+    ] {
+        assert!(names.contains(&format!("{run}/{f}")), "{f} in {names:?}");
+    }
     let remote = client
-        .get(&ObjectPath::from("runs/2026-11-24/user_features.parquet"))
+        .get(&ObjectPath::from(format!("{run}/user_features.parquet")))
         .await
         .unwrap()
         .bytes()
@@ -93,7 +110,7 @@ async fn demo_job_reads_and_writes_s3() {
         .arg(&local_out);
     let res = run_blocking(cmd).await;
     assert!(res.status.success(), "{}", output_text(&res));
-    let local = std::fs::read(local_out.join("user_features.parquet")).unwrap();
+    let local = std::fs::read(published(&local_out).join("user_features.parquet")).unwrap();
     assert!(
         remote.as_ref() == local.as_slice(),
         "same job, same bytes, whatever the storage"
@@ -136,4 +153,161 @@ async fn unreachable_storage_exits_75() {
     let text = output_text(&res);
     assert_eq!(res.status.code(), Some(75), "{text}");
     assert!(text.contains("orders"), "names the source: {text}");
+}
+
+async fn bucket_snapshot(
+    client: &dyn object_store::ObjectStore,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let listed: Vec<_> = client
+        .list(Some(&ObjectPath::from(prefix)))
+        .try_collect()
+        .await
+        .unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for m in listed {
+        let bytes = client
+            .get(&m.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        out.insert(m.location.to_string(), bytes.to_vec());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publication_and_lock_on_s3() {
+    let s3 = TestS3::start(&["ads"]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let job = crate::publication::growing_job(tmp.path(), 12000, "");
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("min_size = 1", "min_size = 1\nmax_rows_per_file = 20");
+    write(&job, &text);
+    let run = |base: &str| {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("audiences"));
+        cmd.current_dir(repo())
+            .env("RUST_LOG", "audiences=warn")
+            .env_remove("AWS_SESSION_TOKEN")
+            .envs(s3.env())
+            .arg("run")
+            .arg(&job)
+            .args(["--date", "2026-11-20", "-p", base, "--output", "s3://ads/g"]);
+        cmd
+    };
+    let res = tokio::task::spawn_blocking({
+        let mut c = run("base=20000");
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(res.status.success(), "{}", output_text(&res));
+    let client = s3.client("ads");
+    let good = bucket_snapshot(&client, "g/2026-11-20").await;
+    assert!(good.contains_key("g/2026-11-20/current.json"));
+
+    // Kill a second run while it writes segment files: the publication stays as it was.
+    let mut child = run("base=20100")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut killed = false;
+    for _ in 0..6000 {
+        let now: Vec<_> = client
+            .list(Some(&ObjectPath::from("g/2026-11-20/runs")))
+            .try_collect()
+            .await
+            .unwrap();
+        if now.iter().any(|m| {
+            !good.contains_key(m.location.as_ref()) && m.location.as_ref().contains("/tencent_ads/")
+        }) {
+            child.kill().unwrap();
+            killed = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    child.wait().unwrap();
+    assert!(killed, "the run was killed while writing segment files");
+    let after = bucket_snapshot(&client, "g/2026-11-20").await;
+    for (k, v) in &good {
+        assert_eq!(after.get(k), Some(v), "{k} changed");
+    }
+    assert!(
+        after.contains_key("g/2026-11-20/_lock.json"),
+        "the killed run's lock is left"
+    );
+
+    // A live holder of the lock (this process): exit 75, naming it.
+    let host = sysinfo::System::host_name().unwrap_or_else(|| "unknown-host".into());
+    let theirs = format!(
+        r#"{{"host": "{host}", "pid": {}, "started_at": "2026-11-26T00:00:00Z", "run_id": "x"}}"#,
+        std::process::id()
+    );
+    client
+        .put(
+            &ObjectPath::from("g/2026-11-20/_lock.json"),
+            PutPayload::from(theirs.into_bytes()),
+        )
+        .await
+        .unwrap();
+    let res = tokio::task::spawn_blocking({
+        let mut c = run("base=20100");
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let text = output_text(&res);
+    assert_eq!(res.status.code(), Some(75), "{text}");
+    assert!(
+        text.contains(&format!("pid {}", std::process::id())),
+        "{text}"
+    );
+
+    // The holder goes away: the next run takes the stale lock over and publishes.
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    dead.wait().unwrap();
+    let gone = format!(
+        r#"{{"host": "{host}", "pid": {pid}, "started_at": "2026-11-26T00:00:00Z", "run_id": "x"}}"#
+    );
+    client
+        .put(
+            &ObjectPath::from("g/2026-11-20/_lock.json"),
+            PutPayload::from(gone.into_bytes()),
+        )
+        .await
+        .unwrap();
+    let res = tokio::task::spawn_blocking({
+        let mut c = run("base=20100");
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(res.status.success(), "{}", output_text(&res));
+    let ptr = client
+        .get(&ObjectPath::from("g/2026-11-20/current.json"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_ne!(
+        ptr.to_vec(),
+        good["g/2026-11-20/current.json"],
+        "republished"
+    );
+    let left: Vec<_> = client
+        .list(Some(&ObjectPath::from("g/2026-11-20/_lock.json")))
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "lock released");
 }

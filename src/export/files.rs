@@ -1,0 +1,206 @@
+//! Segment files: lines split into parts of at most `max_rows_per_file`, optionally gzipped or
+//! zipped, each with its size and SHA-256. One part is held in memory at a time, so memory is
+//! bounded by the part size, not by the segment size.
+
+use std::io::Write;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::storage::Location;
+
+/// Compression of segment files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compress {
+    /// Plain text.
+    None,
+    /// `.gz` (no file name or time in the header, so bytes are reproducible).
+    Gzip,
+    /// `.zip` holding one text file (entry time fixed at 1980-01-01 for the same reason).
+    Zip,
+}
+
+impl Compress {
+    /// Parses the job-file value.
+    pub fn parse(s: &str) -> std::result::Result<Compress, String> {
+        match s {
+            "none" => Ok(Compress::None),
+            "gzip" | "gz" => Ok(Compress::Gzip),
+            "zip" => Ok(Compress::Zip),
+            other => Err(format!("compress `{other}` is not one of: none, gzip, zip")),
+        }
+    }
+
+    /// Name used in manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compress::None => "none",
+            Compress::Gzip => "gzip",
+            Compress::Zip => "zip",
+        }
+    }
+}
+
+/// One file written.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileEntry {
+    /// Path relative to the run folder.
+    pub path: String,
+    /// Data rows (the header line not counted).
+    pub rows: u64,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of the file's bytes, lower-case hex.
+    pub sha256: String,
+}
+
+/// Writes the parts of one file set: `<stem>_part000.<ext>`, `<stem>_part001.<ext>`, ...
+pub struct PartWriter {
+    folder: Location,
+    rel_folder: String,
+    stem: String,
+    ext: &'static str,
+    header: Option<Vec<u8>>,
+    compress: Compress,
+    max_rows: usize,
+    max_bytes: Option<u64>,
+    buf: Vec<u8>,
+    rows_in_buf: usize,
+    /// Files written so far.
+    pub files: Vec<FileEntry>,
+    /// Rows written so far.
+    pub rows: u64,
+}
+
+impl PartWriter {
+    /// A writer of parts below `folder` (shown as `rel_folder` in the manifest).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        folder: Location,
+        rel_folder: String,
+        stem: String,
+        ext: &'static str,
+        header: Option<String>,
+        compress: Compress,
+        max_rows: usize,
+        max_bytes: Option<u64>,
+    ) -> PartWriter {
+        PartWriter {
+            folder,
+            rel_folder,
+            stem,
+            ext,
+            header: header.map(|h| (h + "\n").into_bytes()),
+            compress,
+            max_rows: max_rows.max(1),
+            max_bytes,
+            buf: Vec::new(),
+            rows_in_buf: 0,
+            files: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    /// Appends lines (each ending in `\n`) given as one buffer and the end offset of each line.
+    pub async fn push(&mut self, bytes: &[u8], ends: &[usize]) -> Result<()> {
+        let mut start = 0usize;
+        let mut i = 0usize;
+        while i < ends.len() {
+            let room = self.max_rows - self.rows_in_buf;
+            let take = room.min(ends.len() - i);
+            let end = ends[i + take - 1];
+            if self.rows_in_buf == 0 && self.buf.is_empty() {
+                if let Some(h) = &self.header {
+                    self.buf.extend_from_slice(h);
+                }
+            }
+            self.buf.extend_from_slice(&bytes[start..end]);
+            self.rows_in_buf += take;
+            start = end;
+            i += take;
+            if self.rows_in_buf == self.max_rows {
+                self.flush_part().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush_part(&mut self) -> Result<()> {
+        let n = self.files.len();
+        let inner = format!("{}_part{n:03}.{}", self.stem, self.ext);
+        let text = std::mem::take(&mut self.buf);
+        let compress = self.compress;
+        let inner_name = inner.clone();
+        // Compression and checksums are CPU work: keep them off the async threads.
+        let (name, bytes, sha) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let (name, bytes) = match compress {
+                Compress::None => (inner_name, text),
+                Compress::Gzip => {
+                    let mut enc = flate2::GzBuilder::new()
+                        .mtime(0)
+                        .write(Vec::new(), flate2::Compression::default());
+                    enc.write_all(&text)
+                        .map_err(|e| Error::internal(format!("gzip: {e}")))?;
+                    let out = enc
+                        .finish()
+                        .map_err(|e| Error::internal(format!("gzip: {e}")))?;
+                    (format!("{inner_name}.gz"), out)
+                }
+                Compress::Zip => {
+                    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+                    let opts = zip::write::SimpleFileOptions::default()
+                        .compression_method(zip::CompressionMethod::Deflated)
+                        .last_modified_time(zip::DateTime::default())
+                        .unix_permissions(0o644);
+                    w.start_file(inner_name.as_str(), opts)
+                        .map_err(|e| Error::internal(format!("zip: {e}")))?;
+                    w.write_all(&text)
+                        .map_err(|e| Error::internal(format!("zip: {e}")))?;
+                    let out = w
+                        .finish()
+                        .map_err(|e| Error::internal(format!("zip: {e}")))?
+                        .into_inner();
+                    let stem = inner_name
+                        .strip_suffix(".txt")
+                        .or_else(|| inner_name.strip_suffix(".csv"))
+                        .unwrap_or(&inner_name)
+                        .to_string();
+                    (format!("{stem}.zip"), out)
+                }
+            };
+            let sha = hex::encode(Sha256::digest(&bytes));
+            Ok((name, bytes, sha))
+        })
+        .await
+        .map_err(|e| Error::internal(format!("file writer: {e}")))??;
+        let size = bytes.len() as u64;
+        if let Some(max) = self.max_bytes {
+            if size > max {
+                return Err(Error::data(
+                    format!("{}/{name}", self.rel_folder),
+                    format!("the file would be {size} bytes, over the platform's limit of {max} bytes; lower `max_rows_per_file`"),
+                ));
+            }
+        }
+        let loc = self.folder.child(&name)?;
+        crate::storage::write::put_bytes(&loc, bytes).await?;
+        self.files.push(FileEntry {
+            path: format!("{}/{name}", self.rel_folder),
+            rows: self.rows_in_buf as u64,
+            bytes: size,
+            sha256: sha,
+        });
+        self.rows += self.rows_in_buf as u64;
+        self.rows_in_buf = 0;
+        Ok(())
+    }
+
+    /// Writes the last part (if it holds any rows) and returns the files.
+    pub async fn finish(mut self) -> Result<(Vec<FileEntry>, u64)> {
+        if self.rows_in_buf > 0 {
+            self.flush_part().await?;
+        }
+        Ok((self.files, self.rows))
+    }
+}

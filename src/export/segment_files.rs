@@ -1,0 +1,701 @@
+//! Writing one `[[export]]` of segments: a single SQL query joins the members to their
+//! identifiers, normalises and validates each identifier, de-duplicates and orders the rows
+//! (with the SQL engine's bounded, spilling memory); Rust then hashes the values in parallel
+//! (rayon) and streams them into split, optionally compressed files.
+//!
+//! Layout below the run folder: `<to>/<segment>/<part>/<segment>[_<id type>]_part000.<ext>`, where
+//! `part` is `target` (to upload), `control` (held back), and with `deltas`, `adds` and
+//! `removes` against the previous published run.
+
+use std::collections::BTreeMap;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::files::{FileEntry, PartWriter};
+use super::platform::{self, Hash};
+use super::SegmentExport;
+use crate::engine::diagnostics::execution_error;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::job::{ExportFormat, Job};
+use crate::segments::{self, Segments, MEMBERS};
+use crate::storage::Location;
+
+/// Name of the previous published run's members table, when one exists.
+pub const PREVIOUS: &str = "__previous_members";
+
+/// Files of one part (target, control, adds, removes) and id type of a segment.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileSet {
+    /// `target`, `control`, `adds` or `removes`.
+    pub part: String,
+    /// Tencent id type (none for CSV formats).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_type: Option<String>,
+    /// Lines written.
+    pub rows: u64,
+    /// The files.
+    pub files: Vec<FileEntry>,
+}
+
+/// What one segment of an export became.
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentEntry {
+    /// Segment name.
+    pub segment: String,
+    /// False when the segment was not exported (see `skipped`).
+    pub exported: bool,
+    /// Why it was not exported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// Members in the target group.
+    pub users_target: u64,
+    /// Members in the control group.
+    pub users_control: u64,
+    /// Rows dropped: no identity row, or no valid identifier of the export's types.
+    pub dropped_invalid: u64,
+    /// Rows that repeated a line already written (same identifier).
+    pub duplicates: u64,
+    /// Members removed by the suppression tables.
+    pub suppressed: u64,
+    /// Lines per part.
+    pub rows: BTreeMap<String, u64>,
+    /// The files.
+    pub file_sets: Vec<FileSet>,
+}
+
+/// How one field is written.
+#[derive(Debug, Clone, Serialize)]
+pub struct FieldReport {
+    /// Header or id type.
+    pub name: String,
+    /// Source column.
+    pub column: String,
+    /// Hashing.
+    pub hash: &'static str,
+}
+
+/// What one export of segments wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentExportReport {
+    /// Folder below the run folder.
+    pub to: String,
+    /// Format.
+    pub format: &'static str,
+    /// Identities table.
+    pub identities: Option<String>,
+    /// Fields and their hashing.
+    pub fields: Vec<FieldReport>,
+    /// Compression.
+    pub compress: &'static str,
+    /// Lines per file.
+    pub max_rows_per_file: usize,
+    /// Smallest target group exported.
+    pub min_size: u64,
+    /// The run the deltas are against (`None` without deltas or without a previous run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deltas_against: Option<String>,
+    /// Per segment.
+    pub segments: Vec<SegmentEntry>,
+}
+
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// The SQL that produces the export's rows: segment, part, id type, field values, first user, n.
+fn rows_sql(
+    job: &Job,
+    ex: &SegmentExport,
+    eligible: &[String],
+    deltas: bool,
+    cc: Option<&str>,
+) -> String {
+    let id = job.publish.id.as_str();
+    let names = eligible
+        .iter()
+        .map(|s| lit(s))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut members =
+        format!("SELECT segment, user_id, grp AS part FROM {MEMBERS} WHERE segment IN ({names})");
+    if deltas {
+        members.push_str(&format!(
+            " UNION ALL SELECT c.segment, c.user_id, 'adds' AS part FROM {MEMBERS} c LEFT JOIN (SELECT segment, user_id FROM {PREVIOUS} WHERE grp = 'target') p ON c.segment = p.segment AND c.user_id = p.user_id WHERE c.grp = 'target' AND p.user_id IS NULL AND c.segment IN ({names})
+              UNION ALL SELECT p.segment, p.user_id, 'removes' AS part FROM {PREVIOUS} p LEFT JOIN (SELECT segment, user_id FROM {MEMBERS} WHERE grp = 'target') c ON c.segment = p.segment AND c.user_id = p.user_id WHERE p.grp = 'target' AND c.user_id IS NULL AND p.segment IN ({names})"
+        ));
+    }
+    let join = match &ex.identities {
+        Some(t) => format!(
+            "LEFT JOIN {} i ON m.user_id = CAST(i.{} AS VARCHAR)",
+            quote(t),
+            quote(id)
+        ),
+        None => String::new(),
+    };
+    let exprs: Vec<String> = match ex.format {
+        ExportFormat::Csv => std::iter::once("m.user_id".to_string())
+            .chain(
+                ex.columns
+                    .iter()
+                    .map(|c| format!("CAST(i.{} AS VARCHAR)", quote(c))),
+            )
+            .collect(),
+        _ => ex
+            .fields
+            .iter()
+            .map(|f| {
+                f.norm
+                    .sql(&format!("CAST(i.{} AS VARCHAR)", quote(&f.column)), cc)
+            })
+            .collect(),
+    };
+    let fcols: Vec<String> = (0..exprs.len()).map(|i| format!("f{i}")).collect();
+    let inner = format!(
+        "SELECT m.segment, m.part, m.user_id, {} FROM ({members}) m {join}",
+        exprs
+            .iter()
+            .zip(&fcols)
+            .map(|(e, f)| format!("{e} AS {f}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if ex.format == ExportFormat::TencentAds {
+        // One identifier per row: the first id type with a valid value.
+        let case = ex
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| format!("WHEN f{i} IS NOT NULL THEN {}", lit(&f.header)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        format!(
+            "SELECT segment, part, id_type, v, MIN(user_id) AS first_user, COUNT(*) AS n FROM (
+               SELECT segment, part, user_id, CASE {case} END AS id_type, COALESCE({}) AS v FROM ({inner}))
+             GROUP BY segment, part, id_type, v
+             ORDER BY segment, part, id_type NULLS FIRST, first_user, v",
+            fcols.join(", ")
+        )
+    } else {
+        let fl = fcols.join(", ");
+        format!(
+            "SELECT segment, part, CAST(NULL AS VARCHAR) AS id_type, {fl}, MIN(user_id) AS first_user, COUNT(*) AS n FROM ({inner})
+             GROUP BY segment, part, {fl}
+             ORDER BY segment, part, first_user, {fl}"
+        )
+    }
+}
+
+/// (segment, part, id type): the rows of one file set.
+type FileSetKey = (String, String, Option<String>);
+
+/// One rendered chunk of rows.
+struct Rendered {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    dropped: u64,
+    duplicates: u64,
+}
+
+fn csv_escape(v: &[u8], out: &mut Vec<u8>) {
+    if v.iter().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+        out.push(b'"');
+        for b in v {
+            if *b == b'"' {
+                out.push(b'"');
+            }
+            out.push(*b);
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(v);
+    }
+}
+
+/// Renders rows `a..b` of a batch into lines, in parallel.
+fn render(
+    batch: &RecordBatch,
+    a: usize,
+    b: usize,
+    ex: &SegmentExport,
+    hash_of_type: Option<Hash>,
+) -> Vec<Rendered> {
+    let nf = batch.num_columns() - 5;
+    let cols: Vec<_> = (0..nf)
+        .map(|i| batch.column(3 + i).as_string::<i32>())
+        .collect();
+    let n = batch
+        .column(batch.num_columns() - 1)
+        .as_primitive::<Int64Type>();
+    let tencent = ex.format == ExportFormat::TencentAds;
+    let hashes: Vec<Hash> = if ex.format == ExportFormat::Csv {
+        vec![Hash::None; nf]
+    } else {
+        ex.fields.iter().map(|f| f.hash).collect()
+    };
+    let ranges: Vec<(usize, usize)> = (a..b)
+        .step_by(2048)
+        .map(|s| (s, (s + 2048).min(b)))
+        .collect();
+    ranges
+        .into_par_iter()
+        .map(|(s, e)| {
+            let mut out = Rendered {
+                bytes: Vec::with_capacity((e - s) * 66),
+                ends: Vec::with_capacity(e - s),
+                dropped: 0,
+                duplicates: 0,
+            };
+            for r in s..e {
+                let count = n.value(r) as u64;
+                if tencent {
+                    let v = cols[0];
+                    if v.is_null(r) {
+                        out.dropped += count;
+                        continue;
+                    }
+                    hash_of_type
+                        .unwrap_or(Hash::None)
+                        .apply(v.value(r).as_bytes(), &mut out.bytes);
+                } else {
+                    if cols.iter().all(|c| c.is_null(r)) {
+                        out.dropped += count;
+                        continue;
+                    }
+                    for (i, c) in cols.iter().enumerate() {
+                        if i > 0 {
+                            out.bytes.push(b',');
+                        }
+                        if c.is_valid(r) {
+                            if hashes[i] == Hash::None {
+                                csv_escape(c.value(r).as_bytes(), &mut out.bytes);
+                            } else {
+                                hashes[i].apply(c.value(r).as_bytes(), &mut out.bytes);
+                            }
+                        }
+                    }
+                }
+                out.bytes.push(b'\n');
+                out.ends.push(out.bytes.len());
+                out.duplicates += count - 1;
+            }
+            out
+        })
+        .collect()
+}
+
+/// Writes one export of segments below `run_dir`.
+#[allow(clippy::too_many_arguments)]
+pub async fn write(
+    engine: &Engine,
+    job: &Job,
+    ex: &SegmentExport,
+    to: &str,
+    segs: &Segments,
+    run_dir: &Location,
+    previous: Option<&str>,
+    warnings: &mut Vec<String>,
+) -> Result<SegmentExportReport> {
+    let label = format!("export {} ({})", ex.index + 1, ex.format_name());
+    let mut entries: BTreeMap<String, SegmentEntry> = BTreeMap::new();
+    let mut eligible = Vec::new();
+    for c in &segs.segments {
+        let group = segments::group_of(job, c);
+        if !ex
+            .patterns
+            .iter()
+            .any(|p| segments::matches(p, &c.name, group.as_deref()))
+        {
+            continue;
+        }
+        let mut e = SegmentEntry {
+            segment: c.name.clone(),
+            exported: true,
+            skipped: None,
+            users_target: c.target,
+            users_control: c.control,
+            dropped_invalid: 0,
+            duplicates: 0,
+            suppressed: c.suppressed,
+            rows: BTreeMap::new(),
+            file_sets: Vec::new(),
+        };
+        if c.target < ex.min_size {
+            let why = format!(
+                "{} users in the target group, below min_size {}",
+                c.target, ex.min_size
+            );
+            if ex.required {
+                return Err(Error::data(
+                    format!("{label}, segment `{}`", c.name),
+                    format!("{why}; the export says required = true"),
+                ));
+            }
+            warnings.push(format!("{label}: segment `{}` not exported: {why}", c.name));
+            e.exported = false;
+            e.skipped = Some(why);
+        } else {
+            eligible.push(c.name.clone());
+        }
+        entries.insert(c.name.clone(), e);
+    }
+    let deltas = ex.deltas && previous.is_some();
+    let mut report = SegmentExportReport {
+        to: to.to_string(),
+        format: ex.format_name(),
+        identities: ex.identities.clone(),
+        fields: ex
+            .fields
+            .iter()
+            .map(|f| FieldReport {
+                name: f.header.clone(),
+                column: f.column.clone(),
+                hash: f.hash.name(),
+            })
+            .collect(),
+        compress: ex.compress.name(),
+        max_rows_per_file: ex.max_rows_per_file,
+        min_size: ex.min_size,
+        deltas_against: if deltas {
+            previous.map(str::to_string)
+        } else {
+            None
+        },
+        segments: Vec::new(),
+    };
+    if ex.deltas && previous.is_none() {
+        warnings.push(format!(
+            "{label}: no previous published run, so no adds / removes files this time"
+        ));
+    }
+    if !eligible.is_empty() {
+        if ex.format == ExportFormat::Parquet {
+            write_parquet_sets(
+                engine,
+                job,
+                ex,
+                to,
+                &eligible,
+                deltas,
+                run_dir,
+                &mut entries,
+            )
+            .await?;
+        } else {
+            write_line_sets(
+                engine,
+                job,
+                ex,
+                to,
+                &eligible,
+                deltas,
+                run_dir,
+                &label,
+                &mut entries,
+            )
+            .await?;
+        }
+    }
+    // The platform's own minimum applies to the lines actually written.
+    let min_rows = platform::platform_min_rows(ex.format);
+    for e in entries.values_mut() {
+        let target = e.rows.get("target").copied().unwrap_or(0);
+        if e.exported && target < min_rows {
+            let why =
+                format!("{target} valid target rows, below the platform's minimum of {min_rows}");
+            if ex.required {
+                return Err(Error::data(
+                    format!("{label}, segment `{}`", e.segment),
+                    format!("{why}; the export says required = true"),
+                ));
+            }
+            for set in &e.file_sets {
+                for f in &set.files {
+                    let loc = run_dir.child(&f.path)?;
+                    let _ = loc.store.delete(&loc.path).await;
+                }
+            }
+            warnings.push(format!(
+                "{label}: segment `{}` not exported: {why}",
+                e.segment
+            ));
+            e.exported = false;
+            e.skipped = Some(why);
+            e.file_sets.clear();
+        }
+    }
+    report.segments = entries.into_values().collect();
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_line_sets(
+    engine: &Engine,
+    job: &Job,
+    ex: &SegmentExport,
+    to: &str,
+    eligible: &[String],
+    deltas: bool,
+    run_dir: &Location,
+    label: &str,
+    entries: &mut BTreeMap<String, SegmentEntry>,
+) -> Result<()> {
+    let sql = rows_sql(job, ex, eligible, deltas, ex.country_code.as_deref());
+    let df = engine
+        .ctx
+        .sql(&sql)
+        .await
+        .map_err(|e| export_problem(label, ex, e))?;
+    let mut stream = df
+        .execute_stream()
+        .await
+        .map_err(|e| execution_error(label, e))?;
+    let header = match ex.format {
+        ExportFormat::TencentAds => None,
+        ExportFormat::Csv => Some(
+            std::iter::once(job.publish.id.clone())
+                .chain(ex.columns.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        _ => Some(
+            ex.fields
+                .iter()
+                .map(|f| f.header.clone())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    };
+    let ext = if ex.format == ExportFormat::TencentAds {
+        "txt"
+    } else {
+        "csv"
+    };
+    let max_bytes = platform::platform_max_bytes(ex.format);
+    let mut current: Option<(FileSetKey, PartWriter)> = None;
+    let finish = |entries: &mut BTreeMap<String, SegmentEntry>,
+                  key: FileSetKey,
+                  files: Vec<FileEntry>,
+                  rows: u64| {
+        if let Some(e) = entries.get_mut(&key.0) {
+            *e.rows.entry(key.1.clone()).or_insert(0) += rows;
+            e.file_sets.push(FileSet {
+                part: key.1,
+                id_type: key.2,
+                rows,
+                files,
+            });
+        }
+    };
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| execution_error(label, e))?;
+        let batch = to_utf8(batch)?;
+        let seg = batch.column(0).as_string::<i32>();
+        let part = batch.column(1).as_string::<i32>();
+        let idt = batch.column(2).as_string::<i32>();
+        let rows = batch.num_rows();
+        let mut a = 0;
+        while a < rows {
+            let key = (
+                seg.value(a).to_string(),
+                part.value(a).to_string(),
+                idt.is_valid(a).then(|| idt.value(a).to_string()),
+            );
+            let mut b = a + 1;
+            while b < rows
+                && seg.value(b) == key.0
+                && part.value(b) == key.1
+                && idt.is_valid(b) == key.2.is_some()
+                && (!idt.is_valid(b) || idt.value(b) == key.2.as_deref().unwrap_or_default())
+            {
+                b += 1;
+            }
+            let hash = key
+                .2
+                .as_ref()
+                .and_then(|t| ex.fields.iter().find(|f| &f.header == t).map(|f| f.hash));
+            let chunks = render(&batch, a, b, ex, hash);
+            let tencent_dropped = ex.format == ExportFormat::TencentAds && key.2.is_none();
+            if !tencent_dropped && current.as_ref().map(|(k, _)| k != &key).unwrap_or(true) {
+                if let Some((k, w)) = current.take() {
+                    let (files, n) = w.finish().await?;
+                    finish(entries, k, files, n);
+                }
+                let stem = match &key.2 {
+                    Some(t) => format!("{}_{}", key.0, t.to_ascii_lowercase()),
+                    None => key.0.clone(),
+                };
+                let rel = format!("{to}/{}/{}", key.0, key.1);
+                let folder = run_dir.child(&rel)?;
+                current = Some((
+                    key.clone(),
+                    PartWriter::new(
+                        folder,
+                        rel,
+                        stem,
+                        ext,
+                        header.clone(),
+                        ex.compress,
+                        ex.max_rows_per_file,
+                        max_bytes,
+                    ),
+                ));
+            }
+            for c in chunks {
+                if let Some(e) = entries.get_mut(&key.0) {
+                    e.dropped_invalid += c.dropped;
+                    e.duplicates += c.duplicates;
+                }
+                if !c.ends.is_empty() {
+                    if let Some((_, w)) = current.as_mut() {
+                        w.push(&c.bytes, &c.ends).await?;
+                    }
+                }
+            }
+            a = b;
+        }
+    }
+    if let Some((k, w)) = current.take() {
+        let (files, n) = w.finish().await?;
+        finish(entries, k, files, n);
+    }
+    Ok(())
+}
+
+fn export_problem(label: &str, ex: &SegmentExport, e: datafusion::error::DataFusionError) -> Error {
+    let msg = e.to_string();
+    let hint = match &ex.identities {
+        Some(t) => {
+            format!("check the columns named in `ids` / `fields` / `columns` against table `{t}`")
+        }
+        None => "check the export's columns".to_string(),
+    };
+    Error::job_msg(Some(label), msg, Some(hint))
+}
+
+/// Casts every string-like column to Utf8 (the renderer reads Utf8 only).
+fn to_utf8(batch: RecordBatch) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let mut cols = Vec::with_capacity(batch.num_columns());
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    for (i, f) in schema.fields().iter().enumerate() {
+        let c = batch.column(i);
+        if matches!(
+            f.data_type(),
+            DataType::Utf8View | DataType::LargeUtf8 | DataType::Null
+        ) {
+            cols.push(
+                datafusion::arrow::compute::cast(c, &DataType::Utf8)
+                    .map_err(|e| Error::internal(e.to_string()))?,
+            );
+            fields.push(datafusion::arrow::datatypes::Field::new(
+                f.name(),
+                DataType::Utf8,
+                true,
+            ));
+        } else {
+            cols.push(c.clone());
+            fields.push(f.as_ref().clone());
+        }
+    }
+    RecordBatch::try_new(
+        std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+        cols,
+    )
+    .map_err(|e| Error::internal(e.to_string()))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_parquet_sets(
+    engine: &Engine,
+    job: &Job,
+    ex: &SegmentExport,
+    to: &str,
+    eligible: &[String],
+    deltas: bool,
+    run_dir: &Location,
+    entries: &mut BTreeMap<String, SegmentEntry>,
+) -> Result<()> {
+    let id = job.publish.id.as_str();
+    let mut parts = vec!["target", "control"];
+    if deltas {
+        parts.extend(["adds", "removes"]);
+    }
+    for seg in eligible {
+        for part in &parts {
+            let members = match *part {
+                "adds" => format!("SELECT c.user_id FROM {MEMBERS} c LEFT JOIN (SELECT user_id FROM {PREVIOUS} WHERE grp = 'target' AND segment = {s}) p ON c.user_id = p.user_id WHERE c.segment = {s} AND c.grp = 'target' AND p.user_id IS NULL", s = lit(seg)),
+                "removes" => format!("SELECT p.user_id FROM {PREVIOUS} p LEFT JOIN (SELECT user_id FROM {MEMBERS} WHERE grp = 'target' AND segment = {s}) c ON c.user_id = p.user_id WHERE p.segment = {s} AND p.grp = 'target' AND c.user_id IS NULL", s = lit(seg)),
+                g => format!("SELECT user_id FROM {MEMBERS} WHERE segment = {} AND grp = {}", lit(seg), lit(g)),
+            };
+            let (cols, join) = match &ex.identities {
+                Some(t) if !ex.columns.is_empty() => (
+                    ex.columns
+                        .iter()
+                        .map(|c| format!(", i.{}", quote(c)))
+                        .collect::<String>(),
+                    format!(
+                        "LEFT JOIN {} i ON m.user_id = CAST(i.{} AS VARCHAR)",
+                        quote(t),
+                        quote(id)
+                    ),
+                ),
+                _ => (String::new(), String::new()),
+            };
+            let sql = format!(
+                "SELECT m.user_id AS {}{cols} FROM ({members}) m {join} ORDER BY 1{}",
+                quote(id),
+                (0..ex.columns.len())
+                    .map(|i| format!(", {}", i + 2))
+                    .collect::<String>()
+            );
+            let label = format!("export {} (parquet), segment `{seg}`", ex.index + 1);
+            let df = engine
+                .ctx
+                .sql(&sql)
+                .await
+                .map_err(|e| export_problem(&label, ex, e))?;
+            let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+            let stream = df
+                .execute_stream()
+                .await
+                .map_err(|e| execution_error(&label, e))?;
+            let rel = format!("{to}/{seg}/{part}/{seg}.parquet");
+            let loc = run_dir.child(&rel)?;
+            let w = crate::storage::write::write_parquet(&loc, schema, stream).await?;
+            if w.rows == 0 {
+                let _ = loc.store.delete(&loc.path).await;
+                continue;
+            }
+            let bytes = crate::storage::read_bytes(&loc).await?;
+            let sha = {
+                use sha2::Digest;
+                hex::encode(sha2::Sha256::digest(&bytes))
+            };
+            if let Some(e) = entries.get_mut(seg) {
+                e.rows.insert(part.to_string(), w.rows);
+                e.file_sets.push(FileSet {
+                    part: part.to_string(),
+                    id_type: None,
+                    rows: w.rows,
+                    files: vec![FileEntry {
+                        path: rel,
+                        rows: w.rows,
+                        bytes: bytes.len() as u64,
+                        sha256: sha,
+                    }],
+                });
+            }
+        }
+    }
+    Ok(())
+}
