@@ -18,29 +18,12 @@
 //! top categories and features steps, materialised. Both figures include process start-up.
 //! `RUNS` sets the number of runs per side (default 5).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::process::Command;
-use std::time::Instant;
 
-fn measure(cmd: &mut Command) -> (f64, f64) {
-    let start = Instant::now();
-    let out = cmd.output().expect("command starts");
-    let secs = start.elapsed().as_secs_f64();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "benchmark command failed: {stderr}");
-    // /usr/bin/time -f '%M' prints the peak RSS in KiB as the last stderr line.
-    let kib: f64 = stderr
-        .lines()
-        .rev()
-        .find_map(|l| l.trim().strip_prefix("MAXRSS_KIB="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN);
-    (secs, kib / 1024.0 / 1024.0)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
+use support::{measure, median};
 
 fn main() {
     let (Ok(data), Ok(peer_dir)) = (std::env::var("REFDATA"), std::env::var("PEER_SQL_DIR")) else {

@@ -139,6 +139,19 @@ pub async fn run_steps(
     let dir = spill_dir(opts);
     let state = state_location(job, &prepared.bindings)?;
     let pb = progress_bar(opts, job.steps.len());
+    // The previous published run, for steps listed in `previous`.
+    let previous_run = if job.previous.is_empty() {
+        None
+    } else {
+        let root = storage::locate(&job.output_url(
+            &prepared.bindings,
+            opts.output.as_deref(),
+            &cwd(),
+        )?)?;
+        crate::storage::publish::previous(&root, &date_key(&prepared.bindings))
+            .await?
+            .map(|(_, p)| (root, p))
+    };
     let mut results = Vec::new();
     for step in &job.steps {
         if let Some(pb) = &pb {
@@ -160,6 +173,9 @@ pub async fn run_steps(
         .await?;
         tracing::info!(step = %step.name, rows = r.rows, ms = r.elapsed.as_millis() as u64, "step finished");
         results.push(r);
+        if let Some((_, to)) = job.previous.iter().find(|(s, _)| *s == step.name) {
+            register_previous(&prepared.engine, &step.name, to, previous_run.as_ref()).await?;
+        }
         if let Some(pb) = &pb {
             pb.inc(1);
         }
@@ -171,6 +187,52 @@ pub async fn run_steps(
         pb.finish_and_clear();
     }
     Ok(results)
+}
+
+/// Registers `previous_<step>`: the step's Parquet export in the previous published run, or an
+/// empty table of the step's schema when there is none (the first run).
+pub async fn register_previous(
+    engine: &Engine,
+    step: &str,
+    to: &str,
+    previous: Option<&(storage::Location, crate::storage::publish::Pointer)>,
+) -> Result<()> {
+    let name = format!("previous_{step}");
+    let _ = engine.ctx.deregister_table(name.as_str());
+    if let Some((root, ptr)) = previous {
+        let loc = root.child(&format!("{}/{to}", ptr.run))?;
+        if crate::storage::read_bytes(&loc).await.is_ok() {
+            engine
+                .ctx
+                .register_parquet(
+                    name.as_str(),
+                    loc.url.as_str(),
+                    datafusion::prelude::ParquetReadOptions::default(),
+                )
+                .await
+                .map_err(|e| {
+                    Error::data(
+                        loc.display(),
+                        format!("the previous run's `{step}` cannot be read: {e}"),
+                    )
+                })?;
+            tracing::info!(step, run = %ptr.run_id, "previous run's table registered as {name}");
+            return Ok(());
+        }
+    }
+    let df = engine
+        .ctx
+        .table(step)
+        .await
+        .map_err(|e| Error::internal(e.to_string()))?;
+    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+    let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![]])
+        .map_err(|e| Error::internal(e.to_string()))?;
+    engine
+        .ctx
+        .register_table(name.as_str(), std::sync::Arc::new(table))
+        .map_err(|e| Error::internal(e.to_string()))?;
+    Ok(())
 }
 
 /// The date folder of a run: the `as_of` date, or `undated` for a job without one.
@@ -209,7 +271,17 @@ async fn run_locked(
     started_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<RunReport> {
     let output = run.dir.clone();
+    let mut stages: Vec<(String, f64)> = Vec::new();
+    let mut stage_start = Instant::now();
+    let mut lap = |name: &str, stages: &mut Vec<(String, f64)>| {
+        stages.push((
+            name.to_string(),
+            (stage_start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        ));
+        stage_start = Instant::now();
+    };
     let steps = run_steps(job, prepared, opts, None).await?;
+    lap("steps", &mut stages);
     let mut exports = Vec::new();
     let mut warnings = Vec::new();
     for e in job.exports.iter().filter(|e| e.segments.is_none()) {
@@ -218,6 +290,7 @@ async fn run_locked(
         exports.push(r);
     }
 
+    lap("table exports", &mut stages);
     let mut segs = crate::segments::Segments::default();
     let mut segment_exports = Vec::new();
     if !job.segments.is_empty() {
@@ -248,6 +321,7 @@ async fn run_locked(
         crate::storage::write::write_parquet(&output.child("segments.parquet")?, schema, stream)
             .await?;
 
+        lap("segments", &mut stages);
         let wants_deltas = job
             .exports
             .iter()
@@ -302,6 +376,7 @@ async fn run_locked(
             }
             segment_exports.push(r);
         }
+        lap("segment files", &mut stages);
     }
     for w in &warnings {
         tracing::warn!("{w}");
@@ -312,6 +387,12 @@ async fn run_locked(
     let state = state_location(job, &prepared.bindings)?;
     for r in &steps {
         if let Some(model) = &r.lookalike {
+            let text =
+                serde_json::to_vec_pretty(model).map_err(|e| Error::internal(e.to_string()))?;
+            let loc = output.child(&format!("models/{}.json", r.name))?;
+            crate::storage::write::put_bytes(&loc, text).await?;
+        }
+        if let Some(model) = &r.ltv {
             let text =
                 serde_json::to_vec_pretty(model).map_err(|e| Error::internal(e.to_string()))?;
             let loc = output.child(&format!("models/{}.json", r.name))?;
@@ -364,6 +445,7 @@ async fn run_locked(
         segments: segs.segments.clone(),
         exports: segment_exports.clone(),
         warnings: warnings.clone(),
+        stage_seconds: stages.iter().cloned().collect(),
     };
     let text = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::internal(e.to_string()))?;
     let sha = {
@@ -462,7 +544,12 @@ pub async fn check(job: &Job, opts: &RunOptions) -> Result<CheckReport> {
     }
     for step in &job.steps {
         match register_view(&engine, step, &bindings).await {
-            Ok(()) => report.steps_ok.push(step.name.clone()),
+            Ok(()) => {
+                report.steps_ok.push(step.name.clone());
+                if job.previous.iter().any(|(s, _)| *s == step.name) {
+                    register_previous(&engine, &step.name, "", None).await?;
+                }
+            }
             Err(p) => {
                 failed_tables.push(step.name.clone());
                 // A step reading a table that already failed would only repeat that problem.

@@ -60,6 +60,9 @@ pub fn render(r: &RunReport) -> String {
         if let Some(m) = &st.lookalike {
             s.push_str(&crate::models::lookalike_step::render(m));
         }
+        if let Some(m) = &st.ltv {
+            s.push_str(&crate::models::ltv_step::render(m));
+        }
     }
     if !r.exports.is_empty() {
         let _ = writeln!(s, "exports:");

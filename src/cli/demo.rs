@@ -35,7 +35,7 @@ pub struct DemoArgs {
     /// Folder for the generated data.
     #[arg(long, default_value = "data/demo")]
     dir: PathBuf,
-    /// Output folder of the run (default: the job's, `out/demo/<date>`).
+    /// Output folder (default: the job's, `out/demo`; the run is published under `<date>/`).
     #[arg(long, value_name = "URL")]
     output: Option<String>,
     /// Random seed of the generator.

@@ -64,6 +64,9 @@ pub async fn execute(args: SqlArgs) -> Result<()> {
         crate::engine::steps::register_view(&prepared.engine, step, &prepared.bindings)
             .await
             .map_err(|p| Error::Job(vec![p]))?;
+        if job.previous.iter().any(|(s, _)| *s == step.name) {
+            crate::pipeline::register_previous(&prepared.engine, &step.name, "", None).await?;
+        }
     }
     let ctx = &prepared.engine.ctx;
     if let Some(q) = args.query {

@@ -36,6 +36,8 @@ pub struct StepResult {
     pub model: Option<crate::models::kmeans_step::KMeansModel>,
     /// The fitted model and its quality report, for lookalike steps.
     pub lookalike: Option<crate::models::lookalike_step::LookalikeModel>,
+    /// The fitted models, for ltv steps.
+    pub ltv: Option<crate::models::ltv_step::LtvModel>,
 }
 
 /// Where a step's result lives during the run.
@@ -106,6 +108,26 @@ pub async fn register_view(
                 schema,
             )
             .await
+        }
+        StepKind::Ltv(cfg) => {
+            let problem = |message: String| Problem {
+                location: Some(step.declared_at.clone()),
+                step: Some(step.name.clone()),
+                message,
+                hint: None,
+            };
+            crate::models::ltv_step::check_input(engine, cfg)
+                .await
+                .map_err(|(m, hint)| Problem { hint, ..problem(m) })?;
+            let schema = crate::models::ltv_step::output_schema(&cfg.id);
+            let table =
+                MemTable::try_new(schema, vec![vec![]]).map_err(|e| problem(e.to_string()))?;
+            let _ = engine.ctx.deregister_table(step.name.as_str());
+            engine
+                .ctx
+                .register_table(step.name.as_str(), Arc::new(table))
+                .map_err(|e| problem(e.to_string()))?;
+            Ok(())
         }
         StepKind::Lookalike(cfg) => {
             let problem = |message: String| Problem {
@@ -229,6 +251,19 @@ pub async fn run_step(
                 held: Held::Memory(out.rows * 24),
                 model: Some(out.model),
                 lookalike: None,
+                ltv: None,
+            });
+        }
+        StepKind::Ltv(cfg) => {
+            let (model, rows) = crate::models::ltv_step::run(engine, &step.name, cfg).await?;
+            return Ok(StepResult {
+                name: step.name.clone(),
+                rows,
+                elapsed: start.elapsed(),
+                held: Held::Memory(rows * 88),
+                model: None,
+                lookalike: None,
+                ltv: Some(model),
             });
         }
         StepKind::Lookalike(cfg) => {
@@ -240,6 +275,7 @@ pub async fn run_step(
                 held: Held::Memory(rows * 40),
                 model: None,
                 lookalike: Some(model),
+                ltv: None,
             });
         }
     };
@@ -260,6 +296,7 @@ pub async fn run_step(
         held,
         model: None,
         lookalike: None,
+        ltv: None,
     })
 }
 

@@ -65,4 +65,6 @@ pub struct Manifest {
     pub exports: Vec<SegmentExportReport>,
     /// Warnings of the run (segments too small to export, ...).
     pub warnings: Vec<String>,
+    /// Wall time of each stage of the run, in seconds.
+    pub stage_seconds: BTreeMap<String, f64>,
 }

@@ -74,6 +74,8 @@ pub enum StepKind {
     KMeans(crate::models::kmeans_step::KMeansConfig),
     /// Expand a seed audience.
     Lookalike(crate::models::lookalike_step::LookalikeConfig),
+    /// Predict lifetime value from customer summaries.
+    Ltv(crate::models::ltv_step::LtvConfig),
 }
 
 /// A checked step.
@@ -207,6 +209,8 @@ pub struct Job {
     pub segments: Vec<Segment>,
     /// Publication settings.
     pub publish: Publish,
+    /// Steps read from the previous published run: (step, its Parquet export path).
+    pub previous: Vec<(String, String)>,
 }
 
 /// Parameter values bound for one run.
@@ -426,6 +430,7 @@ impl Job {
                         ("seed_value", spec.seed_value.is_some()),
                         ("reach", spec.reach.is_some()),
                         ("min_seed", spec.min_seed.is_some()),
+                        ("horizon", spec.horizon.is_some()),
                     ];
                     for (key, set) in model_keys {
                         if set {
@@ -449,6 +454,17 @@ impl Job {
                     }
                     continue;
                 }
+                "ltv" => {
+                    match ltv_config(spec) {
+                        Ok(cfg) => steps.push(Step {
+                            name: sname.to_string(),
+                            kind: StepKind::Ltv(cfg),
+                            declared_at: at(offset),
+                        }),
+                        Err(e) => problem(offset, Some(sname), e, None),
+                    }
+                    continue;
+                }
                 "kmeans" => {
                     match kmeans_config(spec) {
                         Ok(cfg) => steps.push(Step {
@@ -465,7 +481,7 @@ impl Job {
                         offset,
                         Some(sname),
                         format!("unknown step kind `{other}`"),
-                        Some("known kinds: sql, kmeans, lookalike".into()),
+                        Some("known kinds: sql, kmeans, lookalike, ltv".into()),
                     );
                     continue;
                 }
@@ -807,6 +823,19 @@ impl Job {
             }
         }
 
+        let mut previous = Vec::new();
+        for step in &raw.previous {
+            match exports.iter().find(|e| e.segments.is_none() && &e.table == step && e.format == ExportFormat::Parquet && !e.to.contains("://") && !e.to.starts_with('/')) {
+                Some(e) => previous.push((step.clone(), e.to.clone())),
+                None => problem(
+                    0,
+                    None,
+                    format!("`previous` names `{step}`, which is not a step exported to Parquet in the run folder"),
+                    Some(format!("add [[export]] table = \"{step}\", to = \"{step}.parquet\"")),
+                ),
+            }
+        }
+
         let output = match &raw.output {
             Some(o) => {
                 if let Err(e) = template::render(o.get_ref(), &dummy_vars) {
@@ -834,6 +863,7 @@ impl Job {
             settings: raw.settings,
             segments,
             publish,
+            previous,
         })
     }
 
@@ -1044,6 +1074,38 @@ fn kmeans_config(
         },
         sample_rows: spec.sample_rows.unwrap_or(1_000_000).max(1),
         assign,
+    })
+}
+
+fn ltv_config(
+    spec: &spec::StepSpec,
+) -> std::result::Result<crate::models::ltv_step::LtvConfig, String> {
+    if spec.sql.is_some() || spec.query.is_some() {
+        return Err(
+            "an ltv step reads `input` (a per-customer summary); `sql`/`query` belong to sql steps"
+                .into(),
+        );
+    }
+    let others = [
+        ("features", spec.features.is_some()),
+        ("transforms", !spec.transforms.is_empty()),
+        ("k", spec.k.is_some()),
+        ("seed", spec.seed.is_some()),
+        ("reach", spec.reach.is_some()),
+        ("method", spec.method.is_some()),
+    ];
+    if let Some((key, _)) = others.iter().find(|(_, set)| *set) {
+        return Err(format!("`{key}` does not apply to an ltv step"));
+    }
+    let input = spec.input.clone().ok_or("an ltv step needs `input`: a table with id, frequency, recency, age and monetary (see sql/lifecycle/customer_summary.sql)")?;
+    let horizon = spec.horizon.unwrap_or(52.0);
+    if !(horizon > 0.0 && horizon.is_finite()) {
+        return Err(format!("horizon must be a positive number, not {horizon}"));
+    }
+    Ok(crate::models::ltv_step::LtvConfig {
+        input,
+        id: spec.id.clone().unwrap_or_else(|| "user_id".into()),
+        horizon,
     })
 }
 

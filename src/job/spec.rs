@@ -45,6 +45,10 @@ pub struct JobSpec {
     /// Named sets of user ids, defined in SQL over any table of the run.
     #[serde(default, rename = "segment")]
     pub segments: Vec<Spanned<SegmentSpec>>,
+    /// Steps whose result in the previous published run (an earlier date) this run reads, as the
+    /// table `previous_<step>`; each must be exported to Parquet. Empty on a first run.
+    #[serde(default)]
+    pub previous: Vec<String>,
     /// How segments are published: id column, identities, suppression, holdout, retention.
     #[serde(default)]
     pub publish: Option<Spanned<PublishSpec>>,
@@ -276,6 +280,9 @@ pub struct StepSpec {
     /// kmeans: rows of the deterministic fitting sample (default 1,000,000).
     #[serde(default)]
     pub sample_rows: Option<usize>,
+    /// ltv: prediction horizon, in the time unit of the summary (default 52).
+    #[serde(default)]
+    pub horizon: Option<f64>,
     /// kmeans: where users are assigned: `memory` (default) or `sql` (the generated SQL
     /// expression, run by the SQL engine).
     #[serde(default)]

@@ -6,3 +6,5 @@ pub mod kmeans;
 pub mod kmeans_step;
 pub mod logistic;
 pub mod lookalike_step;
+pub mod ltv;
+pub mod ltv_step;

@@ -109,3 +109,66 @@ fn reference_features_on_dirty_data_equal_clean() {
         "the cleaning rules make dirty data give exactly the clean features"
     );
 }
+
+#[test]
+fn reference_export_holds_the_md5_of_each_members_device_id_else_oaid() {
+    use datafusion::arrow::array::{Array, Int32Array, StringArray};
+    use md5::{Digest, Md5};
+    use std::collections::{BTreeMap, BTreeSet};
+    let tmp = tempfile::tempdir().unwrap();
+    run_reference("clean", tmp.path());
+    let run = published(tmp.path());
+    let data = repo().join("tests/data/reference_small/clean");
+    let mut id_of: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for b in read_parquet(&data.join("users.parquet")) {
+        let cast = |name: &str| {
+            datafusion::arrow::compute::cast(
+                b.column_by_name(name).unwrap(),
+                &datafusion::arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap()
+        };
+        let (u, d, o) = (cast("user_id"), cast("device_id"), cast("oaid"));
+        let (u, d, o) = (
+            u.as_any().downcast_ref::<StringArray>().unwrap(),
+            d.as_any().downcast_ref::<StringArray>().unwrap(),
+            o.as_any().downcast_ref::<StringArray>().unwrap(),
+        );
+        for i in 0..b.num_rows() {
+            let v = if d.is_valid(i) {
+                Some(d.value(i))
+            } else if o.is_valid(i) {
+                Some(o.value(i))
+            } else {
+                None
+            };
+            id_of.insert(
+                u.value(i).to_string(),
+                v.map(|v| hex::encode(Md5::digest(v.as_bytes()))),
+            );
+        }
+    }
+    let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for b in read_parquet(&run.join("clusters.parquet")) {
+        let u = column::<StringArray>(&b, "user_id");
+        let c = column::<Int32Array>(&b, "cluster");
+        for i in 0..b.num_rows() {
+            if let Some(h) = &id_of[u.value(i)] {
+                expected
+                    .entry(format!("cluster_{}", c.value(i)))
+                    .or_default()
+                    .insert(h.clone());
+            }
+        }
+    }
+    assert!(expected.len() >= 2, "{expected:?}");
+    for (seg, hashes) in &expected {
+        let mut got = BTreeSet::new();
+        for f in std::fs::read_dir(run.join("tencent_ads").join(seg).join("target")).unwrap() {
+            for l in std::fs::read_to_string(f.unwrap().path()).unwrap().lines() {
+                assert!(got.insert(l.to_string()), "no line twice");
+            }
+        }
+        assert_eq!(&got, hashes, "{seg}");
+    }
+}

@@ -525,3 +525,100 @@ by = "grp"
         "{text}"
     );
 }
+
+#[test]
+fn files_split_at_max_rows_and_gzip_is_deterministic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ids = String::from("user_id,imei\n");
+    for i in 0..150 {
+        ids.push_str(&format!("u{i:03},86{i:013}\n"));
+    }
+    write(&tmp.path().join("in/ids.csv"), &ids);
+    let job = tmp.path().join("jobs/s.toml");
+    write(
+        &job,
+        r#"name = "s"
+[sources]
+ids = { url = "../in/ids.csv", format = "csv", schema = "user_id string, imei string" }
+[[segment]]
+name = "all"
+query = "SELECT user_id FROM ids"
+[publish]
+identities = "ids"
+[[export]]
+segments = ["all"]
+format = "tencent_ads"
+ids = [{ type = "HASH_IMEI", column = "imei" }]
+max_rows_per_file = 40
+compress = "gzip"
+min_size = 1
+"#,
+    );
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let (_, run) = run_ok(&job);
+        let dir = run.join("tencent_ads/all/target");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            (0..4)
+                .map(|p| format!("all_hash_imei_part{p:03}.txt.gz"))
+                .collect::<Vec<_>>()
+        );
+        let mut all = Vec::new();
+        let mut sizes = Vec::new();
+        let mut bytes = Vec::new();
+        for n in &names {
+            let b = std::fs::read(dir.join(n)).unwrap();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&b[..]), &mut text)
+                .unwrap();
+            sizes.push(text.lines().count());
+            all.extend(text.lines().map(str::to_string));
+            bytes.push(b);
+        }
+        assert_eq!(sizes, vec![40, 40, 40, 30]);
+        assert_eq!(
+            all,
+            (0..150)
+                .map(|i| md5(&format!("86{i:013}")))
+                .collect::<Vec<_>>(),
+            "lines in user order"
+        );
+        runs.push(bytes);
+    }
+    assert_eq!(runs[0], runs[1], "the same inputs give the same bytes");
+}
+
+#[test]
+fn check_plans_segment_queries_and_export_columns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = formats_job(
+        tmp.path(),
+        r#"
+[[segment]]
+name = "bad"
+query = "SELECT user_idd FROM ids"
+
+[[export]]
+segments = ["all"]
+format = "tencent_ads"
+ids = [{ type = "HASH_IMEI", column = "imie" }]
+"#,
+    );
+    let res = bin().arg("check").arg(&job).output().unwrap();
+    let text = output_text(&res);
+    assert_eq!(res.status.code(), Some(78), "{text}");
+    assert!(
+        text.contains("segment bad") && text.contains("user_idd"),
+        "{text}"
+    );
+    assert!(
+        text.contains("no column `imie`") && text.contains("imei"),
+        "{text}"
+    );
+}

@@ -1,0 +1,318 @@
+//! The `kind = "ltv"` step: predicted lifetime value from a per-customer summary computed by SQL
+//! (`frequency` repeat purchases, `recency` and `age` in one time unit, `monetary` mean spend of
+//! the repeat purchases), with BG/NBD for purchases and Gamma-Gamma for spend.
+//!
+//! Handling of awkward customers, counted in the model report:
+//! - no repeat purchase (`frequency = 0`): fitted by BG/NBD as they are; their expected spend is
+//!   the population mean of the Gamma-Gamma model, p·γ / (q − 1);
+//! - `age = 0` (first purchase at the end of the window): no information for the fit, so left
+//!   out of it; still predicted;
+//! - repeat buyers with a missing, zero or negative `monetary`: left out of the spend fit, and
+//!   given the population mean;
+//! - a row that cannot be a summary (negative values, recency past age, nulls): the run stops
+//!   with exit 65 naming the step and the count.
+//!
+//! Output: id, the summary, `p_alive`, `expected_purchases` over `horizon`, `expected_spend`,
+//! `ltv` = expected purchases × expected spend (not discounted), `ltv_decile` (1 = the top 10%).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int32Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
+use datafusion::datasource::MemTable;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::ltv::{fit_bgnbd, fit_gamma_gamma, BgNbd, GammaGamma, Summary};
+use crate::engine::diagnostics::execution_error;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// Configuration of an ltv step.
+#[derive(Debug, Clone)]
+pub struct LtvConfig {
+    /// The per-customer summary table.
+    pub input: String,
+    /// Its id column.
+    pub id: String,
+    /// Prediction horizon, in the summary's time unit.
+    pub horizon: f64,
+}
+
+/// The fitted models and what the fit saw.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LtvModel {
+    /// BG/NBD.
+    pub bgnbd: BgNbd,
+    /// Gamma-Gamma.
+    pub gamma_gamma: GammaGamma,
+    /// Horizon of the predictions.
+    pub horizon: f64,
+    /// Customers predicted.
+    pub customers: u64,
+    /// Distinct (frequency, recency, age) rows the BG/NBD fit ran on.
+    pub distinct_summaries: u64,
+    /// Customers without a repeat purchase.
+    pub no_repeat: u64,
+    /// Customers with age 0, left out of the fit.
+    pub age_zero: u64,
+    /// Repeat buyers left out of the spend fit (missing, zero or negative monetary).
+    pub spend_excluded: u64,
+    /// Mean predicted value.
+    pub mean_ltv: f64,
+}
+
+/// The output schema.
+pub fn output_schema(id: &str) -> Arc<Schema> {
+    let f = |n: &str| Field::new(n, DataType::Float64, false);
+    Arc::new(Schema::new(vec![
+        Field::new(id, DataType::Utf8, false),
+        f("frequency"),
+        f("recency"),
+        f("age"),
+        f("monetary"),
+        f("p_alive"),
+        f("expected_purchases"),
+        f("expected_spend"),
+        f("ltv"),
+        Field::new("ltv_decile", DataType::Int32, false),
+    ]))
+}
+
+fn q(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+async fn rows(engine: &Engine, sql: &str, context: &str) -> Result<Vec<RecordBatch>> {
+    let df = engine
+        .ctx
+        .sql(sql)
+        .await
+        .map_err(|e| Error::internal(format!("{context}: {e}")))?;
+    df.collect().await.map_err(|e| execution_error(context, e))
+}
+
+fn f64s(b: &RecordBatch, i: usize) -> Result<Float64Array> {
+    let c = datafusion::arrow::compute::cast(b.column(i), &DataType::Float64)
+        .map_err(|e| Error::internal(e.to_string()))?;
+    Ok(c.as_primitive::<Float64Type>().clone())
+}
+
+/// Checks that the input table exists and holds the columns the step reads; the error is a
+/// message and a hint (nearest column names).
+pub async fn check_input(
+    engine: &Engine,
+    cfg: &LtvConfig,
+) -> std::result::Result<(), (String, Option<String>)> {
+    let table = engine
+        .ctx
+        .table(cfg.input.as_str())
+        .await
+        .map_err(|_| (format!("input table `{}` does not exist", cfg.input), None))?;
+    let names: Vec<String> = table
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    for c in [cfg.id.as_str(), "frequency", "recency", "age", "monetary"] {
+        if !names.iter().any(|n| n == c) {
+            return Err((
+                format!("table `{}` has no column `{c}`; an ltv step reads id, frequency, recency, age and monetary", cfg.input),
+                Some(format!("nearest columns: {}", crate::job::nearest(c, &names, 3).join(", "))),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the step and registers its output table as `name`.
+pub async fn run(engine: &Engine, name: &str, cfg: &LtvConfig) -> Result<(LtvModel, usize)> {
+    let context = format!("step `{name}`");
+    check_input(engine, cfg)
+        .await
+        .map_err(|(m, hint)| Error::job_msg(Some(name), m, hint))?;
+    let t = q(&cfg.input);
+    let bad = rows(
+        engine,
+        &format!(
+            "SELECT COUNT(*) FROM {t} WHERE frequency IS NULL OR recency IS NULL OR age IS NULL \
+             OR frequency < 0 OR recency < 0 OR age < 0 OR recency > age OR (frequency = 0 AND recency <> 0) \
+             OR isnan(CAST(frequency AS DOUBLE)) OR isnan(CAST(recency AS DOUBLE)) OR isnan(CAST(age AS DOUBLE))"
+        ),
+        &context,
+    )
+    .await?;
+    let n_bad = bad[0].column(0).as_primitive::<Int64Type>().value(0);
+    if n_bad > 0 {
+        return Err(Error::data(
+            context,
+            format!("{n_bad} rows of `{}` are not customer summaries (null or negative values, recency after age, or recency without a repeat purchase); fix the summary SQL", cfg.input),
+        ));
+    }
+    // Identical summaries grouped with weights: the fit costs the distinct rows.
+    let grouped = rows(
+        engine,
+        &format!("SELECT CAST(frequency AS DOUBLE), CAST(recency AS DOUBLE), CAST(age AS DOUBLE), COUNT(*) FROM {t} WHERE age > 0 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"),
+        &context,
+    )
+    .await?;
+    let mut data = Vec::new();
+    for b in &grouped {
+        let (x, tx, a) = (f64s(b, 0)?, f64s(b, 1)?, f64s(b, 2)?);
+        let w = b.column(3).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            data.push(Summary {
+                x: x.value(i),
+                t_x: tx.value(i),
+                t: a.value(i),
+                weight: w.value(i) as f64,
+            });
+        }
+    }
+    let spend = rows(
+        engine,
+        &format!("SELECT CAST(frequency AS DOUBLE), CAST(monetary AS DOUBLE), COUNT(*) FROM {t} WHERE frequency > 0 AND age > 0 AND monetary > 0 AND NOT isnan(CAST(monetary AS DOUBLE)) GROUP BY 1, 2 ORDER BY 1, 2"),
+        &context,
+    )
+    .await?;
+    let mut gg_data = Vec::new();
+    for b in &spend {
+        let (x, m) = (f64s(b, 0)?, f64s(b, 1)?);
+        let w = b.column(2).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            gg_data.push((x.value(i), m.value(i), w.value(i) as f64));
+        }
+    }
+    let (bg, gg) = tokio::task::spawn_blocking(move || -> std::result::Result<_, String> {
+        Ok((
+            fit_bgnbd(&data).map(|m| (m, data.len()))?,
+            fit_gamma_gamma(&gg_data)?,
+        ))
+    })
+    .await
+    .map_err(|e| Error::internal(e.to_string()))?
+    .map_err(|e| {
+        Error::data(
+            context.clone(),
+            format!("{e}; check that the summary holds enough customers with repeat purchases"),
+        )
+    })?;
+    let ((bg, distinct), gg) = (bg, gg);
+
+    // Predict every customer, in parallel.
+    let all = rows(
+        engine,
+        &format!(
+            "SELECT CAST({} AS VARCHAR), frequency, recency, age, monetary FROM {t} ORDER BY 1",
+            q(&cfg.id)
+        ),
+        &context,
+    )
+    .await?;
+    let mut ids: Vec<String> = Vec::new();
+    let mut cols: [Vec<f64>; 4] = Default::default();
+    for b in &all {
+        let idc = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8)
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let idc = idc.as_string::<i32>();
+        let m = f64s(b, 4)?;
+        let (x, tx, a) = (f64s(b, 1)?, f64s(b, 2)?, f64s(b, 3)?);
+        for i in 0..b.num_rows() {
+            ids.push(idc.value(i).to_string());
+            cols[0].push(x.value(i));
+            cols[1].push(tx.value(i));
+            cols[2].push(a.value(i));
+            cols[3].push(if m.is_valid(i) { m.value(i) } else { f64::NAN });
+        }
+    }
+    let n = ids.len();
+    let population_spend = gg.p * gg.gamma / (gg.q - 1.0);
+    let h = cfg.horizon;
+    let preds: Vec<(f64, f64, f64, f64)> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let (x, tx, a, m) = (cols[0][i], cols[1][i], cols[2][i], cols[3][i]);
+            let p_alive = bg.p_alive(x, tx, a);
+            let e = bg.expected_purchases(x, tx, a, h);
+            let spend = if x > 0.0 && m > 0.0 && m.is_finite() {
+                gg.expected_spend(x, m)
+            } else {
+                population_spend
+            };
+            (p_alive, e, spend, e * spend)
+        })
+        .collect();
+    if let Some(i) = preds
+        .iter()
+        .position(|p| !(p.0.is_finite() && p.1.is_finite() && p.2.is_finite() && p.3.is_finite()))
+    {
+        return Err(Error::data(
+            context,
+            format!("the prediction for `{}` is not finite (frequency {}, recency {}, age {}); the fitted parameters are {bg:?}", ids[i], cols[0][i], cols[1][i], cols[2][i]),
+        ));
+    }
+    // Deciles by value, ties by id (rows are in id order).
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| preds[b].3.total_cmp(&preds[a].3).then(a.cmp(&b)));
+    let mut decile = vec![0i32; n];
+    for (rank, &i) in order.iter().enumerate() {
+        decile[i] = (rank * 10 / n.max(1)) as i32 + 1;
+    }
+    let model = LtvModel {
+        bgnbd: bg,
+        gamma_gamma: gg,
+        horizon: h,
+        customers: n as u64,
+        distinct_summaries: distinct as u64,
+        no_repeat: cols[0].iter().filter(|x| **x == 0.0).count() as u64,
+        age_zero: cols[2].iter().filter(|a| **a == 0.0).count() as u64,
+        spend_excluded: (0..n)
+            .filter(|&i| cols[0][i] > 0.0 && (cols[3][i].is_nan() || cols[3][i] <= 0.0))
+            .count() as u64,
+        mean_ltv: preds.iter().map(|p| p.3).sum::<f64>() / n.max(1) as f64,
+    };
+    let schema = output_schema(&cfg.id);
+    let arr = |v: Vec<f64>| Arc::new(Float64Array::from(v)) as ArrayRef;
+    let monetary: Vec<f64> = cols[3]
+        .iter()
+        .map(|m| if m.is_finite() { *m } else { 0.0 })
+        .collect();
+    let [fx, ftx, fa, _] = cols;
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(ids)) as ArrayRef,
+            arr(fx),
+            arr(ftx),
+            arr(fa),
+            arr(monetary),
+            arr(preds.iter().map(|p| p.0).collect()),
+            arr(preds.iter().map(|p| p.1).collect()),
+            arr(preds.iter().map(|p| p.2).collect()),
+            arr(preds.iter().map(|p| p.3).collect()),
+            Arc::new(Int32Array::from(decile)) as ArrayRef,
+        ],
+    )
+    .map_err(|e| Error::internal(e.to_string()))?;
+    let _ = engine.ctx.deregister_table(name);
+    let table =
+        MemTable::try_new(schema, vec![vec![batch]]).map_err(|e| Error::internal(e.to_string()))?;
+    engine
+        .ctx
+        .register_table(name, Arc::new(table))
+        .map_err(|e| Error::internal(e.to_string()))?;
+    Ok((model, n))
+}
+
+/// The model as summary lines.
+pub fn render(m: &LtvModel) -> String {
+    format!(
+        "    BG/NBD r {:.4} alpha {:.4} a {:.4} b {:.4} (log-likelihood {:.1}, {} distinct summaries); Gamma-Gamma p {:.4} q {:.4} gamma {:.4}\n    {} customers: {} without a repeat purchase, {} of age 0 (not fitted), {} repeat buyers without a usable spend; mean value over {} units {:.2}\n",
+        m.bgnbd.r, m.bgnbd.alpha, m.bgnbd.a, m.bgnbd.b, m.bgnbd.log_likelihood, m.distinct_summaries,
+        m.gamma_gamma.p, m.gamma_gamma.q, m.gamma_gamma.gamma,
+        m.customers, m.no_repeat, m.age_zero, m.spend_excluded, m.horizon, m.mean_ltv
+    )
+}
