@@ -70,7 +70,8 @@ e = bg.conditional_expected_number_of_purchases_up_to_time(26, df["frequency"], 
 s = gg.conditional_expected_average_profit(df["frequency"], df["monetary"])
 print("PEER_SECONDS=%.3f" % (time.time() - t), bg.params_.to_dict(), gg.params_.to_dict(), file=sys.stderr)
 "#;
-    let (mut ours, mut step, mut mem, mut theirs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut step, mut mem, mut theirs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs {
         let out = tmp.path().join(format!("out{i}"));
         let (t, m) = measure(
@@ -99,7 +100,10 @@ print("PEER_SECONDS=%.3f" % (time.time() - t), bg.params_.to_dict(), gg.params_.
             .unwrap();
         let model: serde_json::Value =
             serde_json::from_slice(&std::fs::read(run.join("models/ltv.json")).unwrap()).unwrap();
-        eprintln!("run {i}: audiences {t:.2} s (ltv step {ltv_s:.2} s), {m:.2} GiB; {}", model["bgnbd"]);
+        eprintln!(
+            "run {i}: audiences {t:.2} s (ltv step {ltv_s:.2} s), {m:.2} GiB; {}",
+            model["bgnbd"]
+        );
         ours.push(t);
         step.push(ltv_s);
         mem.push(m);
@@ -128,6 +132,9 @@ print("PEER_SECONDS=%.3f" % (time.time() - t), bg.params_.to_dict(), gg.params_.
         median(&mut mem)
     );
     if !theirs.is_empty() {
-        println!("  lifetimes fit + predict on the same summary: {:.2} s", median(&mut theirs));
+        println!(
+            "  lifetimes fit + predict on the same summary: {:.2} s",
+            median(&mut theirs)
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! Writing one `[[export]]` of segments: a single SQL query joins the members to their
+//! Writing one `[[export]]` of segments: one SQL query per segment joins the members to their
 //! identifiers, normalises and validates each identifier, de-duplicates and orders the rows
 //! (with the SQL engine's bounded, spilling memory); Rust then hashes the values in parallel
 //! (rayon) and streams them into split, optionally compressed files.
@@ -119,6 +119,7 @@ fn rows_sql(
     eligible: &[String],
     deltas: bool,
     cc: Option<&str>,
+    normalised: Option<&str>,
 ) -> String {
     let id = job.publish.id.as_str();
     let names = eligible
@@ -142,22 +143,28 @@ fn rows_sql(
         ),
         None => String::new(),
     };
-    let exprs: Vec<String> = match ex.format {
-        ExportFormat::Csv => std::iter::once("m.user_id".to_string())
+    let (join, exprs) = match normalised {
+        // The identifiers were normalised once for the whole export (see `normalise_once`).
+        Some(t) => (
+            format!("LEFT JOIN {t} i ON m.user_id = i.user_id"),
+            Some(
+                (0..ex.fields.len())
+                    .map(|i| format!("i.f{i}"))
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+        None => (join, None),
+    };
+    let exprs: Vec<String> = match (ex.format, exprs) {
+        (_, Some(e)) => e,
+        (ExportFormat::Csv, None) => std::iter::once("m.user_id".to_string())
             .chain(
                 ex.columns
                     .iter()
                     .map(|c| format!("CAST(i.{} AS VARCHAR)", quote(c))),
             )
             .collect(),
-        _ => ex
-            .fields
-            .iter()
-            .map(|f| {
-                f.norm
-                    .sql(&format!("CAST(i.{} AS VARCHAR)", quote(&f.column)), cc)
-            })
-            .collect(),
+        (_, None) => normalised_exprs(ex, cc),
     };
     let fcols: Vec<String> = (0..exprs.len()).map(|i| format!("f{i}")).collect();
     let inner = format!(
@@ -197,6 +204,61 @@ fn rows_sql(
 
 /// (segment, part, id type): the rows of one file set.
 type FileSetKey = (String, String, Option<String>);
+
+/// The normalised, validated value of each field over the identities row `i`.
+fn normalised_exprs(ex: &SegmentExport, cc: Option<&str>) -> Vec<String> {
+    ex.fields
+        .iter()
+        .map(|f| {
+            f.norm
+                .sql(&format!("CAST(i.{} AS VARCHAR)", quote(&f.column)), cc)
+        })
+        .collect()
+}
+
+/// Normalises every identities row once for the export and holds the result as a table, so each
+/// segment's query only joins (the identities are read and normalised once, not per segment).
+async fn normalise_once(
+    engine: &Engine,
+    job: &Job,
+    ex: &SegmentExport,
+    label: &str,
+) -> Result<Option<String>> {
+    let Some(t) = &ex.identities else {
+        return Ok(None);
+    };
+    if ex.format == ExportFormat::Csv || ex.fields.is_empty() {
+        return Ok(None);
+    }
+    let name = format!("__export_ids_{}", ex.index);
+    let cols = normalised_exprs(ex, ex.country_code.as_deref())
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| format!("{e} AS f{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT CAST(i.{} AS VARCHAR) AS user_id, {cols} FROM {} i WHERE i.{} IS NOT NULL",
+        quote(&job.publish.id),
+        quote(t),
+        quote(&job.publish.id)
+    );
+    let df = engine
+        .ctx
+        .sql(&sql)
+        .await
+        .map_err(|e| export_problem(label, ex, e))?;
+    crate::engine::steps::materialise(
+        engine,
+        &name,
+        df,
+        label,
+        engine.memory_limit / 4,
+        &std::env::temp_dir(),
+    )
+    .await?;
+    Ok(Some(name))
+}
 
 /// One rendered chunk of rows.
 struct Rendered {
@@ -449,16 +511,6 @@ async fn write_line_sets(
     label: &str,
     entries: &mut BTreeMap<String, SegmentEntry>,
 ) -> Result<()> {
-    let sql = rows_sql(job, ex, eligible, deltas, ex.country_code.as_deref());
-    let df = engine
-        .ctx
-        .sql(&sql)
-        .await
-        .map_err(|e| export_problem(label, ex, e))?;
-    let mut stream = df
-        .execute_stream()
-        .await
-        .map_err(|e| execution_error(label, e))?;
     let header = match ex.format {
         ExportFormat::TencentAds => None,
         ExportFormat::Csv => Some(
@@ -496,77 +548,102 @@ async fn write_line_sets(
             });
         }
     };
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| execution_error(label, e))?;
-        let batch = to_utf8(batch)?;
-        let seg = batch.column(0).as_string::<i32>();
-        let part = batch.column(1).as_string::<i32>();
-        let idt = batch.column(2).as_string::<i32>();
-        let rows = batch.num_rows();
-        let mut a = 0;
-        while a < rows {
-            let key = (
-                seg.value(a).to_string(),
-                part.value(a).to_string(),
-                idt.is_valid(a).then(|| idt.value(a).to_string()),
-            );
-            let mut b = a + 1;
-            while b < rows
-                && seg.value(b) == key.0
-                && part.value(b) == key.1
-                && idt.is_valid(b) == key.2.is_some()
-                && (!idt.is_valid(b) || idt.value(b) == key.2.as_deref().unwrap_or_default())
-            {
-                b += 1;
-            }
-            let hash = key
-                .2
-                .as_ref()
-                .and_then(|t| ex.fields.iter().find(|f| &f.header == t).map(|f| f.hash));
-            let chunks = render(&batch, a, b, ex, hash);
-            let tencent_dropped = ex.format == ExportFormat::TencentAds && key.2.is_none();
-            if !tencent_dropped && current.as_ref().map(|(k, _)| k != &key).unwrap_or(true) {
-                if let Some((k, w)) = current.take() {
-                    let (files, n) = w.finish().await?;
-                    finish(entries, k, files, n);
+    // One query per segment: the join, de-duplication and sort then hold one segment at a time,
+    // so memory follows the largest segment, not the whole export.
+    let normalised = normalise_once(engine, job, ex, label).await?;
+    for seg in eligible {
+        let sql = rows_sql(
+            job,
+            ex,
+            std::slice::from_ref(seg),
+            deltas,
+            ex.country_code.as_deref(),
+            normalised.as_deref(),
+        );
+        let df = engine
+            .ctx
+            .sql(&sql)
+            .await
+            .map_err(|e| export_problem(label, ex, e))?;
+        let mut stream = df
+            .execute_stream()
+            .await
+            .map_err(|e| execution_error(label, e))?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| execution_error(label, e))?;
+            let batch = to_utf8(batch)?;
+            let seg = batch.column(0).as_string::<i32>();
+            let part = batch.column(1).as_string::<i32>();
+            let idt = batch.column(2).as_string::<i32>();
+            let rows = batch.num_rows();
+            let mut a = 0;
+            while a < rows {
+                let key = (
+                    seg.value(a).to_string(),
+                    part.value(a).to_string(),
+                    idt.is_valid(a).then(|| idt.value(a).to_string()),
+                );
+                let mut b = a + 1;
+                while b < rows
+                    && seg.value(b) == key.0
+                    && part.value(b) == key.1
+                    && idt.is_valid(b) == key.2.is_some()
+                    && (!idt.is_valid(b) || idt.value(b) == key.2.as_deref().unwrap_or_default())
+                {
+                    b += 1;
                 }
-                let stem = match &key.2 {
-                    Some(t) => format!("{}_{}", key.0, t.to_ascii_lowercase()),
-                    None => key.0.clone(),
-                };
-                let rel = format!("{to}/{}/{}", key.0, key.1);
-                let folder = run_dir.child(&rel)?;
-                current = Some((
-                    key.clone(),
-                    PartWriter::new(
-                        folder,
-                        rel,
-                        stem,
-                        ext,
-                        header.clone(),
-                        ex.compress,
-                        ex.max_rows_per_file,
-                        max_bytes,
-                    ),
-                ));
-            }
-            for c in chunks {
-                if let Some(e) = entries.get_mut(&key.0) {
-                    e.dropped_invalid += c.dropped;
-                    e.duplicates += c.duplicates;
+                let hash = key
+                    .2
+                    .as_ref()
+                    .and_then(|t| ex.fields.iter().find(|f| &f.header == t).map(|f| f.hash));
+                let chunks = render(&batch, a, b, ex, hash);
+                let tencent_dropped = ex.format == ExportFormat::TencentAds && key.2.is_none();
+                if !tencent_dropped && current.as_ref().map(|(k, _)| k != &key).unwrap_or(true) {
+                    if let Some((k, w)) = current.take() {
+                        let (files, n) = w.finish().await?;
+                        finish(entries, k, files, n);
+                    }
+                    let stem = match &key.2 {
+                        Some(t) => format!("{}_{}", key.0, t.to_ascii_lowercase()),
+                        None => key.0.clone(),
+                    };
+                    let rel = format!("{to}/{}/{}", key.0, key.1);
+                    let folder = run_dir.child(&rel)?;
+                    current = Some((
+                        key.clone(),
+                        PartWriter::new(
+                            folder,
+                            rel,
+                            stem,
+                            ext,
+                            header.clone(),
+                            ex.compress,
+                            ex.max_rows_per_file,
+                            max_bytes,
+                        ),
+                    ));
                 }
-                if !c.ends.is_empty() {
-                    if let Some((_, w)) = current.as_mut() {
-                        w.push(&c.bytes, &c.ends).await?;
+                for c in chunks {
+                    if let Some(e) = entries.get_mut(&key.0) {
+                        e.dropped_invalid += c.dropped;
+                        e.duplicates += c.duplicates;
+                    }
+                    if !c.ends.is_empty() {
+                        if let Some((_, w)) = current.as_mut() {
+                            w.push(&c.bytes, &c.ends).await?;
+                        }
                     }
                 }
+                a = b;
             }
-            a = b;
         }
     }
     if let Some((k, w)) = current.take() {
         let (files, n) = w.finish().await?;
         finish(entries, k, files, n);
+    }
+    if let Some(t) = normalised {
+        let _ = engine.ctx.deregister_table(t.as_str());
     }
     Ok(())
 }
