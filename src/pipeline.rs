@@ -352,14 +352,7 @@ async fn run_locked(
         }
         for e in &job.exports {
             let Some(se) = &e.segments else { continue };
-            let to = job.render_url(&e.to, &prepared.bindings).map(|_| {
-                let mut vars = std::collections::BTreeMap::new();
-                for (k, v) in &prepared.bindings {
-                    vars.insert(k.clone(), v.to_template_text());
-                }
-                vars.insert("job".to_string(), job.name.clone());
-                crate::job::template::render(&e.to, &vars).unwrap_or_else(|_| e.to.clone())
-            })?;
+            let to = job.render_relative(&e.to, &prepared.bindings)?;
             let r = crate::export::segment_files::write(
                 &prepared.engine,
                 job,

@@ -38,19 +38,11 @@ pub fn destination(
     bindings: &Bindings,
     output: &storage::Location,
 ) -> Result<storage::Location> {
-    let vars_rendered = job.render_url(&export.to, bindings);
     let to = export.to.as_str();
     if to.contains("://") || to.starts_with('/') {
-        storage::locate(&vars_rendered?)
+        storage::locate(&job.render_url(to, bindings)?)
     } else {
-        let mut vars = std::collections::BTreeMap::new();
-        for (k, v) in bindings {
-            vars.insert(k.clone(), v.to_template_text());
-        }
-        vars.insert("job".to_string(), job.name.clone());
-        let rel =
-            crate::job::template::render(to, &vars).map_err(|e| Error::job_msg(None, e, None))?;
-        output.child(&rel)
+        output.child(&job.render_relative(to, bindings)?)
     }
 }
 

@@ -942,6 +942,12 @@ impl Job {
         Ok(params::resolve_path(&text, &self.dir))
     }
 
+    /// Renders a template for a path inside the run folder: params and `{job}`, no path resolution.
+    pub fn render_relative(&self, template: &str, bindings: &Bindings) -> Result<String> {
+        let vars = self.template_vars(bindings);
+        template::render(template, &vars).map_err(|e| Error::job_msg(None, e, None))
+    }
+
     fn template_vars(&self, bindings: &Bindings) -> BTreeMap<String, String> {
         let mut vars: BTreeMap<String, String> = bindings
             .iter()

@@ -236,15 +236,18 @@ pub async fn build(
     .await?;
     let mut by_name: BTreeMap<String, SegmentCounts> = BTreeMap::new();
     let mut group_of: BTreeMap<String, String> = BTreeMap::new();
-    let salt_of = |s: &crate::job::Segment, name: &str| -> (String, String) {
-        match &s.salt {
-            Some(salt) => (salt.clone(), "custom".to_string()),
-            None => (name.to_string(), "segment".to_string()),
+    // Where a segment's holdout salt comes from, for the manifest.
+    let salt_source = |s: &crate::job::Segment| {
+        if s.salt.is_some() {
+            "custom"
+        } else {
+            "segment"
         }
+        .to_string()
     };
     for s in &job.segments {
         if let SegmentDef::Query(_) = s.def {
-            let (_, salt) = salt_of(s, &s.name);
+            let salt = salt_source(s);
             by_name.insert(
                 s.name.clone(),
                 SegmentCounts {
@@ -292,7 +295,7 @@ pub async fn build(
                 Some("rename one of the segments".into()),
             ));
         }
-        let (_, salt) = salt_of(owner, name);
+        let salt = salt_source(owner);
         group_of.insert(name.clone(), owner.name.clone());
         by_name.insert(
             name.clone(),
