@@ -10,6 +10,7 @@
 
 use argmin::core::{CostFunction, Executor, State};
 use argmin::solver::neldermead::NelderMead;
+use rayon::prelude::*;
 
 /// One (grouped) customer summary.
 #[derive(Debug, Clone, Copy)]
@@ -86,21 +87,117 @@ fn log_add_exp(a: f64, b: f64) -> f64 {
 /// BG/NBD log-likelihood of the data at (r, α, a, b), numerically stable: every term in logs,
 /// the two parts of the likelihood joined with log-add-exp.
 pub fn bgnbd_log_likelihood(r: f64, alpha: f64, a: f64, b: f64, data: &[Summary]) -> f64 {
-    let base = -ln_gamma(r) + r * alpha.ln() + ln_gamma(a + b) - ln_gamma(b);
-    data.iter()
-        .map(|s| {
-            let a1 = ln_gamma(r + s.x) + base;
-            let a2 = ln_gamma(b + s.x) - ln_gamma(a + b + s.x);
-            let a3 = -(r + s.x) * (alpha + s.t).ln();
-            let ll = if s.x > 0.0 {
-                let a4 = a.ln() - (b + s.x - 1.0).ln() - (r + s.x) * (alpha + s.t_x).ln();
-                a1 + a2 + log_add_exp(a3, a4)
+    BgNbdData::new(data).log_likelihood(r, alpha, a, b)
+}
+
+/// Rows per parallel chunk: partial sums are added in chunk order, so the result does not
+/// depend on the number of threads.
+const CHUNK: usize = 8192;
+
+/// Sums `f` over `0..n` in fixed chunks on the rayon pool, deterministically.
+fn par_sum(n: usize, f: impl Fn(usize) -> f64 + Sync) -> f64 {
+    let chunks: Vec<f64> = (0..n.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| (c * CHUNK..((c + 1) * CHUNK).min(n)).map(&f).sum())
+        .collect();
+    chunks.iter().sum()
+}
+
+/// Summaries prepared for repeated likelihood evaluations: the terms that depend only on the
+/// purchase count are computed once per distinct count, the logarithms of times once per
+/// distinct time, so a row costs one log-add-exp.
+struct BgNbdData {
+    /// Distinct purchase counts with the total weight of their rows.
+    counts: Vec<(f64, f64)>,
+    /// Distinct times (recencies and ages).
+    times: Vec<f64>,
+    /// Rows with x > 0: (count index, recency index, age index, weight).
+    repeat: Vec<(u32, u32, u32, f64)>,
+    /// Rows with x = 0 summed per age: (age index, weight).
+    once: Vec<(u32, f64)>,
+    /// Total weight.
+    total: f64,
+}
+
+impl BgNbdData {
+    fn new(data: &[Summary]) -> Self {
+        use std::collections::BTreeMap;
+        let key = |v: f64| v.to_bits();
+        let mut counts: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+        let mut times: BTreeMap<u64, f64> = BTreeMap::new();
+        for s in data {
+            counts.entry(key(s.x)).or_insert((s.x, 0.0)).1 += s.weight;
+            times.insert(key(s.t_x), s.t_x);
+            times.insert(key(s.t), s.t);
+        }
+        let count_ix: BTreeMap<u64, u32> = counts
+            .keys()
+            .enumerate()
+            .map(|(i, k)| (*k, i as u32))
+            .collect();
+        let time_ix: BTreeMap<u64, u32> = times
+            .keys()
+            .enumerate()
+            .map(|(i, k)| (*k, i as u32))
+            .collect();
+        let mut once: BTreeMap<u32, f64> = BTreeMap::new();
+        let mut repeat = Vec::new();
+        for s in data {
+            let t = time_ix[&key(s.t)];
+            if s.x > 0.0 {
+                repeat.push((count_ix[&key(s.x)], time_ix[&key(s.t_x)], t, s.weight));
             } else {
-                a1 + a2 + a3
-            };
-            s.weight * ll
-        })
-        .sum()
+                *once.entry(t).or_insert(0.0) += s.weight;
+            }
+        }
+        BgNbdData {
+            counts: counts.into_values().collect(),
+            times: times.into_values().collect(),
+            repeat,
+            once: once.into_iter().collect(),
+            total: data.iter().map(|s| s.weight).sum(),
+        }
+    }
+
+    fn log_likelihood(&self, r: f64, alpha: f64, a: f64, b: f64) -> f64 {
+        let base = -ln_gamma(r) + r * alpha.ln() + ln_gamma(a + b) - ln_gamma(b);
+        // Per count: the constant part, and ln(a / (b + x - 1)) for repeat buyers.
+        let per_count: Vec<(f64, f64)> = self
+            .counts
+            .iter()
+            .map(|&(x, _)| {
+                let c = if x > 0.0 {
+                    a.ln() - (b + x - 1.0).ln()
+                } else {
+                    0.0
+                };
+                (
+                    ln_gamma(r + x) + base + ln_gamma(b + x) - ln_gamma(a + b + x),
+                    c,
+                )
+            })
+            .collect();
+        let constant: f64 = self
+            .counts
+            .iter()
+            .zip(&per_count)
+            .map(|(&(_, w), &(k, _))| w * k)
+            .sum();
+        let ln_t: Vec<f64> = self.times.iter().map(|t| (alpha + t).ln()).collect();
+        let once: f64 = self
+            .once
+            .iter()
+            .map(|&(t, w)| -w * r * ln_t[t as usize])
+            .sum();
+        let repeat = par_sum(self.repeat.len(), |i| {
+            let (xi, txi, ti, w) = self.repeat[i];
+            let rx = r + self.counts[xi as usize].0;
+            let a3 = -rx * ln_t[ti as usize];
+            let a4 = per_count[xi as usize].1 - rx * ln_t[txi as usize];
+            w * log_add_exp(a3, a4)
+        });
+        constant + once + repeat
+    }
 }
 
 /// Gauss hypergeometric ₂F₁(a, b; c; z) for 0 ≤ z < 1, by its series.
@@ -153,16 +250,61 @@ impl GammaGamma {
 
 /// Gamma-Gamma log-likelihood over (x > 0, mean spend m, weight).
 pub fn gg_log_likelihood(p: f64, q: f64, v: f64, data: &[(f64, f64, f64)]) -> f64 {
-    let base = -ln_gamma(q) + q * v.ln();
-    data.iter()
-        .map(|&(x, m, w)| {
-            w * (ln_gamma(p * x + q) - ln_gamma(p * x)
-                + base
-                + (p * x - 1.0) * m.ln()
-                + p * x * x.ln()
-                - (p * x + q) * (x * m + v).ln())
-        })
-        .sum()
+    GgData::new(data).log_likelihood(p, q, v)
+}
+
+/// Spend rows prepared for repeated evaluations: per distinct count, the total weight and the
+/// weighted sum of ln m, so a row costs one logarithm.
+struct GgData {
+    /// (x, Σw, Σw·ln m) per distinct count.
+    counts: Vec<(f64, f64, f64)>,
+    /// Rows: (count index, x·m, weight).
+    rows: Vec<(u32, f64, f64)>,
+    /// Total weight.
+    total: f64,
+}
+
+impl GgData {
+    fn new(data: &[(f64, f64, f64)]) -> Self {
+        use std::collections::BTreeMap;
+        let mut counts: BTreeMap<u64, (f64, f64, f64)> = BTreeMap::new();
+        for &(x, m, w) in data {
+            let e = counts.entry(x.to_bits()).or_insert((x, 0.0, 0.0));
+            e.1 += w;
+            e.2 += w * m.ln();
+        }
+        let ix: BTreeMap<u64, u32> = counts
+            .keys()
+            .enumerate()
+            .map(|(i, k)| (*k, i as u32))
+            .collect();
+        GgData {
+            counts: counts.into_values().collect(),
+            rows: data
+                .iter()
+                .map(|&(x, m, w)| (ix[&x.to_bits()], x * m, w))
+                .collect(),
+            total: data.iter().map(|r| r.2).sum(),
+        }
+    }
+
+    fn log_likelihood(&self, p: f64, q: f64, v: f64) -> f64 {
+        let base = -ln_gamma(q) + q * v.ln();
+        let constant: f64 = self
+            .counts
+            .iter()
+            .map(|&(x, w, wlnm)| {
+                w * (ln_gamma(p * x + q) - ln_gamma(p * x) + base + p * x * x.ln())
+                    + (p * x - 1.0) * wlnm
+            })
+            .sum();
+        let rows = par_sum(self.rows.len(), |i| {
+            let (xi, xm, w) = self.rows[i];
+            let x = self.counts[xi as usize].0;
+            -w * (p * x + q) * (xm + v).ln()
+        });
+        constant + rows
+    }
 }
 
 struct NegLl<F: Fn(&[f64]) -> f64>(F);
@@ -214,6 +356,7 @@ fn maximise(
             .run()
             .map_err(|e| format!("{what}: {e}"))?;
         let state = res.state();
+        tracing::debug!(what, round, iterations = state.get_iter(), "fit round");
         let p = state
             .get_best_param()
             .cloned()
@@ -239,11 +382,15 @@ pub fn fit_bgnbd(data: &[Summary]) -> Result<BgNbd, String> {
     if data.is_empty() {
         return Err("no customers to fit".into());
     }
-    let (p, ll) = maximise(
-        |p| bgnbd_log_likelihood(p[0], p[1], p[2], p[3], data),
+    let d = BgNbdData::new(data);
+    // The mean log-likelihood per customer: the optimiser's tolerance is then the same for ten
+    // customers and for ten million.
+    let (p, _) = maximise(
+        |p| d.log_likelihood(p[0], p[1], p[2], p[3]) / d.total,
         &[0.0, 0.0, 0.0, 0.0],
         "BG/NBD fit",
     )?;
+    let ll = d.log_likelihood(p[0], p[1], p[2], p[3]);
     if p.iter().any(|v| !v.is_finite() || *v <= 0.0 || *v > 1e8) {
         return Err(format!(
             "BG/NBD fit did not converge to finite parameters ({p:?}); the data may hold too few repeat purchases"
@@ -263,11 +410,13 @@ pub fn fit_gamma_gamma(data: &[(f64, f64, f64)]) -> Result<GammaGamma, String> {
     if data.is_empty() {
         return Err("no customer with a repeat purchase to fit spend on".into());
     }
-    let (p, ll) = maximise(
-        |p| gg_log_likelihood(p[0], p[1], p[2], data),
+    let d = GgData::new(data);
+    let (p, _) = maximise(
+        |p| d.log_likelihood(p[0], p[1], p[2]) / d.total,
         &[0.0, 0.0, 0.0],
         "Gamma-Gamma fit",
     )?;
+    let ll = d.log_likelihood(p[0], p[1], p[2]);
     // p → ∞ with γ → 0 and p·γ finite is the model's limit when each customer's spend hardly
     // varies: predictions stay finite (each customer's own mean), so it is accepted.
     if p.iter().any(|v| !v.is_finite() || *v <= 0.0 || *v > 1e12)
