@@ -117,6 +117,24 @@ pub enum Error {
         message: String,
     },
 
+    /// Problems found by `check`, some about the data: exits with the data's code.
+    #[error("{}", format_problems(.problems))]
+    Checked {
+        /// Every problem, in job order.
+        problems: Vec<Problem>,
+        /// The exit code.
+        code: ExitCode,
+    },
+
+    /// Some dates of a `--from`/`--to` range failed (each was reported as it happened).
+    #[error("{} of {total} dates failed: {}", failed.len(), failed.iter().map(|(d, c)| format!("{d} (exit {})", c.code())).collect::<Vec<_>>().join(", "))]
+    Dates {
+        /// Dates that failed, with their exit codes, in run order.
+        failed: Vec<(String, ExitCode)>,
+        /// Dates attempted or planned.
+        total: usize,
+    },
+
     /// Anything else.
     #[error("{0}")]
     Internal(String),
@@ -146,6 +164,11 @@ impl Error {
             Error::Data { .. } => ExitCode::DataError,
             Error::Temporary { .. } => ExitCode::TempFail,
             Error::Internal(_) => ExitCode::Internal,
+            Error::Checked { code, .. } => *code,
+            // The first failure decides, so a scheduler reacts to it as to a single date.
+            Error::Dates { failed, .. } => {
+                failed.first().map(|f| f.1).unwrap_or(ExitCode::Internal)
+            }
         }
     }
 

@@ -25,6 +25,7 @@ pub mod features;
 pub mod job;
 pub mod models;
 pub mod pipeline;
+pub mod quality;
 pub mod segments;
 pub mod storage;
 pub mod summary;

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use crate::engine::sources::{register_source, SourceInfo};
 use crate::engine::steps::{register_view, run_step, StepResult};
 use crate::engine::{Engine, EngineConfig};
@@ -52,6 +54,8 @@ pub struct RunReport {
     pub segment_exports: Vec<crate::export::segment_files::SegmentExportReport>,
     /// Warnings.
     pub warnings: Vec<String>,
+    /// Quality gates measured.
+    pub gates: Vec<crate::quality::GateResult>,
     /// Wall time of the whole run.
     pub elapsed: Duration,
 }
@@ -244,21 +248,78 @@ pub fn date_key(bindings: &Bindings) -> String {
 }
 
 /// Runs the whole job under the overlap lock: every step, the segments, every export, the
-/// manifest, and finally the publication of the run folder.
+/// manifest, and finally the publication of the run folder. Every attempt that gets as far as
+/// its output folder leaves a record in the run history, whatever its outcome.
 pub async fn run(job: &Job, opts: &RunOptions) -> Result<RunReport> {
     let start = Instant::now();
     let started_at = chrono::Utc::now();
-    let mut prepared = prepare(job, opts).await?;
-    let output_url = job.output_url(&prepared.bindings, opts.output.as_deref(), &cwd())?;
+    let bindings = job.bind(opts.date.as_deref(), &opts.params, &cwd())?;
+    let output_url = job.output_url(&bindings, opts.output.as_deref(), &cwd())?;
     let root = storage::locate(&output_url)?;
-    prepared.engine.register_store(&root);
-    let key = date_key(&prepared.bindings);
+    let key = date_key(&bindings);
     let run = RunFolder::new(&root, &key)?;
-    let lock_loc = root.child(&format!("{key}/_lock.json"))?;
-    let lock = Lock::acquire(&lock_loc, &run.run_id, job.publish.lock_timeout).await?;
-    tracing::info!(run_id = %run.run_id, folder = %run.dir.display(), "run started");
-    let result = run_locked(job, opts, &mut prepared, &run, start, started_at).await;
-    lock.release().await;
+    let span = tracing::info_span!("run", run_id = %run.run_id, job = %job.name, date = %key);
+    let result = async {
+        let lock_loc = root.child(&format!("{key}/_lock.json"))?;
+        let lock = Lock::acquire(&lock_loc, &run.run_id, job.publish.lock_timeout).await?;
+        tracing::info!(folder = %run.dir.display(), "run started");
+        let result = async {
+            let mut prepared = prepare(job, opts).await?;
+            prepared.engine.register_store(&root);
+            run_locked(job, opts, &mut prepared, &run, start, started_at).await
+        }
+        .await;
+        lock.release().await;
+        result
+    }
+    .instrument(span.clone())
+    .await;
+    let record = storage::history::RunRecord {
+        run_id: run.run_id.clone(),
+        job: job.name.clone(),
+        date: key.clone(),
+        started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        seconds: (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        outcome: if result.is_ok() {
+            "published"
+        } else {
+            "failed"
+        }
+        .into(),
+        exit_code: match &result {
+            Ok(_) => 0,
+            Err(e) => e.exit_code().code(),
+        },
+        error: result.as_ref().err().map(|e| e.to_string()),
+        segments: result
+            .as_ref()
+            .map(|r| {
+                r.segments
+                    .segments
+                    .iter()
+                    .map(|s| (s.name.clone(), s.target))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let _enter = span.enter();
+    match &result {
+        Ok(_) => tracing::info!(
+            outcome = "published",
+            seconds = record.seconds,
+            "run finished"
+        ),
+        Err(e) => tracing::error!(
+            outcome = "failed",
+            exit_code = record.exit_code,
+            seconds = record.seconds,
+            "run failed: {}",
+            e.to_string().lines().next().unwrap_or_default()
+        ),
+    }
+    if let Err(e) = storage::history::record(&root, &record).await {
+        tracing::warn!("could not write the run history record: {e}");
+    }
     result
 }
 
@@ -280,7 +341,14 @@ async fn run_locked(
         ));
         stage_start = Instant::now();
     };
+    let mut gates =
+        crate::quality::check_sources(&prepared.engine, job, &prepared.bindings, &prepared.sources)
+            .await?;
+    crate::quality::enforce("source", &gates)?;
     let steps = run_steps(job, prepared, opts, None).await?;
+    let step_gates = crate::quality::check_steps(job, &steps);
+    crate::quality::enforce("step", &step_gates)?;
+    gates.extend(step_gates);
     lap("steps", &mut stages);
     let mut exports = Vec::new();
     let mut warnings = Vec::new();
@@ -306,6 +374,14 @@ async fn run_locked(
         for c in &segs.segments {
             tracing::info!(segment = %c.name, target = c.target, control = c.control, suppressed = c.suppressed, "segment built");
         }
+        let previous_sizes = if job.segments.iter().any(|s| s.gates.max_change.is_some()) {
+            previous_segment_sizes(run).await?
+        } else {
+            None
+        };
+        let seg_gates = crate::quality::check_segments(job, &segs, previous_sizes.as_ref());
+        crate::quality::enforce("segment", &seg_gates)?;
+        gates.extend(seg_gates);
         // The per-user membership table: what measurement joins campaign results to.
         let df = prepared
             .engine
@@ -439,6 +515,7 @@ async fn run_locked(
         exports: segment_exports.clone(),
         warnings: warnings.clone(),
         stage_seconds: stages.iter().cloned().collect(),
+        gates: gates.clone(),
     };
     let text = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::internal(e.to_string()))?;
     let sha = {
@@ -477,8 +554,36 @@ async fn run_locked(
         segments: segs,
         segment_exports,
         warnings,
+        gates,
         elapsed: start.elapsed(),
     })
+}
+
+/// Target size of each segment in the previous published run (an earlier date), if any.
+async fn previous_segment_sizes(
+    run: &RunFolder,
+) -> Result<Option<std::collections::BTreeMap<String, u64>>> {
+    let Some((_, ptr)) = crate::storage::publish::previous(&run.root, &run.key).await? else {
+        return Ok(None);
+    };
+    let loc = run.root.child(&format!("{}/manifest.json", ptr.run))?;
+    let bytes = storage::read_bytes(&loc).await?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::data(
+            loc.display(),
+            format!("the previous run's manifest is not JSON: {e}"),
+        )
+    })?;
+    Ok(Some(
+        v["segments"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["target"].as_u64()?)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    ))
 }
 
 /// The job's state folder (models kept between runs).
@@ -512,6 +617,9 @@ pub struct CheckReport {
     pub sources: Vec<SourceInfo>,
     /// Steps planned successfully.
     pub steps_ok: Vec<String>,
+    /// The exit code of the first source problem that is about the data rather than the job
+    /// (a missing source, schema drift, a corrupt file): check exits with it.
+    pub data_exit: Option<crate::error::ExitCode>,
 }
 
 /// Plans every step against the sources' real schemas without running anything; collects every
@@ -526,6 +634,9 @@ pub async fn check(job: &Job, opts: &RunOptions) -> Result<CheckReport> {
             Ok(info) => report.sources.push(info),
             Err(e) => {
                 failed_tables.push(s.name.clone());
+                if !matches!(e, Error::Job(_)) && report.data_exit.is_none() {
+                    report.data_exit = Some(e.exit_code());
+                }
                 report.problems.push(Problem {
                     location: None,
                     step: Some(format!("source {}", s.name)),

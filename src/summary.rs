@@ -40,6 +40,14 @@ pub fn render(r: &RunReport) -> String {
             src.url,
             if src.empty { "  EMPTY" } else { "" }
         );
+        if !src.dropped.is_empty() {
+            let parts: Vec<String> = src
+                .dropped
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = writeln!(s, "    dirty rows left out: {}", parts.join(", "));
+        }
     }
     let _ = writeln!(s, "steps:");
     for st in &r.steps {
@@ -108,6 +116,13 @@ pub fn render(r: &RunReport) -> String {
             s,
             "export {:<22} {exported} segments, {rows} target rows in {files} files, {dropped} rows without a valid id  -> {}/",
             e.format, e.to
+        );
+    }
+    if !r.gates.is_empty() {
+        let _ = writeln!(
+            s,
+            "quality gates: {} passed",
+            r.gates.iter().filter(|g| g.passed).count()
         );
     }
     for w in &r.warnings {

@@ -12,13 +12,20 @@ pub struct CheckArgs {
     job: JobArgs,
 }
 
-/// Checks the job; every problem is reported, and any problem exits 78.
+/// Checks the job; every problem is reported; problems in the job exit 78, a
+/// missing source 66 and bad data (schema drift, a corrupt file) 65.
 pub async fn execute(args: CheckArgs) -> Result<()> {
     let job = load_job(&args.job.job)?;
     let opts = args.job.options()?;
     let report = crate::pipeline::check(&job, &opts).await?;
     if !report.problems.is_empty() {
-        return Err(Error::Job(report.problems));
+        return Err(match report.data_exit {
+            Some(code) => Error::Checked {
+                problems: report.problems,
+                code,
+            },
+            None => Error::Job(report.problems),
+        });
     }
     println!(
         "{}: ok ({} sources, {} steps planned, {} exports)",

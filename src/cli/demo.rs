@@ -24,6 +24,22 @@ const EMBEDDED: &[(&str, &str)] = &[
         "sql/demo/user_features.sql",
         include_str!("../../sql/demo/user_features.sql"),
     ),
+    (
+        "sql/lifecycle/stages.sql",
+        include_str!("../../sql/lifecycle/stages.sql"),
+    ),
+    (
+        "sql/lifecycle/moves.sql",
+        include_str!("../../sql/lifecycle/moves.sql"),
+    ),
+    (
+        "sql/lifecycle/transitions.sql",
+        include_str!("../../sql/lifecycle/transitions.sql"),
+    ),
+    (
+        "sql/lifecycle/customer_summary.sql",
+        include_str!("../../sql/lifecycle/customer_summary.sql"),
+    ),
 ];
 
 /// Arguments of `demo`.

@@ -6,6 +6,7 @@ mod demo;
 mod preview;
 mod run;
 mod sql;
+mod status;
 
 use std::path::PathBuf;
 
@@ -57,6 +58,9 @@ pub enum Command {
         after_help = "Example:\n  audiences preview jobs/demo.toml --step user_features --limit 5"
     )]
     Preview(preview::PreviewArgs),
+    /// List the recent runs of a job: date, run id, outcome, duration, segment sizes.
+    #[command(after_help = "Example:\n  audiences status jobs/demo.toml --limit 10")]
+    Status(status::StatusArgs),
     /// Generate a deterministic demo dataset and run jobs/demo.toml on it.
     #[command(after_help = "Example:\n  audiences demo --users 100000 --dir data/demo")]
     Demo(demo::DemoArgs),
@@ -151,6 +155,7 @@ pub fn main() -> i32 {
             Command::Sql(a) => sql::execute(a).await,
             Command::Preview(a) => preview::execute(a).await,
             Command::Demo(a) => demo::execute(a).await,
+            Command::Status(a) => status::execute(a).await,
         }
     });
     match result {

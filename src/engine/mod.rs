@@ -2,6 +2,7 @@
 //! local disk, the job's sources registered as tables, and each step's result held as a table
 //! that later steps read by name.
 
+pub mod cleaning;
 pub mod diagnostics;
 pub mod sources;
 pub mod steps;

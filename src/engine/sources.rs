@@ -36,6 +36,9 @@ pub struct SourceInfo {
     pub empty: bool,
     /// Every file read: the input fingerprint recorded in the manifest.
     pub objects: Vec<InputFile>,
+    /// Rows left out as dirty, by rule (`unparsable`, each `drop` rule, `duplicate`).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub dropped: std::collections::BTreeMap<String, u64>,
 }
 
 /// One input file's fingerprint.
@@ -178,6 +181,7 @@ pub async fn register_source(
         );
     let context = format!("source `{}` ({shown})", source.name);
     let schema = match &source.schema {
+        Some(s) if source.skip_bad_rows => super::cleaning::text_schema(s),
         Some(s) => s.clone(),
         None => match options.infer_schema(&engine.ctx.state(), &table_url).await {
             Ok(s) => s,
@@ -200,10 +204,28 @@ pub async fn register_source(
         .with_listing_options(options)
         .with_schema(schema);
     let table = ListingTable::try_new(config).map_err(|e| execution_error(&context, e))?;
-    engine
-        .ctx
-        .register_table(source.name.as_str(), Arc::new(table))
-        .map_err(|e| Error::internal(format!("cannot register {context}: {e}")))?;
+    let dropped = if super::cleaning::wanted(source) {
+        super::cleaning::register_clean_view(engine, source, Arc::new(table), bindings).await?
+    } else {
+        engine
+            .ctx
+            .register_table(source.name.as_str(), Arc::new(table))
+            .map_err(|e| Error::internal(format!("cannot register {context}: {e}")))?;
+        Default::default()
+    };
+    if let Some(expected) = &source.expect {
+        let found = engine
+            .ctx
+            .table(source.name.as_str())
+            .await
+            .map_err(|e| Error::internal(format!("{context}: {e}")))?;
+        crate::quality::check_expected(&source.name, &shown, expected, found.schema().as_arrow())?;
+    }
+    for (rule, n) in &dropped {
+        if *n > 0 {
+            tracing::info!(source = %source.name, rule = %rule, rows = n, "dirty rows left out");
+        }
+    }
 
     // An empty source is worth a warning: a job over an empty day is usually a late upload.
     let probe = engine
@@ -225,6 +247,7 @@ pub async fn register_source(
         bytes,
         empty,
         objects: fingerprints,
+        dropped,
     })
 }
 

@@ -49,7 +49,7 @@ pub enum Held {
     Spilled(PathBuf, u64),
 }
 
-fn param_values(bindings: &Bindings) -> ParamValues {
+pub(crate) fn param_values(bindings: &Bindings) -> ParamValues {
     let map: HashMap<String, ScalarAndMetadata> = bindings
         .iter()
         .map(|(k, v)| (k.clone(), ScalarAndMetadata::new(v.to_scalar(), None)))

@@ -67,4 +67,6 @@ pub struct Manifest {
     pub warnings: Vec<String>,
     /// Wall time of each stage of the run, in seconds.
     pub stage_seconds: BTreeMap<String, f64>,
+    /// Every quality gate measured, passed or not.
+    pub gates: Vec<crate::quality::GateResult>,
 }

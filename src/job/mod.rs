@@ -50,6 +50,16 @@ pub struct Source {
     pub has_header: bool,
     /// CSV delimiter.
     pub delimiter: u8,
+    /// Expected columns (schema drift check).
+    pub expect: Option<SchemaRef>,
+    /// Named drop rules: (name, SQL condition).
+    pub drop: Vec<(String, String)>,
+    /// De-duplication key columns.
+    pub dedupe: Vec<String>,
+    /// CSV: skip (and count) rows that do not parse as the declared schema.
+    pub skip_bad_rows: bool,
+    /// Data-quality gates.
+    pub checks: SourceChecks,
 }
 
 /// The SQL text of a step and where it came from.
@@ -87,6 +97,8 @@ pub struct Step {
     pub kind: StepKind,
     /// Where the step is declared in the job file.
     pub declared_at: Location,
+    /// Row-count gate: (min, max).
+    pub rows: (Option<u64>, Option<u64>),
 }
 
 /// A checked export.
@@ -133,6 +145,76 @@ pub struct Segment {
     pub salt: Option<String>,
     /// Free text.
     pub description: Option<String>,
+    /// Size gates: minimum and maximum target size, largest change against the previous run.
+    pub gates: SegmentGates,
+}
+
+/// Size gates of a segment (for one per value: of each generated segment).
+#[derive(Debug, Clone, Default)]
+pub struct SegmentGates {
+    /// Smallest allowed target size.
+    pub min_size: Option<u64>,
+    /// Largest allowed target size.
+    pub max_size: Option<u64>,
+    /// Largest allowed relative change of the target size against the previous run (0.5 = 50%).
+    pub max_change: Option<f64>,
+}
+
+/// Data-quality gates of a source.
+#[derive(Debug, Clone, Default)]
+pub struct SourceChecks {
+    /// At least this many rows.
+    pub min_rows: Option<u64>,
+    /// (column, highest null share).
+    pub max_null_rate: Vec<(String, f64)>,
+    /// Columns with unique non-null values.
+    pub unique: Vec<String>,
+    /// (column, min, max).
+    pub range: Vec<(String, f64, f64)>,
+    /// (column, max days before as_of).
+    pub fresh: Option<(String, i64)>,
+    /// Highest share of landed rows left out as dirty.
+    pub max_dropped_rate: Option<f64>,
+}
+
+impl SourceChecks {
+    /// True when no gate is set.
+    pub fn is_empty(&self) -> bool {
+        self.min_rows.is_none()
+            && self.max_null_rate.is_empty()
+            && self.unique.is_empty()
+            && self.range.is_empty()
+            && self.fresh.is_none()
+            && self.max_dropped_rate.is_none()
+    }
+}
+
+/// Parses a ratio written `"50%"` or as a number (`0.5`); at least 0.
+pub fn parse_ratio(v: &toml::Value) -> std::result::Result<f64, String> {
+    let r = match v {
+        toml::Value::Float(f) => *f,
+        toml::Value::Integer(i) => *i as f64,
+        toml::Value::String(t) => match t.trim().strip_suffix('%') {
+            Some(p) => p
+                .trim()
+                .parse::<f64>()
+                .map(|x| x / 100.0)
+                .map_err(|_| format!("`{t}` is not a percentage; write e.g. \"5%\""))?,
+            None => t
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| format!("`{t}` is not a ratio; write e.g. \"5%\" or 0.05"))?,
+        },
+        other => {
+            return Err(format!(
+                "`{other}` is not a ratio; write e.g. \"5%\" or 0.05"
+            ))
+        }
+    };
+    if !(r >= 0.0 && r.is_finite()) {
+        return Err(format!("`{v}` must be a ratio of at least 0"));
+    }
+    Ok(r)
 }
 
 /// The checked `[publish]` table.
@@ -211,6 +293,8 @@ pub struct Job {
     pub publish: Publish,
     /// Steps read from the previous published run: (step, its Parquet export path).
     pub previous: Vec<(String, String)>,
+    /// Time zone of the job's dates.
+    pub timezone: chrono_tz::Tz,
 }
 
 /// Parameter values bound for one run.
@@ -377,6 +461,85 @@ impl Job {
                     None,
                 );
             }
+            let expect = match &spec.expect {
+                Some(text) => match parse_schema(text) {
+                    Ok(sch) => Some(sch),
+                    Err(e) => {
+                        problem(s.span().start, Some(sname), format!("expect: {e}"), None);
+                        None
+                    }
+                },
+                None => None,
+            };
+            let skip_bad_rows = match spec.bad_rows.as_deref() {
+                None | Some("fail") => false,
+                Some("skip") if spec.format == SourceFormat::Csv && schema.is_some() => true,
+                Some("skip") => {
+                    problem(
+                        s.span().start,
+                        Some(sname),
+                        "`bad_rows = \"skip\"` applies to csv sources with a `schema`".into(),
+                        Some("declare the columns with `schema`, or remove `bad_rows`".into()),
+                    );
+                    false
+                }
+                Some(other) => {
+                    problem(
+                        s.span().start,
+                        Some(sname),
+                        format!("bad_rows `{other}` is not `fail` or `skip`"),
+                        None,
+                    );
+                    false
+                }
+            };
+            let mut checks = SourceChecks::default();
+            if let Some(c) = &spec.checks {
+                checks.min_rows = c.min_rows;
+                for (col, v) in &c.max_null_rate {
+                    match parse_ratio(v) {
+                        Ok(r) if r <= 1.0 => checks.max_null_rate.push((col.clone(), r)),
+                        Ok(_) => problem(
+                            s.span().start,
+                            Some(sname),
+                            format!("checks.max_null_rate.{col}: a null rate is at most 100%"),
+                            None,
+                        ),
+                        Err(e) => problem(
+                            s.span().start,
+                            Some(sname),
+                            format!("checks.max_null_rate.{col}: {e}"),
+                            None,
+                        ),
+                    }
+                }
+                checks.unique = c.unique.clone();
+                for (col, [lo, hi]) in &c.range {
+                    if lo > hi {
+                        problem(
+                            s.span().start,
+                            Some(sname),
+                            format!(
+                                "checks.range.{col}: the minimum {lo} is above the maximum {hi}"
+                            ),
+                            None,
+                        );
+                    }
+                    checks.range.push((col.clone(), *lo, *hi));
+                }
+                checks.fresh = c.fresh.as_ref().map(|f| (f.column.clone(), f.max_days));
+                if let Some(v) = &c.max_dropped_rate {
+                    match parse_ratio(v) {
+                        Ok(r) => checks.max_dropped_rate = Some(r),
+                        Err(e) => problem(
+                            s.span().start,
+                            Some(sname),
+                            format!("checks.max_dropped_rate: {e}"),
+                            None,
+                        ),
+                    }
+                }
+            }
             sources.push(Source {
                 name: sname.clone(),
                 url: spec.url.clone(),
@@ -385,6 +548,11 @@ impl Job {
                 schema,
                 has_header: spec.has_header.unwrap_or(true),
                 delimiter: delimiter as u8,
+                expect,
+                drop: spec.drop.clone().into_iter().collect(),
+                dedupe: spec.dedupe.clone(),
+                skip_bad_rows,
+                checks,
             });
         }
 
@@ -449,6 +617,7 @@ impl Job {
                             name: sname.to_string(),
                             kind: StepKind::Lookalike(cfg),
                             declared_at: at(offset),
+                            rows: (spec.min_rows, spec.max_rows),
                         }),
                         Err(e) => problem(offset, Some(sname), e, None),
                     }
@@ -460,6 +629,7 @@ impl Job {
                             name: sname.to_string(),
                             kind: StepKind::Ltv(cfg),
                             declared_at: at(offset),
+                            rows: (spec.min_rows, spec.max_rows),
                         }),
                         Err(e) => problem(offset, Some(sname), e, None),
                     }
@@ -471,6 +641,7 @@ impl Job {
                             name: sname.to_string(),
                             kind: StepKind::KMeans(cfg),
                             declared_at: at(offset),
+                            rows: (spec.min_rows, spec.max_rows),
                         }),
                         Err(e) => problem(offset, Some(sname), e, None),
                     }
@@ -539,6 +710,7 @@ impl Job {
                     name: sname.to_string(),
                     kind: StepKind::Sql(sql),
                     declared_at: at(offset),
+                    rows: (spec.min_rows, spec.max_rows),
                 });
             }
         }
@@ -641,6 +813,20 @@ impl Job {
                         .clone()
                         .or(raw.publish.as_ref().and_then(|p| p.get_ref().salt.clone())),
                     description: spec.description.clone(),
+                    gates: SegmentGates {
+                        min_size: spec.min_size,
+                        max_size: spec.max_size,
+                        max_change: match &spec.max_change {
+                            None => None,
+                            Some(t) => match parse_ratio(&toml::Value::String(t.clone())) {
+                                Ok(v) => Some(v),
+                                Err(e) => {
+                                    problem(offset, Some(gname), format!("max_change: {e}"), None);
+                                    None
+                                }
+                            },
+                        },
+                    },
                 });
             }
         }
@@ -846,6 +1032,19 @@ impl Job {
             None => "../out/{job}".into(),
         };
 
+        let timezone = match &raw.timezone {
+            None => chrono_tz::UTC,
+            Some(t) => t.get_ref().parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+                problem(
+                    t.span().start,
+                    None,
+                    format!("timezone `{}` is not an IANA time zone name", t.get_ref()),
+                    Some("write it like \"UTC\", \"Asia/Shanghai\" or \"Europe/Paris\"".into()),
+                );
+                chrono_tz::UTC
+            }),
+        };
+
         if !problems.is_empty() {
             return Err(Error::Job(problems));
         }
@@ -864,6 +1063,7 @@ impl Job {
             segments,
             publish,
             previous,
+            timezone,
         })
     }
 
@@ -913,6 +1113,10 @@ impl Job {
                     Some(v) => {
                         out.insert(p.name.clone(), v.clone());
                     }
+                    None if p.name == "as_of" && p.ty == ParamType::Date => {
+                        // A nightly run processes the day that just ended.
+                        out.insert(p.name.clone(), ParamValue::Date(self.yesterday()));
+                    }
                     None => {
                         let how = if p.name == "as_of" {
                             "--date YYYY-MM-DD".to_string()
@@ -932,6 +1136,14 @@ impl Job {
             return Err(Error::Usage(errors.join("\n")));
         }
         Ok(out)
+    }
+
+    /// Yesterday in the job's time zone: the default `as_of`.
+    pub fn yesterday(&self) -> chrono::NaiveDate {
+        let today = chrono::Utc::now()
+            .with_timezone(&self.timezone)
+            .date_naive();
+        today.pred_opt().unwrap_or(today)
     }
 
     /// Renders a URL template with the bound params and resolves a relative local path against

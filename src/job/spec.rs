@@ -52,6 +52,10 @@ pub struct JobSpec {
     /// How segments are published: id column, identities, suppression, holdout, retention.
     #[serde(default)]
     pub publish: Option<Spanned<PublishSpec>>,
+    /// Time zone of the job's dates (an IANA name such as `Asia/Shanghai`): `--date` defaults
+    /// to yesterday there. Default: UTC.
+    #[serde(default)]
+    pub timezone: Option<Spanned<String>>,
 }
 
 /// One `[[segment]]` entry: a query selecting ids, or one segment per value of a column.
@@ -83,6 +87,16 @@ pub struct SegmentSpec {
     /// One line on who is in the segment.
     #[serde(default)]
     pub description: Option<String>,
+    /// Gate: the target group must hold at least this many users.
+    #[serde(default)]
+    pub min_size: Option<u64>,
+    /// Gate: the target group may hold at most this many users.
+    #[serde(default)]
+    pub max_size: Option<u64>,
+    /// Gate: the largest change of the target size against the previous published run, e.g.
+    /// `"50%"` (a segment that shrank or grew by more stops the run).
+    #[serde(default)]
+    pub max_change: Option<String>,
 }
 
 /// The `[publish]` table.
@@ -199,6 +213,62 @@ pub struct SourceSpec {
     /// CSV only: field delimiter (default `,`).
     #[serde(default)]
     pub delimiter: Option<char>,
+    /// Columns the job's SQL relies on, with their types, e.g. `"user_id string, amount double"`:
+    /// a missing column or one of another type is reported as schema drift before any step runs.
+    #[serde(default)]
+    pub expect: Option<String>,
+    /// Named SQL conditions: rows matching any of them are left out of the source and counted
+    /// per rule, e.g. `{ null_user = "user_id IS NULL", negative_amount = "amount < 0" }`.
+    #[serde(default)]
+    pub drop: BTreeMap<String, String>,
+    /// Key columns: a row repeating a key already seen is left out (one row per key is kept)
+    /// and counted, e.g. `["order_id"]`.
+    #[serde(default)]
+    pub dedupe: Vec<String>,
+    /// CSV with a `schema`: rows whose values do not parse as the declared types. `fail` (the
+    /// default) stops the run with exit 65; `skip` leaves them out and counts them.
+    #[serde(default)]
+    pub bad_rows: Option<String>,
+    /// Data-quality gates over the data as it landed, checked before any step runs.
+    #[serde(default)]
+    pub checks: Option<SourceChecksSpec>,
+}
+
+/// Data-quality gates of one source; each failure stops the run with exit 65 before anything
+/// is published, naming the gate, the measured value and the threshold.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceChecksSpec {
+    /// At least this many rows.
+    #[serde(default)]
+    pub min_rows: Option<u64>,
+    /// Per column, the highest share of nulls allowed (0.0..=1.0, or `"1%"`).
+    #[serde(default)]
+    pub max_null_rate: BTreeMap<String, toml::Value>,
+    /// Columns whose non-null values must be unique.
+    #[serde(default)]
+    pub unique: Vec<String>,
+    /// Per column, `[min, max]` allowed values (inclusive; nulls are not checked).
+    #[serde(default)]
+    pub range: BTreeMap<String, [f64; 2]>,
+    /// Freshness: the newest value of `column` (a date, timestamp or `YYYY-MM-DD` partition)
+    /// is at most `max_days` days before `as_of`.
+    #[serde(default)]
+    pub fresh: Option<FreshSpec>,
+    /// The highest share of the landed rows the source's cleaning (`bad_rows`, `drop`,
+    /// `dedupe`) may leave out, e.g. `"5%"`.
+    #[serde(default)]
+    pub max_dropped_rate: Option<toml::Value>,
+}
+
+/// A freshness gate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreshSpec {
+    /// The date, timestamp or date-partition column.
+    pub column: String,
+    /// Largest allowed age of the newest value, in days before `as_of`.
+    pub max_days: i64,
 }
 
 /// One `[[step]]` entry.
@@ -207,6 +277,12 @@ pub struct SourceSpec {
 pub struct StepSpec {
     /// Table name of the step's result.
     pub name: String,
+    /// Gate: the step's result must hold at least this many rows.
+    #[serde(default)]
+    pub min_rows: Option<u64>,
+    /// Gate: the step's result may hold at most this many rows.
+    #[serde(default)]
+    pub max_rows: Option<u64>,
     /// Step kind; `sql` (the default) runs one SQL query.
     #[serde(default)]
     pub kind: Option<String>,

@@ -116,7 +116,7 @@ fn missing_source_is_reported_by_check() {
     // `ghosts` sits under [sources] because `extra` follows that table.
     let res = bin().arg("check").arg(&job).output().unwrap();
     let text = output_text(&res);
-    assert_eq!(res.status.code(), Some(78), "{text}");
+    assert_eq!(res.status.code(), Some(66), "{text}");
     assert!(text.contains("source `ghosts` not found"), "{text}");
     assert!(text.contains("in/ghosts"), "names the URL: {text}");
 }

@@ -10,6 +10,7 @@ mod lifecycle;
 mod lookalike;
 mod ltv;
 mod publication;
+mod quality;
 mod reference;
 mod run;
 mod s3_storage;

@@ -1,0 +1,80 @@
+//! `audiences status`: the recent runs of a job, read from its output location.
+
+use std::collections::BTreeMap;
+
+use clap::Args;
+
+use super::load_job;
+use crate::error::Result;
+use crate::storage;
+
+/// Arguments of `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The job file (TOML).
+    #[arg(value_name = "JOB")]
+    job: std::path::PathBuf,
+    /// Sets a param the output location uses, parsed by its declared type; repeat for several.
+    #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// Output folder (path or URL) when the runs were written with --output.
+    #[arg(long, value_name = "URL")]
+    output: Option<String>,
+    /// How many runs to list, newest first.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+}
+
+/// Prints the recent runs: date, run id, outcome, duration, segment sizes; `*` marks the run
+/// each date publishes.
+pub async fn execute(args: StatusArgs) -> Result<()> {
+    let job = load_job(&args.job)?;
+    let cwd = std::env::current_dir()?;
+    let bindings = job.bind(None, &args.params, &cwd)?;
+    let url = job.output_url(&bindings, args.output.as_deref(), &cwd)?;
+    let root = storage::locate(&url)?;
+    let runs = storage::history::recent(&root, args.limit).await?;
+    println!("job {}  output {}", job.name, root.display());
+    if runs.is_empty() {
+        println!("no runs recorded yet");
+        return Ok(());
+    }
+    let mut current: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for r in &runs {
+        if !current.contains_key(&r.date) {
+            let p = storage::publish::read_pointer(&root, &r.date).await?;
+            current.insert(r.date.clone(), p.map(|p| p.run_id));
+        }
+    }
+    println!(
+        "  {:<12} {:<31} {:<18} {:>9}  segments",
+        "date", "run id", "outcome", "time"
+    );
+    for r in &runs {
+        let live = current.get(&r.date).and_then(|c| c.as_deref()) == Some(r.run_id.as_str());
+        let outcome = match (r.outcome.as_str(), live) {
+            ("published", true) => "published *".to_string(),
+            ("published", false) => "published (replaced)".to_string(),
+            (o, _) => format!("{o} (exit {})", r.exit_code),
+        };
+        let segs = if r.segments.is_empty() {
+            r.error
+                .as_deref()
+                .and_then(|e| e.lines().next())
+                .map(|e| e.chars().take(100).collect())
+                .unwrap_or_default()
+        } else {
+            r.segments
+                .iter()
+                .map(|(n, c)| format!("{n} {c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "  {:<12} {:<31} {:<18} {:>8.1}s  {}",
+            r.date, r.run_id, outcome, r.seconds, segs
+        );
+    }
+    println!("* = the run the date's current.json publishes");
+    Ok(())
+}
