@@ -1504,16 +1504,27 @@ mod tests {
 
     #[test]
     fn required_param_and_bad_type() {
-        let text = "name = \"x\"\n[params]\nas_of = { type = \"date\" }\nn = { type = \"int\", default = 3 }\n";
+        let text = "name = \"x\"\n[params]\nas_of = { type = \"date\" }\nn = { type = \"int\", default = 3 }\nm = { type = \"float\" }\n";
         let job = Job::parse(text, "x.toml", Path::new("/tmp")).unwrap();
         let err = job.bind(None, &[], Path::new("/")).unwrap_err();
-        assert!(err.to_string().contains("--date"), "{err}");
+        assert!(err.to_string().contains("--param m=VALUE"), "{err}");
+        // as_of alone is never required: it defaults to yesterday.
+        let b = job.bind(None, &["m=1.5".into()], Path::new("/")).unwrap();
+        assert_eq!(b["as_of"], ParamValue::Date(job.yesterday()));
         let err = job
-            .bind(Some("2026-11-24"), &["n=abc".into()], Path::new("/"))
+            .bind(
+                Some("2026-11-24"),
+                &["n=abc".into(), "m=1".into()],
+                Path::new("/"),
+            )
             .unwrap_err();
         assert!(err.to_string().contains("param `n` (int)"), "{err}");
         let b = job
-            .bind(Some("2026-11-24"), &["n=7".into()], Path::new("/"))
+            .bind(
+                Some("2026-11-24"),
+                &["n=7".into(), "m=1".into()],
+                Path::new("/"),
+            )
             .unwrap();
         assert_eq!(b["n"], ParamValue::Int(7));
     }

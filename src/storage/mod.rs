@@ -7,6 +7,7 @@
 pub mod history;
 pub mod lock;
 pub mod publish;
+pub mod retry;
 pub mod write;
 
 use std::sync::{Arc, OnceLock};
@@ -161,6 +162,14 @@ pub fn locate(text: &str) -> Result<Location> {
                 Some("use a local path, file://, s3://, gs://, az:// or memory://".into()),
             ))
         }
+    };
+    // Local and in-memory stores get the engine's retries; cloud stores retry in their HTTP
+    // client. An injected test layer sits beneath the retries wherever it is installed.
+    let (store, injected) = retry::layered(&url, store);
+    let store: Arc<dyn ObjectStore> = if injected || matches!(url.scheme(), "file" | "memory") {
+        Arc::new(retry::RetryingStore::new(store))
+    } else {
+        store
     };
     let store_url = Url::parse(&format!("{}://{}/", url.scheme(), host))
         .map_err(|e| Error::internal(format!("bad store URL for {url}: {e}")))?;

@@ -22,7 +22,16 @@ fn missing_source_exits_66_naming_source_and_url() {
         text.contains("source `orders`") && text.contains("nowhere/orders"),
         "{text}"
     );
-    assert!(!tmp.path().join("out").exists(), "nothing written");
+    // Nothing is published; the run history records the failure.
+    let out = tmp.path().join("out");
+    assert!(!out.join("2026-11-24/current.json").exists());
+    let records: Vec<_> = std::fs::read_dir(out.join("_runs")).unwrap().collect();
+    assert_eq!(records.len(), 1);
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(records[0].as_ref().unwrap().path()).unwrap())
+            .unwrap();
+    assert_eq!(rec["outcome"], "failed");
+    assert_eq!(rec["exit_code"], 66);
 }
 
 #[test]

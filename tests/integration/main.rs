@@ -9,6 +9,7 @@ mod clustering;
 mod lifecycle;
 mod lookalike;
 mod ltv;
+mod nightly;
 mod publication;
 mod quality;
 mod reference;

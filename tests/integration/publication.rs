@@ -1,7 +1,6 @@
 //! Atomic publication, the overlap lock, retention and deltas, on local disk (S3 in
 //! `s3_storage.rs`).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -54,26 +53,6 @@ fn run_date(job: &Path, out: &Path, date: &str, params: &[&str]) -> std::process
         c.args(["-p", p]);
     }
     c.output().unwrap()
-}
-
-/// Every file below `dir` with its bytes.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(
-                    p.strip_prefix(dir).unwrap().to_path_buf(),
-                    std::fs::read(&p).unwrap(),
-                );
-            }
-        }
-    }
-    out
 }
 
 fn lines(path: &Path) -> Vec<String> {

@@ -8,7 +8,9 @@ use crate::common::*;
 fn demo_generates_and_runs_the_demo_job() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
+    // Outside a checkout: the embedded job and SQL are written beside the data and run.
     let res = bin()
+        .current_dir(tmp.path())
         .args(["demo", "--users", "3000", "--dir"])
         .arg(tmp.path().join("data"))
         .arg("--output")
@@ -44,6 +46,11 @@ fn demo_generates_and_runs_the_demo_job() {
     }
     assert!(total_orders > 3000, "orders were counted: {total_orders}");
     assert!(reach > 0, "shares brought other users in");
+    assert!(tmp.path().join("data/job/jobs/demo.toml").exists());
+    assert!(tmp
+        .path()
+        .join("data/job/sql/lifecycle/stages.sql")
+        .exists());
     // The ground truth is written beside the data, never read by the job.
     assert!(tmp.path().join("data/truth.parquet").exists());
     assert!(tmp
@@ -174,10 +181,16 @@ fn param_of_wrong_type_is_a_usage_error() {
         .unwrap();
     assert_eq!(res.status.code(), Some(64));
     assert!(output_text(&res).contains("YYYY-MM-DD"));
+    // A param without a default is required (`as_of` alone defaults to yesterday).
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("[params]\n", "[params]\nregion = { type = \"string\" }\n");
+    std::fs::write(&job, text).unwrap();
     let res = bin().arg("run").arg(&job).output().unwrap();
     assert_eq!(res.status.code(), Some(64));
     assert!(
-        output_text(&res).contains("required"),
+        output_text(&res).contains("param `region` (string) is required")
+            && output_text(&res).contains("--param region=VALUE"),
         "{}",
         output_text(&res)
     );

@@ -28,6 +28,23 @@ impl TestS3 {
         for b in buckets {
             std::fs::create_dir(root.path().join(b)).unwrap();
         }
+        Self::serve(root).await
+    }
+
+    /// The folder holding the buckets (one subfolder each, objects as files).
+    pub fn root(&self) -> &std::path::Path {
+        self._root.path()
+    }
+
+    /// Stops the server and starts a new one over the same buckets (on a new port).
+    pub async fn restart(self) -> Self {
+        let mut old = self;
+        old.stop().await;
+        let root = std::mem::replace(&mut old._root, tempfile::tempdir().unwrap());
+        Self::serve(root).await
+    }
+
+    async fn serve(root: tempfile::TempDir) -> Self {
         let fs = FileSystem::new(root.path()).unwrap();
         let service = {
             let mut b = S3ServiceBuilder::new(fs);

@@ -8,7 +8,7 @@ use crate::common::*;
 use crate::s3::TestS3;
 
 /// Uploads a local folder under `prefix` through the S3 protocol.
-async fn upload(s3: &TestS3, bucket: &str, local: &std::path::Path, prefix: &str) {
+pub async fn upload(s3: &TestS3, bucket: &str, local: &std::path::Path, prefix: &str) {
     let client = s3.client(bucket);
     let mut stack = vec![local.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -35,7 +35,7 @@ async fn upload(s3: &TestS3, bucket: &str, local: &std::path::Path, prefix: &str
     }
 }
 
-async fn run_blocking(mut cmd: assert_cmd::Command) -> std::process::Output {
+pub async fn run_blocking(mut cmd: assert_cmd::Command) -> std::process::Output {
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap()
