@@ -29,6 +29,13 @@ pub struct RunOptions {
     pub engine: EngineConfig,
     /// Show a progress bar (only when stderr is a terminal).
     pub progress: bool,
+    /// `--full-refresh`: recompute every day of incremental steps.
+    pub full_refresh: bool,
+    /// Run incremental steps as plain steps over their whole window, without state (previews,
+    /// queries).
+    pub no_state: bool,
+    /// `--state URL`: overrides the job's state folder.
+    pub state: Option<String>,
 }
 
 /// What a run did.
@@ -141,7 +148,7 @@ pub async fn run_steps(
     }
     let threshold = prepared.engine.memory_limit / 4;
     let dir = spill_dir(opts);
-    let state = state_location(job, &prepared.bindings)?;
+    let state = state_location(job, opts, &prepared.bindings)?;
     let pb = progress_bar(opts, job.steps.len());
     // The previous published run, for steps listed in `previous`.
     let previous_run = if job.previous.is_empty() {
@@ -166,15 +173,43 @@ pub async fn run_steps(
             crate::job::StepKind::KMeans(_) => load_model(&state, &step.name).await,
             _ => None,
         };
-        let r = run_step(
-            &prepared.engine,
-            step,
-            &prepared.bindings,
-            threshold,
-            &dir,
-            previous.as_ref(),
-        )
-        .await?;
+        let r = match (&step.kind, &step.incremental) {
+            (crate::job::StepKind::Sql(sql), Some(inc)) if !opts.no_state => {
+                let start = Instant::now();
+                let (rows, report) = crate::engine::incremental::run(
+                    &prepared.engine,
+                    step,
+                    sql,
+                    inc,
+                    &prepared.bindings,
+                    &prepared.sources,
+                    &state,
+                    opts.full_refresh,
+                )
+                .await?;
+                StepResult {
+                    name: step.name.clone(),
+                    rows,
+                    elapsed: start.elapsed(),
+                    held: crate::engine::steps::Held::Memory(0),
+                    model: None,
+                    lookalike: None,
+                    ltv: None,
+                    incremental: Some(report),
+                }
+            }
+            _ => {
+                run_step(
+                    &prepared.engine,
+                    step,
+                    &prepared.bindings,
+                    threshold,
+                    &dir,
+                    previous.as_ref(),
+                )
+                .await?
+            }
+        };
         tracing::info!(step = %step.name, rows = r.rows, ms = r.elapsed.as_millis() as u64, "step finished");
         results.push(r);
         if let Some((_, to)) = job.previous.iter().find(|(s, _)| *s == step.name) {
@@ -264,9 +299,31 @@ pub async fn run(job: &Job, opts: &RunOptions) -> Result<RunReport> {
         let lock = Lock::acquire(&lock_loc, &run.run_id, job.publish.lock_timeout).await?;
         tracing::info!(folder = %run.dir.display(), "run started");
         let result = async {
-            let mut prepared = prepare(job, opts).await?;
-            prepared.engine.register_store(&root);
-            run_locked(job, opts, &mut prepared, &run, start, started_at).await
+            // Incremental state is shared by every date of the job: one run at a time holds it.
+            let state = state_location(job, opts, &bindings)?;
+            let state_lock = if job.steps.iter().any(|s| s.incremental.is_some()) && !opts.no_state {
+                Some(
+                    Lock::acquire(
+                        &state.child("incremental/_lock.json")?,
+                        &run.run_id,
+                        job.publish.lock_timeout,
+                    )
+                    .await?,
+                )
+            } else {
+                None
+            };
+            let result = async {
+                let mut prepared = prepare(job, opts).await?;
+                prepared.engine.register_store(&root);
+                prepared.engine.register_store(&state);
+                run_locked(job, opts, &mut prepared, &run, start, started_at).await
+            }
+            .await;
+            if let Some(l) = state_lock {
+                l.release().await;
+            }
+            result
         }
         .await;
         lock.release().await;
@@ -453,7 +510,7 @@ async fn run_locked(
 
     // Models go with the outputs, and into the state folder once the run has succeeded, so the
     // next run matches its clusters to these.
-    let state = state_location(job, &prepared.bindings)?;
+    let state = state_location(job, opts, &prepared.bindings)?;
     for r in &steps {
         if let Some(model) = &r.lookalike {
             let text =
@@ -516,6 +573,7 @@ async fn run_locked(
         warnings: warnings.clone(),
         stage_seconds: stages.iter().cloned().collect(),
         gates: gates.clone(),
+        incremental: steps.iter().filter_map(|s| s.incremental.clone()).collect(),
     };
     let text = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::internal(e.to_string()))?;
     let sha = {
@@ -586,9 +644,16 @@ async fn previous_segment_sizes(
     ))
 }
 
-/// The job's state folder (models kept between runs).
-pub fn state_location(job: &Job, bindings: &Bindings) -> Result<storage::Location> {
-    storage::locate(&job.render_url(&job.state, bindings)?)
+/// The job's state folder (models and incremental days kept between runs): `--state`, else
+/// the job's `state`, else `state/` in the output folder (which `--output` moves).
+pub fn state_location(job: &Job, opts: &RunOptions, bindings: &Bindings) -> Result<storage::Location> {
+    match (&opts.state, job.state_explicit, &opts.output) {
+        (Some(s), _, _) => storage::locate(&crate::job::params::resolve_path(s, &cwd())),
+        (None, false, Some(o)) => {
+            storage::locate(&job.output_url(bindings, Some(o), &cwd())?)?.child("state")
+        }
+        _ => storage::locate(&job.render_url(&job.state, bindings)?),
+    }
 }
 
 /// The model a previous run saved for `step`, if any (an unreadable one is ignored with a warning).

@@ -52,6 +52,7 @@ pub fn render(r: &RunReport) -> String {
     let _ = writeln!(s, "steps:");
     for st in &r.steps {
         let held = match &st.held {
+            Held::Memory(_) if st.incremental.is_some() => "state".to_string(),
             Held::Memory(b) => format!("memory {}", human_bytes(*b as u64)),
             Held::Spilled(_, b) => format!("spilled {}", human_bytes(*b)),
         };
@@ -70,6 +71,17 @@ pub fn render(r: &RunReport) -> String {
         }
         if let Some(m) = &st.ltv {
             s.push_str(&crate::models::ltv_step::render(m));
+        }
+        if let Some(i) = &st.incremental {
+            let _ = writeln!(
+                s,
+                "    incremental: window {} .. {}: {} days computed, {} reused from the state, {} pruned",
+                i.window.0,
+                i.window.1,
+                i.computed.len(),
+                i.reused,
+                i.pruned
+            );
         }
     }
     if !r.exports.is_empty() {

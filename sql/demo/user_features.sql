@@ -1,58 +1,59 @@
 -- One row per user: purchase features (30 and 90 days), social action counts (30 and 90 days),
 -- engagement with the brand given as $brand (90 days), and social reach: how many other users
--- came in through this user's shares (90 days).
+-- came in through this user's shares (90 days). Rolled up from the per-day partial results of
+-- orders_daily, events_daily and referrals_daily (the 90 days before $as_of).
 -- Money is summed as DECIMAL: exact, so the result does not depend on the order in which
 -- parallel workers add rows up, and reruns give byte-identical files.
 WITH o AS (
   SELECT user_id,
-         COUNT(*) FILTER (WHERE ts >= CAST($as_of AS TIMESTAMP) - INTERVAL '30 days') AS orders_30d,
-         COUNT(*) AS orders_90d,
-         SUM(CASE WHEN ts >= CAST($as_of AS TIMESTAMP) - INTERVAL '30 days' THEN CAST(amount AS DECIMAL(18, 2)) ELSE 0 END) AS amount_30d,
-         SUM(CAST(amount AS DECIMAL(18, 2))) AS amount_90d,
-         MAX(ts) AS last_order_ts,
-         COUNT(*) FILTER (WHERE brand = $brand) AS brand_orders_90d,
-         COUNT(*) FILTER (WHERE brand = $brand AND ts >= CAST($as_of AS TIMESTAMP) - INTERVAL '30 days') AS brand_orders_30d,
-         SUM(CASE WHEN brand = $brand THEN CAST(amount AS DECIMAL(18, 2)) ELSE 0 END) AS brand_amount_90d
-  FROM orders_90d
+         SUM(orders) FILTER (WHERE dt >= CAST(CAST($as_of AS DATE) - INTERVAL '30 days' AS VARCHAR)) AS orders_30d,
+         SUM(orders) AS orders_90d,
+         SUM(CASE WHEN dt >= CAST(CAST($as_of AS DATE) - INTERVAL '30 days' AS VARCHAR) THEN amount ELSE 0 END) AS amount_30d,
+         SUM(amount) AS amount_90d,
+         MAX(last_ts) AS last_order_ts,
+         SUM(orders) FILTER (WHERE brand = $brand) AS brand_orders_90d,
+         SUM(orders) FILTER (WHERE brand = $brand AND dt >= CAST(CAST($as_of AS DATE) - INTERVAL '30 days' AS VARCHAR)) AS brand_orders_30d,
+         SUM(CASE WHEN brand = $brand THEN amount ELSE 0 END) AS brand_amount_90d
+  FROM orders_daily
   GROUP BY user_id
 ),
 o_brands AS (
   SELECT user_id, COUNT(*) AS distinct_brands_90d
-  FROM (SELECT DISTINCT user_id, brand FROM orders_90d) ub
+  FROM (SELECT DISTINCT user_id, brand FROM orders_daily) ub
   GROUP BY user_id
 ),
 o_cats AS (
   SELECT user_id, COUNT(*) AS distinct_categories_90d
-  FROM (SELECT DISTINCT user_id, category FROM orders_90d) uc
+  FROM (SELECT DISTINCT user_id, category FROM orders_daily) uc
   GROUP BY user_id
 ),
 s AS (
   SELECT user_id,
-         COUNT(*) FILTER (WHERE action = 'ad_impression' AND ts >= CAST($as_of AS TIMESTAMP) - INTERVAL '30 days') AS ad_impression_30d,
-         COUNT(*) FILTER (WHERE action = 'ad_click' AND ts >= CAST($as_of AS TIMESTAMP) - INTERVAL '30 days') AS ad_click_30d,
-         COUNT(*) FILTER (WHERE action = 'article_read' AND ts >= CAST($as_of AS TIMESTAMP) - INTERVAL '30 days') AS article_read_30d,
-         COUNT(*) FILTER (WHERE action = 'like' AND ts >= CAST($as_of AS TIMESTAMP) - INTERVAL '30 days') AS like_30d,
-         COUNT(*) FILTER (WHERE action = 'share' AND ts >= CAST($as_of AS TIMESTAMP) - INTERVAL '30 days') AS share_30d,
-         COUNT(*) FILTER (WHERE action = 'comment' AND ts >= CAST($as_of AS TIMESTAMP) - INTERVAL '30 days') AS comment_30d,
-         COUNT(*) FILTER (WHERE action = 'follow_brand' AND ts >= CAST($as_of AS TIMESTAMP) - INTERVAL '30 days') AS follow_brand_30d,
-         COUNT(*) FILTER (WHERE action = 'mini_program_visit' AND ts >= CAST($as_of AS TIMESTAMP) - INTERVAL '30 days') AS mini_program_visit_30d,
-         COUNT(*) FILTER (WHERE action = 'ad_impression') AS ad_impression_90d,
-         COUNT(*) FILTER (WHERE action = 'ad_click') AS ad_click_90d,
-         COUNT(*) FILTER (WHERE action = 'article_read') AS article_read_90d,
-         COUNT(*) FILTER (WHERE action = 'like') AS like_90d,
-         COUNT(*) FILTER (WHERE action = 'share') AS share_90d,
-         COUNT(*) FILTER (WHERE action = 'comment') AS comment_90d,
-         COUNT(*) FILTER (WHERE action = 'follow_brand') AS follow_brand_90d,
-         COUNT(*) FILTER (WHERE action = 'mini_program_visit') AS mini_program_visit_90d,
-         COUNT(*) FILTER (WHERE brand = $brand AND action = 'ad_impression') AS brand_impressions_90d,
-         COUNT(*) FILTER (WHERE brand = $brand AND action IN ('ad_click', 'article_read', 'like', 'comment', 'follow_brand', 'mini_program_visit')) AS brand_engagements_90d,
-         COUNT(*) FILTER (WHERE brand = $brand AND action = 'share') AS brand_shares_90d
-  FROM events_90d
+         SUM(n) FILTER (WHERE action = 'ad_impression' AND dt >= CAST(CAST($as_of AS DATE) - INTERVAL '30 days' AS VARCHAR)) AS ad_impression_30d,
+         SUM(n) FILTER (WHERE action = 'ad_click' AND dt >= CAST(CAST($as_of AS DATE) - INTERVAL '30 days' AS VARCHAR)) AS ad_click_30d,
+         SUM(n) FILTER (WHERE action = 'article_read' AND dt >= CAST(CAST($as_of AS DATE) - INTERVAL '30 days' AS VARCHAR)) AS article_read_30d,
+         SUM(n) FILTER (WHERE action = 'like' AND dt >= CAST(CAST($as_of AS DATE) - INTERVAL '30 days' AS VARCHAR)) AS like_30d,
+         SUM(n) FILTER (WHERE action = 'share' AND dt >= CAST(CAST($as_of AS DATE) - INTERVAL '30 days' AS VARCHAR)) AS share_30d,
+         SUM(n) FILTER (WHERE action = 'comment' AND dt >= CAST(CAST($as_of AS DATE) - INTERVAL '30 days' AS VARCHAR)) AS comment_30d,
+         SUM(n) FILTER (WHERE action = 'follow_brand' AND dt >= CAST(CAST($as_of AS DATE) - INTERVAL '30 days' AS VARCHAR)) AS follow_brand_30d,
+         SUM(n) FILTER (WHERE action = 'mini_program_visit' AND dt >= CAST(CAST($as_of AS DATE) - INTERVAL '30 days' AS VARCHAR)) AS mini_program_visit_30d,
+         SUM(n) FILTER (WHERE action = 'ad_impression') AS ad_impression_90d,
+         SUM(n) FILTER (WHERE action = 'ad_click') AS ad_click_90d,
+         SUM(n) FILTER (WHERE action = 'article_read') AS article_read_90d,
+         SUM(n) FILTER (WHERE action = 'like') AS like_90d,
+         SUM(n) FILTER (WHERE action = 'share') AS share_90d,
+         SUM(n) FILTER (WHERE action = 'comment') AS comment_90d,
+         SUM(n) FILTER (WHERE action = 'follow_brand') AS follow_brand_90d,
+         SUM(n) FILTER (WHERE action = 'mini_program_visit') AS mini_program_visit_90d,
+         SUM(n) FILTER (WHERE brand = $brand AND action = 'ad_impression') AS brand_impressions_90d,
+         SUM(n) FILTER (WHERE brand = $brand AND action IN ('ad_click', 'article_read', 'like', 'comment', 'follow_brand', 'mini_program_visit')) AS brand_engagements_90d,
+         SUM(n) FILTER (WHERE brand = $brand AND action = 'share') AS brand_shares_90d
+  FROM events_daily
   GROUP BY user_id
 ),
 reach AS (
   SELECT referrer_id AS user_id, COUNT(*) AS social_reach_90d
-  FROM (SELECT DISTINCT referrer_id, user_id FROM events_90d WHERE referrer_id IS NOT NULL) r
+  FROM (SELECT DISTINCT referrer_id, user_id FROM referrals_daily) r
   GROUP BY referrer_id
 )
 SELECT u.user_id,

@@ -13,12 +13,16 @@ use crate::pipeline::RunOptions;
 const EMBEDDED: &[(&str, &str)] = &[
     ("jobs/demo.toml", include_str!("../../jobs/demo.toml")),
     (
-        "sql/demo/orders_clean.sql",
-        include_str!("../../sql/demo/orders_clean.sql"),
+        "sql/demo/orders_daily.sql",
+        include_str!("../../sql/demo/orders_daily.sql"),
     ),
     (
-        "sql/demo/events_clean.sql",
-        include_str!("../../sql/demo/events_clean.sql"),
+        "sql/demo/events_daily.sql",
+        include_str!("../../sql/demo/events_daily.sql"),
+    ),
+    (
+        "sql/demo/referrals_daily.sql",
+        include_str!("../../sql/demo/referrals_daily.sql"),
     ),
     (
         "sql/demo/user_features.sql",

@@ -84,6 +84,10 @@ pub struct JobArgs {
     /// Folder for spill files (default: the system temp folder).
     #[arg(long, value_name = "DIR")]
     pub spill_dir: Option<PathBuf>,
+    /// State folder (path or URL): models and incremental days kept between runs; overrides
+    /// the job's `state`.
+    #[arg(long, value_name = "URL")]
+    pub state: Option<String>,
 }
 
 impl JobArgs {
@@ -106,6 +110,10 @@ impl JobArgs {
                 settings: vec![],
             },
             progress: true,
+            full_refresh: false,
+            // Incremental steps keep state only in `run`; elsewhere they are plain steps.
+            no_state: true,
+            state: self.state.clone(),
         })
     }
 }

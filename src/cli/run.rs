@@ -28,6 +28,9 @@ pub struct RunArgs {
     /// With --from/--to: go on after a failed date instead of stopping at it.
     #[arg(long, requires = "from")]
     keep_going: bool,
+    /// Recompute every day of the incremental steps instead of reusing the state.
+    #[arg(long)]
+    full_refresh: bool,
 }
 
 /// Runs the job (once, or per date) and prints the summary.
@@ -35,6 +38,8 @@ pub async fn execute(args: RunArgs) -> Result<()> {
     let job = load_job(&args.job.job)?;
     let mut opts = args.job.options()?;
     opts.output = args.output.clone();
+    opts.no_state = false;
+    opts.full_refresh = args.full_refresh;
     let (Some(from), Some(to)) = (&args.from, &args.to) else {
         let report = crate::pipeline::run(&job, &opts).await?;
         print!("{}", crate::summary::render(&report));

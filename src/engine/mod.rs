@@ -4,6 +4,7 @@
 
 pub mod cleaning;
 pub mod diagnostics;
+pub mod incremental;
 pub mod sources;
 pub mod steps;
 

@@ -38,6 +38,8 @@ pub struct StepResult {
     pub lookalike: Option<crate::models::lookalike_step::LookalikeModel>,
     /// The fitted models, for ltv steps.
     pub ltv: Option<crate::models::ltv_step::LtvModel>,
+    /// What an incremental step computed and reused.
+    pub incremental: Option<super::incremental::IncrementalReport>,
 }
 
 /// Where a step's result lives during the run.
@@ -252,6 +254,7 @@ pub async fn run_step(
                 model: Some(out.model),
                 lookalike: None,
                 ltv: None,
+                incremental: None,
             });
         }
         StepKind::Ltv(cfg) => {
@@ -264,6 +267,7 @@ pub async fn run_step(
                 model: None,
                 lookalike: None,
                 ltv: Some(model),
+                incremental: None,
             });
         }
         StepKind::Lookalike(cfg) => {
@@ -276,6 +280,7 @@ pub async fn run_step(
                 model: None,
                 lookalike: Some(model),
                 ltv: None,
+                incremental: None,
             });
         }
     };
@@ -297,6 +302,7 @@ pub async fn run_step(
         model: None,
         lookalike: None,
         ltv: None,
+        incremental: None,
     })
 }
 

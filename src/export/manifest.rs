@@ -69,4 +69,6 @@ pub struct Manifest {
     pub stage_seconds: BTreeMap<String, f64>,
     /// Every quality gate measured, passed or not.
     pub gates: Vec<crate::quality::GateResult>,
+    /// Incremental steps: window, days computed, reused, pruned.
+    pub incremental: Vec<crate::engine::incremental::IncrementalReport>,
 }

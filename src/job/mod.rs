@@ -99,6 +99,28 @@ pub struct Step {
     pub declared_at: Location,
     /// Row-count gate: (min, max).
     pub rows: (Option<u64>, Option<u64>),
+    /// Per-day computation kept as state (sql steps only).
+    pub incremental: Option<Incremental>,
+}
+
+/// A checked `incremental` setting.
+#[derive(Debug, Clone)]
+pub struct Incremental {
+    /// The day-partitioned source.
+    pub source: String,
+    /// Window length in days: a number, or an int param's name.
+    pub days: WindowDays,
+    /// The day column (a partition column of the source, and a column of the result).
+    pub column: String,
+}
+
+/// The length of an incremental window.
+#[derive(Debug, Clone)]
+pub enum WindowDays {
+    /// A fixed number of days.
+    Fixed(i64),
+    /// The value of an int param.
+    Param(String),
 }
 
 /// A checked export.
@@ -285,6 +307,8 @@ pub struct Job {
     pub output: String,
     /// State folder template (models kept between runs).
     pub state: String,
+    /// Whether the job names its state folder; otherwise the state follows `--output`.
+    pub state_explicit: bool,
     /// DataFusion session settings.
     pub settings: BTreeMap<String, String>,
     /// Segments in file order.
@@ -575,6 +599,14 @@ impl Job {
             }
             table_names.push(sname.to_string());
             let kind = spec.kind.as_deref().unwrap_or("sql");
+            if kind != "sql" && spec.incremental.is_some() {
+                problem(
+                    offset,
+                    Some(sname),
+                    format!("`incremental` applies to sql steps, not to kind `{kind}`"),
+                    None,
+                );
+            }
             match kind {
                 "sql" => {
                     let model_keys = [
@@ -618,6 +650,7 @@ impl Job {
                             kind: StepKind::Lookalike(cfg),
                             declared_at: at(offset),
                             rows: (spec.min_rows, spec.max_rows),
+                            incremental: None,
                         }),
                         Err(e) => problem(offset, Some(sname), e, None),
                     }
@@ -630,6 +663,7 @@ impl Job {
                             kind: StepKind::Ltv(cfg),
                             declared_at: at(offset),
                             rows: (spec.min_rows, spec.max_rows),
+                            incremental: None,
                         }),
                         Err(e) => problem(offset, Some(sname), e, None),
                     }
@@ -642,6 +676,7 @@ impl Job {
                             kind: StepKind::KMeans(cfg),
                             declared_at: at(offset),
                             rows: (spec.min_rows, spec.max_rows),
+                            incremental: None,
                         }),
                         Err(e) => problem(offset, Some(sname), e, None),
                     }
@@ -705,12 +740,53 @@ impl Job {
                     None
                 }
             };
+            let incremental = match &spec.incremental {
+                None => None,
+                Some(inc) => {
+                    let src = sources.iter().find(|s| s.name == inc.source);
+                    let column = inc
+                        .column
+                        .clone()
+                        .or_else(|| src.and_then(|s| s.partitions.first().cloned()));
+                    let days = match &inc.days {
+                        toml::Value::Integer(n) if *n > 0 => Some(WindowDays::Fixed(*n)),
+                        toml::Value::String(p)
+                            if params.iter().any(|d| &d.name == p && d.ty == ParamType::Int) =>
+                        {
+                            Some(WindowDays::Param(p.clone()))
+                        }
+                        other => {
+                            problem(offset, Some(sname), format!("incremental.days `{other}` is neither a positive number nor the name of an int param"), None);
+                            None
+                        }
+                    };
+                    match (src, column, days) {
+                        (None, _, _) => {
+                            problem(offset, Some(sname), format!("incremental.source `{}` is not a source of this job", inc.source), None);
+                            None
+                        }
+                        (Some(s), Some(column), Some(days)) if s.partitions.contains(&column) => {
+                            Some(Incremental {
+                                source: inc.source.clone(),
+                                days,
+                                column,
+                            })
+                        }
+                        (Some(s), _, Some(_)) => {
+                            problem(offset, Some(sname), format!("incremental: source `{}` has no day partition column to narrow (partitions: {:?})", s.name, s.partitions), Some("declare the source's day folders, e.g. partitions = [\"dt\"], and name it in incremental.column if it is not the first".into()));
+                            None
+                        }
+                        _ => None,
+                    }
+                }
+            };
             if let Some(sql) = sql {
                 steps.push(Step {
                     name: sname.to_string(),
                     kind: StepKind::Sql(sql),
                     declared_at: at(offset),
                     rows: (spec.min_rows, spec.max_rows),
+                    incremental,
                 });
             }
         }
@@ -1058,6 +1134,7 @@ impl Job {
             steps,
             exports,
             output,
+            state_explicit: raw.state.is_some(),
             state: raw.state.unwrap_or_else(|| "../out/{job}/state".into()),
             settings: raw.settings,
             segments,

@@ -261,6 +261,21 @@ pub struct SourceChecksSpec {
     pub max_dropped_rate: Option<toml::Value>,
 }
 
+/// `incremental = { source = "orders", days = 90 }` of a sql step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncrementalSpec {
+    /// The day-partitioned source the step's SQL reads; each run narrows it to the days it
+    /// computes.
+    pub source: String,
+    /// The window: the `days` days before `as_of`; a number, or the name of an int param.
+    pub days: toml::Value,
+    /// The day column: a partition column of the source, also in the step's result (default:
+    /// the source's first partition column).
+    #[serde(default)]
+    pub column: Option<String>,
+}
+
 /// A freshness gate.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -283,6 +298,10 @@ pub struct StepSpec {
     /// Gate: the step's result may hold at most this many rows.
     #[serde(default)]
     pub max_rows: Option<u64>,
+    /// A sql step computed per day and kept as state: only the days the state lacks, or whose
+    /// input files changed, are computed (see the README, "Incremental steps").
+    #[serde(default)]
+    pub incremental: Option<IncrementalSpec>,
     /// Step kind; `sql` (the default) runs one SQL query.
     #[serde(default)]
     pub kind: Option<String>,

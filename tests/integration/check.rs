@@ -149,5 +149,5 @@ fn demo_job_checks_clean() {
         .unwrap();
     let text = output_text(&res);
     assert!(res.status.success(), "{text}");
-    assert!(text.contains("10 steps planned"), "{text}");
+    assert!(text.contains("11 steps planned"), "{text}");
 }

@@ -27,11 +27,14 @@ users = {{ url = "{{data}}/users.parquet", format = "parquet" }}
 orders = {{ url = "{{data}}/orders/", format = "parquet", partitions = ["dt"] }}
 social_events = {{ url = "{{data}}/social_events/", format = "parquet", partitions = ["dt"] }}
 [[step]]
-name = "orders_90d"
+name = "orders_daily"
 sql = "{o}"
 [[step]]
-name = "events_90d"
+name = "events_daily"
 sql = "{e}"
+[[step]]
+name = "referrals_daily"
+sql = "{r}"
 [[step]]
 name = "all_features"
 sql = "{f}"
@@ -51,8 +54,9 @@ transforms = {{ "*" = "log1p", recency_days = "standardize", age = "standardize"
 table = "clusters"
 to = "clusters.parquet"
 "#,
-            o = sql.join("orders_clean.sql").display(),
-            e = sql.join("events_clean.sql").display(),
+            o = sql.join("orders_daily.sql").display(),
+            e = sql.join("events_daily.sql").display(),
+            r = sql.join("referrals_daily.sql").display(),
             f = sql.join("user_features.sql").display(),
         ),
     );

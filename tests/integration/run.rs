@@ -313,34 +313,48 @@ fn json_logs_are_one_object_per_line() {
 fn step_results_larger_than_the_budget_spill_and_give_the_same_outputs() {
     let tmp = tempfile::tempdir().unwrap();
     let data = demo_data(tmp.path(), 8000);
+    let job = tmp.path().join("jobs/spill.toml");
+    write(
+        &job,
+        &format!(
+            r#"name = "spill"
+output = "../out"
+[sources]
+social_events = {{ url = "{}/social_events/", format = "parquet", partitions = ["dt"] }}
+[[step]]
+name = "events_all"
+query = "SELECT user_id, ts, action, brand, dt FROM social_events"
+[[step]]
+name = "per_user"
+query = "SELECT user_id, action, COUNT(*) AS n, MAX(ts) AS last_ts FROM events_all GROUP BY user_id, action"
+[[export]]
+table = "per_user"
+to = "per_user.parquet"
+order_by = ["user_id", "action"]
+"#,
+            data.display()
+        ),
+    );
     let mut files = Vec::new();
     for (run, limit) in [("small", "32MiB"), ("large", "2GiB")] {
         let out = tmp.path().join(run);
         let res = bin()
-            .args([
-                "run",
-                "jobs/demo.toml",
-                "--date",
-                "2026-11-24",
-                "--memory-limit",
-                limit,
-                "--param",
-            ])
-            .arg(format!("data={}", data.display()))
-            .arg("--output")
+            .arg("run")
+            .arg(&job)
+            .args(["--memory-limit", limit, "--output"])
             .arg(&out)
             .output()
             .unwrap();
         let text = output_text(&res);
         assert!(res.status.success(), "{text}");
-        // A quarter of 32 MiB is below the size of the 90-day events: that step spills.
+        // A quarter of 32 MiB is below the size of the 180 days of events: that step spills.
         assert_eq!(
             text.lines()
-                .any(|l| l.contains("events_90d") && l.contains("spilled")),
+                .any(|l| l.contains("events_all") && l.contains("spilled")),
             run == "small",
             "{text}"
         );
-        files.push(std::fs::read(published(&out).join("user_features.parquet")).unwrap());
+        files.push(std::fs::read(published_at(&out, "undated").join("per_user.parquet")).unwrap());
     }
     assert!(
         files[0] == files[1],

@@ -1,0 +1,497 @@
+//! Incremental steps: a sql step computed per day and kept as state, so a nightly run costs
+//! the new day, not the whole window (what feature stores call tiling).
+//!
+//! The step's SQL reads a day-partitioned source and returns rows carrying the day column. For
+//! the window `[as_of - days, as_of - 1]` the engine keeps, per day, a Parquet file of those
+//! rows and a `fingerprint.json` naming it:
+//!
+//! ```text
+//! <state>/incremental/<step>/dt=2026-11-23/part-<fingerprint>.parquet
+//! <state>/incremental/<step>/dt=2026-11-23/fingerprint.json
+//! ```
+//!
+//! A day's fingerprint hashes the step's SQL, the params other than `as_of`, and that day's
+//! input files (path, size, modification time, etag), so a day whose files changed after it was
+//! computed (late data) is computed again. The days a run needs and the state lacks are computed
+//! in one query over the source narrowed to those days, then split by day. The fingerprint is
+//! written after the day's file, and a file is named after its fingerprint, so a run killed at
+//! any point leaves every day either complete or absent. Days before the window are pruned. The
+//! step's table is the window's files read as one table; later steps roll them up.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::MemTable;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStoreExt;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use super::diagnostics::execution_error;
+use super::sources::SourceInfo;
+use super::steps::plan_sql;
+use super::Engine;
+use crate::error::{Error, Result};
+use crate::job::{Bindings, Incremental, ParamValue, Step, StepSql, WindowDays};
+use crate::storage::Location;
+
+/// A held day: what `fingerprint.json` says.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HeldDay {
+    /// The day (`YYYY-MM-DD`).
+    pub day: String,
+    /// SHA-256 of the step's SQL, params and the day's input files.
+    pub fingerprint: String,
+    /// The day's file, relative to the step's state folder; none when the day has no rows.
+    pub file: Option<String>,
+    /// Rows in the file.
+    pub rows: u64,
+    /// Bytes of the file.
+    pub bytes: u64,
+    /// When it was computed (UTC, RFC 3339).
+    pub computed_at: String,
+}
+
+/// What an incremental step did in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncrementalReport {
+    /// Step name.
+    pub step: String,
+    /// First and last day of the window.
+    pub window: (String, String),
+    /// Days computed in this run.
+    pub computed: Vec<String>,
+    /// Days read from the state.
+    pub reused: usize,
+    /// Days removed from the state (before the window).
+    pub pruned: usize,
+}
+
+/// The step's state folder.
+pub fn step_state(state: &Location, step: &str) -> Result<Location> {
+    state.child(&format!("incremental/{step}"))
+}
+
+fn window(inc: &Incremental, bindings: &Bindings) -> Result<Vec<String>> {
+    let as_of = match bindings.get("as_of") {
+        Some(ParamValue::Date(d)) => *d,
+        _ => {
+            return Err(Error::job_msg(
+                None,
+                "an incremental step needs a date param `as_of`: its window ends the day before",
+                Some("add `as_of = { type = \"date\" }` under [params]".into()),
+            ))
+        }
+    };
+    let days = match &inc.days {
+        WindowDays::Fixed(n) => *n,
+        WindowDays::Param(p) => match bindings.get(p) {
+            Some(ParamValue::Int(n)) if *n > 0 => *n,
+            other => {
+                return Err(Error::Usage(format!(
+                    "param `{p}` sets an incremental window and must be a positive int, not {other:?}"
+                )))
+            }
+        },
+    };
+    Ok((1..=days)
+        .rev()
+        .map(|i| (as_of - chrono::Duration::days(i)).to_string())
+        .collect())
+}
+
+/// Fingerprint of each window day: the SQL, the params but `as_of`, and the day's files.
+fn fingerprints(
+    sql: &StepSql,
+    inc: &Incremental,
+    bindings: &Bindings,
+    source: &SourceInfo,
+    days: &[String],
+) -> BTreeMap<String, String> {
+    let mut base = sha2::Sha256::new();
+    base.update(sql.text.as_bytes());
+    for (k, v) in bindings {
+        if k != "as_of" {
+            base.update(format!("\nparam {k}={}", v.to_template_text()).as_bytes());
+        }
+    }
+    days.iter()
+        .map(|d| {
+            let mut h = base.clone();
+            let marker = format!("/{}={d}/", inc.column);
+            for f in &source.objects {
+                if format!("/{}", f.path).contains(&marker) {
+                    h.update(
+                        format!(
+                            "\nfile {} {} {} {}",
+                            f.path,
+                            f.bytes,
+                            f.modified,
+                            f.etag.as_deref().unwrap_or("")
+                        )
+                        .as_bytes(),
+                    );
+                }
+            }
+            (d.clone(), hex::encode(h.finalize()))
+        })
+        .collect()
+}
+
+async fn read_held(dir: &Location, col: &str, day: &str) -> Result<Option<HeldDay>> {
+    let loc = dir.child(&format!("{col}={day}/fingerprint.json"))?;
+    match loc.store.get(&loc.path).await {
+        Ok(got) => {
+            let bytes = got
+                .bytes()
+                .await
+                .map_err(|e| crate::storage::classify("incremental state", &loc.display(), &e))?;
+            // An unreadable record is a day to compute again, not a failure.
+            Ok(serde_json::from_slice(&bytes).ok())
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(crate::storage::classify(
+            "incremental state",
+            &loc.display(),
+            &e,
+        )),
+    }
+}
+
+/// Every day held in a step's state, oldest first (for `status`).
+pub async fn held_days(dir: &Location, col: &str) -> Result<Vec<HeldDay>> {
+    let listed = dir
+        .store
+        .list_with_delimiter(Some(&dir.path))
+        .await
+        .map(|l| l.common_prefixes)
+        .unwrap_or_default();
+    let mut days: Vec<String> = listed
+        .iter()
+        .filter_map(|p| {
+            p.filename()
+                .and_then(|f| f.strip_prefix(&format!("{col}=")))
+                .map(str::to_string)
+        })
+        .collect();
+    days.sort();
+    let mut out = Vec::new();
+    for d in days {
+        if let Some(h) = read_held(dir, col, &d).await? {
+            out.push(h);
+        }
+    }
+    Ok(out)
+}
+
+/// Runs an incremental step: computes the window's missing or changed days, prunes days
+/// before the window, and registers the window's rows under the step's name.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    engine: &Engine,
+    step: &Step,
+    sql: &StepSql,
+    inc: &Incremental,
+    bindings: &Bindings,
+    sources: &[SourceInfo],
+    state: &Location,
+    full_refresh: bool,
+) -> Result<(usize, IncrementalReport)> {
+    let context = format!("incremental step `{}`", step.name);
+    let days = window(inc, bindings)?;
+    let source = sources
+        .iter()
+        .find(|s| s.name == inc.source)
+        .ok_or_else(|| Error::internal(format!("{context}: source {} not registered", inc.source)))?;
+    let prints = fingerprints(sql, inc, bindings, source, &days);
+    let dir = step_state(state, &step.name)?;
+    let col = inc.column.as_str();
+
+    // What the state holds for the window, read concurrently.
+    let held: Vec<Option<HeldDay>> = futures::stream::iter(days.iter())
+        .map(|d| read_held(&dir, col, d))
+        .buffered(16)
+        .try_collect()
+        .await?;
+    let mut held: BTreeMap<String, HeldDay> = held
+        .into_iter()
+        .flatten()
+        .filter(|h| !full_refresh && prints.get(&h.day) == Some(&h.fingerprint))
+        .map(|h| (h.day.clone(), h))
+        .collect();
+    let missing: Vec<String> = days.iter().filter(|d| !held.contains_key(*d)).cloned().collect();
+    let reused = held.len();
+
+    // The source narrowed to the missing days, under its own name, while the step's SQL plans.
+    let original = engine
+        .ctx
+        .deregister_table(inc.source.as_str())
+        .map_err(|e| Error::internal(e.to_string()))?
+        .ok_or_else(|| Error::internal(format!("{context}: source {} not registered", inc.source)))?;
+    let hidden = format!("__incremental_all_{}", inc.source);
+    let narrowed = async {
+        engine
+            .ctx
+            .register_table(hidden.as_str(), original.clone())
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let list = if missing.is_empty() {
+            "NULL".to_string()
+        } else {
+            missing.iter().map(|d| format!("'{d}'")).collect::<Vec<_>>().join(", ")
+        };
+        let view = engine
+            .ctx
+            .sql(&format!(
+                "SELECT * FROM \"{hidden}\" WHERE CAST(\"{col}\" AS VARCHAR) IN ({list})"
+            ))
+            .await
+            .map_err(|e| Error::internal(format!("{context}: {e}")))?
+            .into_view();
+        engine
+            .ctx
+            .register_table(inc.source.as_str(), view)
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let df = plan_sql(engine, &step.name, sql, bindings)
+            .await
+            .map_err(|p| Error::Job(vec![p]))?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        if schema.field_with_name(col).is_err() {
+            return Err(Error::job_msg(
+                Some(&step.name),
+                format!("an incremental step's result must hold the day column `{col}`"),
+                Some(format!("select the source's `{col}` and group by it")),
+            ));
+        }
+        let mut written = Vec::new();
+        if !missing.is_empty() {
+            let df = df
+                .sort(vec![datafusion::prelude::col(format!("\"{col}\"")).sort(true, false)])
+                .map_err(|e| Error::internal(e.to_string()))?;
+            let mut stream = df
+                .execute_stream()
+                .await
+                .map_err(|e| execution_error(&context, e))?;
+            let mut current: Option<(String, Vec<RecordBatch>)> = None;
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|e| execution_error(&context, e))?;
+                let days_col = cast(
+                    batch.column(schema.index_of(col).expect("checked above")),
+                    &DataType::Utf8,
+                )
+                .map_err(|e| Error::internal(e.to_string()))?;
+                let days_col = days_col.as_string::<i32>();
+                for range in datafusion::arrow::compute::partition(&[batch.column(
+                    schema.index_of(col).expect("checked above"),
+                )
+                .clone()])
+                .map_err(|e| Error::internal(e.to_string()))?
+                .ranges()
+                {
+                    let day = if days_col.is_valid(range.start) {
+                        days_col.value(range.start).to_string()
+                    } else {
+                        String::new()
+                    };
+                    let part = batch.slice(range.start, range.end - range.start);
+                    match &mut current {
+                        Some((d, parts)) if *d == day => parts.push(part),
+                        _ => {
+                            if let Some((d, parts)) = current.take() {
+                                written.push(write_day(&dir, col, &d, &prints, &missing, &schema, parts, &context).await?);
+                            }
+                            current = Some((day, vec![part]));
+                        }
+                    }
+                }
+            }
+            if let Some((d, parts)) = current.take() {
+                written.push(write_day(&dir, col, &d, &prints, &missing, &schema, parts, &context).await?);
+            }
+        }
+        Ok((schema, written))
+    }
+    .await;
+    // Put the source back whatever happened.
+    let _ = engine.ctx.deregister_table(inc.source.as_str());
+    let _ = engine.ctx.deregister_table(hidden.as_str());
+    engine
+        .ctx
+        .register_table(inc.source.as_str(), original)
+        .map_err(|e| Error::internal(e.to_string()))?;
+    let (schema, written) = narrowed?;
+
+    // Missing days without rows are held as empty days.
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut fresh: BTreeMap<String, HeldDay> = written.into_iter().map(|h| (h.day.clone(), h)).collect();
+    for d in &missing {
+        if !fresh.contains_key(d) {
+            let h = HeldDay {
+                day: d.clone(),
+                fingerprint: prints[d].clone(),
+                file: None,
+                rows: 0,
+                bytes: 0,
+                computed_at: now.clone(),
+            };
+            put_json(&dir.child(&format!("{col}={d}/fingerprint.json"))?, &h).await?;
+            fresh.insert(d.clone(), h);
+        }
+    }
+    // A recomputed day's old file goes once its new fingerprint is in place.
+    for d in &missing {
+        let folder = dir.child(&format!("{col}={d}"))?;
+        let keep = fresh.get(d).and_then(|h| h.file.clone());
+        let listed: Vec<object_store::ObjectMeta> = folder
+            .store
+            .list(Some(&folder.path))
+            .try_collect()
+            .await
+            .unwrap_or_default();
+        for m in listed {
+            let name = m.location.filename().unwrap_or_default().to_string();
+            let rel = format!("{col}={d}/{name}");
+            if name.ends_with(".parquet") && Some(&rel) != keep.as_ref() {
+                let _ = folder.store.delete(&m.location).await;
+            }
+        }
+    }
+    held.extend(fresh);
+
+    // Days before the window leave the state.
+    let first = days.first().cloned().unwrap_or_default();
+    let mut pruned = 0;
+    for h in held_days_names(&dir, col).await? {
+        if h < first {
+            let folder = dir.child(&format!("{col}={h}"))?;
+            let listed: Vec<object_store::ObjectMeta> = folder
+                .store
+                .list(Some(&folder.path))
+                .try_collect()
+                .await
+                .unwrap_or_default();
+            // The fingerprint first: a day is never held without its file.
+            let mut listed = listed;
+            listed.sort_by_key(|m| !m.location.as_ref().ends_with("fingerprint.json"));
+            for m in listed {
+                let _ = folder.store.delete(&m.location).await;
+            }
+            pruned += 1;
+        }
+    }
+
+    // The window's rows as one table.
+    let files: Vec<String> = days
+        .iter()
+        .filter_map(|d| held.get(d).and_then(|h| h.file.clone()))
+        .collect();
+    let rows: u64 = days.iter().filter_map(|d| held.get(d)).map(|h| h.rows).sum();
+    let _ = engine.ctx.deregister_table(step.name.as_str());
+    if files.is_empty() {
+        let t = MemTable::try_new(schema, vec![vec![]]).map_err(|e| Error::internal(e.to_string()))?;
+        engine
+            .ctx
+            .register_table(step.name.as_str(), Arc::new(t))
+            .map_err(|e| Error::internal(e.to_string()))?;
+    } else {
+        let urls = files
+            .iter()
+            .map(|f| {
+                let loc = dir.child(f)?;
+                ListingTableUrl::parse(loc.url.as_str())
+                    .map_err(|e| Error::internal(format!("{context}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let options = ListingOptions::new(Arc::new(
+            ParquetFormat::default().with_options(engine.ctx.state().default_table_options().parquet),
+        ))
+        .with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(schema);
+        let table = ListingTable::try_new(config).map_err(|e| execution_error(&context, e))?;
+        engine
+            .ctx
+            .register_table(step.name.as_str(), Arc::new(table))
+            .map_err(|e| Error::internal(e.to_string()))?;
+    }
+    tracing::info!(step = %step.name, computed = missing.len(), reused, pruned, "incremental step");
+    Ok((
+        rows as usize,
+        IncrementalReport {
+            step: step.name.clone(),
+            window: (first, days.last().cloned().unwrap_or_default()),
+            computed: missing,
+            reused,
+            pruned,
+        },
+    ))
+}
+
+async fn held_days_names(dir: &Location, col: &str) -> Result<Vec<String>> {
+    let listed = match dir.store.list_with_delimiter(Some(&dir.path)).await {
+        Ok(l) => l.common_prefixes,
+        Err(object_store::Error::NotFound { .. }) => vec![],
+        Err(e) => return Err(crate::storage::classify("incremental state", &dir.display(), &e)),
+    };
+    Ok(listed
+        .iter()
+        .filter_map(|p| {
+            p.filename()
+                .and_then(|f| f.strip_prefix(&format!("{col}=")))
+                .map(str::to_string)
+        })
+        .collect())
+}
+
+async fn put_json(loc: &Location, v: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_vec_pretty(v).map_err(|e| Error::internal(e.to_string()))?;
+    crate::storage::write::put_bytes(loc, text).await
+}
+
+/// Writes one day's rows, then its fingerprint.
+#[allow(clippy::too_many_arguments)]
+async fn write_day(
+    dir: &Location,
+    col: &str,
+    day: &str,
+    prints: &BTreeMap<String, String>,
+    asked: &[String],
+    schema: &SchemaRef,
+    parts: Vec<RecordBatch>,
+    context: &str,
+) -> Result<HeldDay> {
+    if !asked.iter().any(|d| d == day) {
+        return Err(Error::data(
+            context.to_string(),
+            format!("the step returned rows for day `{day}`, which it was not asked to compute; its `{col}` column must be the source's day partition, unchanged"),
+        ));
+    }
+    let fp = &prints[day];
+    let rel = format!("{col}={day}/part-{}.parquet", &fp[..16]);
+    let loc = dir.child(&rel)?;
+    let batch = concat_batches(schema, &parts).map_err(|e| Error::internal(e.to_string()))?;
+    let rows = batch.num_rows() as u64;
+    let stream = RecordBatchStreamAdapter::new(
+        schema.clone(),
+        futures::stream::iter(vec![Ok(batch)]),
+    );
+    let w = crate::storage::write::write_parquet(&loc, schema.clone(), Box::pin(stream)).await?;
+    let h = HeldDay {
+        day: day.to_string(),
+        fingerprint: fp.clone(),
+        file: Some(rel),
+        rows,
+        bytes: w.bytes,
+        computed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+    put_json(&dir.child(&format!("{col}={day}/fingerprint.json"))?, &h).await?;
+    Ok(h)
+}
