@@ -301,7 +301,8 @@ pub async fn run(job: &Job, opts: &RunOptions) -> Result<RunReport> {
         let result = async {
             // Incremental state is shared by every date of the job: one run at a time holds it.
             let state = state_location(job, opts, &bindings)?;
-            let state_lock = if job.steps.iter().any(|s| s.incremental.is_some()) && !opts.no_state {
+            let state_lock = if job.steps.iter().any(|s| s.incremental.is_some()) && !opts.no_state
+            {
                 Some(
                     Lock::acquire(
                         &state.child("incremental/_lock.json")?,
@@ -646,7 +647,11 @@ async fn previous_segment_sizes(
 
 /// The job's state folder (models and incremental days kept between runs): `--state`, else
 /// the job's `state`, else `state/` in the output folder (which `--output` moves).
-pub fn state_location(job: &Job, opts: &RunOptions, bindings: &Bindings) -> Result<storage::Location> {
+pub fn state_location(
+    job: &Job,
+    opts: &RunOptions,
+    bindings: &Bindings,
+) -> Result<storage::Location> {
     match (&opts.state, job.state_explicit, &opts.output) {
         (Some(s), _, _) => storage::locate(&crate::job::params::resolve_path(s, &cwd())),
         (None, false, Some(o)) => {

@@ -9,8 +9,10 @@
 -- Times are in units of $unit_days days (7 for weeks). Orders on or after $as_of (in the future
 -- of the run), without a user, or with a negative amount (refunds, errors) are left out; an
 -- order of amount 0 is a purchase worth 0 (the ltv step leaves it out of the spend fit).
+-- Money is summed as DECIMAL (cents): exact, so the result does not depend on the order in
+-- which parallel workers add rows up.
 WITH purchases AS (
-    SELECT user_id, CAST(ts AS DATE) AS day, SUM(amount) AS amount
+    SELECT user_id, CAST(ts AS DATE) AS day, SUM(CAST(amount AS DECIMAL(18, 2))) AS amount
     FROM orders
     WHERE user_id IS NOT NULL
       AND amount >= 0
@@ -26,7 +28,7 @@ SELECT p.user_id,
        CAST(COUNT(*) - 1 AS DOUBLE) AS frequency,
        CAST(MAX(p.day) - f.first_day AS DOUBLE) / $unit_days AS recency,
        (CAST(CAST($as_of AS DATE) - f.first_day AS DOUBLE) - 1) / $unit_days AS age,
-       COALESCE(AVG(CASE WHEN p.day > f.first_day THEN p.amount END), 0) AS monetary
+       CAST(COALESCE(AVG(CASE WHEN p.day > f.first_day THEN p.amount END), 0) AS DOUBLE) AS monetary
 FROM purchases p
 JOIN firsts f ON p.user_id = f.user_id
 GROUP BY p.user_id, f.first_day

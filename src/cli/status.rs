@@ -23,6 +23,12 @@ pub struct StatusArgs {
     /// How many runs to list, newest first.
     #[arg(long, default_value_t = 20)]
     limit: usize,
+    /// State folder, when the runs were written with --state.
+    #[arg(long, value_name = "URL")]
+    state: Option<String>,
+    /// List every day the incremental steps hold, with its fingerprint, rows and size.
+    #[arg(long)]
+    days: bool,
 }
 
 /// Prints the recent runs: date, run id, outcome, duration, segment sizes; `*` marks the run
@@ -35,6 +41,44 @@ pub async fn execute(args: StatusArgs) -> Result<()> {
     let root = storage::locate(&url)?;
     let runs = storage::history::recent(&root, args.limit).await?;
     println!("job {}  output {}", job.name, root.display());
+    let opts = crate::pipeline::RunOptions {
+        output: args.output.clone(),
+        state: args.state.clone(),
+        ..Default::default()
+    };
+    let state = crate::pipeline::state_location(&job, &opts, &bindings)?;
+    for step in &job.steps {
+        let Some(inc) = &step.incremental else {
+            continue;
+        };
+        let dir = crate::engine::incremental::step_state(&state, &step.name)?;
+        let held = crate::engine::incremental::held_days(&dir, &inc.column).await?;
+        let bytes: u64 = held.iter().map(|h| h.bytes).sum();
+        match (held.first(), held.last()) {
+            (Some(a), Some(b)) => println!(
+                "incremental step {}: {} days held, {} .. {}, {} rows, {} bytes",
+                step.name,
+                held.len(),
+                a.day,
+                b.day,
+                held.iter().map(|h| h.rows).sum::<u64>(),
+                bytes
+            ),
+            _ => println!("incremental step {}: no days held", step.name),
+        }
+        if args.days {
+            for h in &held {
+                println!(
+                    "  {}  {}  {:>9} rows {:>10} bytes  computed {}",
+                    h.day,
+                    &h.fingerprint[..16.min(h.fingerprint.len())],
+                    h.rows,
+                    h.bytes,
+                    h.computed_at
+                );
+            }
+        }
+    }
     if runs.is_empty() {
         println!("no runs recorded yet");
         return Ok(());

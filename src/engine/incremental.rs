@@ -81,25 +81,22 @@ pub fn step_state(state: &Location, step: &str) -> Result<Location> {
 }
 
 fn window(inc: &Incremental, bindings: &Bindings) -> Result<Vec<String>> {
-    let as_of = match bindings.get("as_of") {
-        Some(ParamValue::Date(d)) => *d,
-        _ => {
-            return Err(Error::job_msg(
+    let as_of =
+        match bindings.get("as_of") {
+            Some(ParamValue::Date(d)) => *d,
+            _ => return Err(Error::job_msg(
                 None,
                 "an incremental step needs a date param `as_of`: its window ends the day before",
                 Some("add `as_of = { type = \"date\" }` under [params]".into()),
-            ))
-        }
-    };
+            )),
+        };
     let days = match &inc.days {
         WindowDays::Fixed(n) => *n,
         WindowDays::Param(p) => match bindings.get(p) {
             Some(ParamValue::Int(n)) if *n > 0 => *n,
-            other => {
-                return Err(Error::Usage(format!(
-                    "param `{p}` sets an incremental window and must be a positive int, not {other:?}"
-                )))
-            }
+            other => return Err(Error::Usage(format!(
+                "param `{p}` sets an incremental window and must be a positive int, not {other:?}"
+            ))),
         },
     };
     Ok((1..=days)
@@ -210,7 +207,9 @@ pub async fn run(
     let source = sources
         .iter()
         .find(|s| s.name == inc.source)
-        .ok_or_else(|| Error::internal(format!("{context}: source {} not registered", inc.source)))?;
+        .ok_or_else(|| {
+            Error::internal(format!("{context}: source {} not registered", inc.source))
+        })?;
     let prints = fingerprints(sql, inc, bindings, source, &days);
     let dir = step_state(state, &step.name)?;
     let col = inc.column.as_str();
@@ -227,7 +226,11 @@ pub async fn run(
         .filter(|h| !full_refresh && prints.get(&h.day) == Some(&h.fingerprint))
         .map(|h| (h.day.clone(), h))
         .collect();
-    let missing: Vec<String> = days.iter().filter(|d| !held.contains_key(*d)).cloned().collect();
+    let missing: Vec<String> = days
+        .iter()
+        .filter(|d| !held.contains_key(*d))
+        .cloned()
+        .collect();
     let reused = held.len();
 
     // The source narrowed to the missing days, under its own name, while the step's SQL plans.
@@ -235,7 +238,9 @@ pub async fn run(
         .ctx
         .deregister_table(inc.source.as_str())
         .map_err(|e| Error::internal(e.to_string()))?
-        .ok_or_else(|| Error::internal(format!("{context}: source {} not registered", inc.source)))?;
+        .ok_or_else(|| {
+            Error::internal(format!("{context}: source {} not registered", inc.source))
+        })?;
     let hidden = format!("__incremental_all_{}", inc.source);
     let narrowed = async {
         engine
@@ -245,7 +250,11 @@ pub async fn run(
         let list = if missing.is_empty() {
             "NULL".to_string()
         } else {
-            missing.iter().map(|d| format!("'{d}'")).collect::<Vec<_>>().join(", ")
+            missing
+                .iter()
+                .map(|d| format!("'{d}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         let view = engine
             .ctx
@@ -273,7 +282,9 @@ pub async fn run(
         let mut written = Vec::new();
         if !missing.is_empty() {
             let df = df
-                .sort(vec![datafusion::prelude::col(format!("\"{col}\"")).sort(true, false)])
+                .sort(vec![
+                    datafusion::prelude::col(format!("\"{col}\"")).sort(true, false)
+                ])
                 .map_err(|e| Error::internal(e.to_string()))?;
             let mut stream = df
                 .execute_stream()
@@ -288,10 +299,9 @@ pub async fn run(
                 )
                 .map_err(|e| Error::internal(e.to_string()))?;
                 let days_col = days_col.as_string::<i32>();
-                for range in datafusion::arrow::compute::partition(&[batch.column(
-                    schema.index_of(col).expect("checked above"),
-                )
-                .clone()])
+                for range in datafusion::arrow::compute::partition(&[batch
+                    .column(schema.index_of(col).expect("checked above"))
+                    .clone()])
                 .map_err(|e| Error::internal(e.to_string()))?
                 .ranges()
                 {
@@ -305,7 +315,12 @@ pub async fn run(
                         Some((d, parts)) if *d == day => parts.push(part),
                         _ => {
                             if let Some((d, parts)) = current.take() {
-                                written.push(write_day(&dir, col, &d, &prints, &missing, &schema, parts, &context).await?);
+                                written.push(
+                                    write_day(
+                                        &dir, col, &d, &prints, &missing, &schema, parts, &context,
+                                    )
+                                    .await?,
+                                );
                             }
                             current = Some((day, vec![part]));
                         }
@@ -313,7 +328,9 @@ pub async fn run(
                 }
             }
             if let Some((d, parts)) = current.take() {
-                written.push(write_day(&dir, col, &d, &prints, &missing, &schema, parts, &context).await?);
+                written.push(
+                    write_day(&dir, col, &d, &prints, &missing, &schema, parts, &context).await?,
+                );
             }
         }
         Ok((schema, written))
@@ -330,7 +347,8 @@ pub async fn run(
 
     // Missing days without rows are held as empty days.
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let mut fresh: BTreeMap<String, HeldDay> = written.into_iter().map(|h| (h.day.clone(), h)).collect();
+    let mut fresh: BTreeMap<String, HeldDay> =
+        written.into_iter().map(|h| (h.day.clone(), h)).collect();
     for d in &missing {
         if !fresh.contains_key(d) {
             let h = HeldDay {
@@ -377,6 +395,9 @@ pub async fn run(
                 .try_collect()
                 .await
                 .unwrap_or_default();
+            if listed.is_empty() {
+                continue;
+            }
             // The fingerprint first: a day is never held without its file.
             let mut listed = listed;
             listed.sort_by_key(|m| !m.location.as_ref().ends_with("fingerprint.json"));
@@ -392,10 +413,15 @@ pub async fn run(
         .iter()
         .filter_map(|d| held.get(d).and_then(|h| h.file.clone()))
         .collect();
-    let rows: u64 = days.iter().filter_map(|d| held.get(d)).map(|h| h.rows).sum();
+    let rows: u64 = days
+        .iter()
+        .filter_map(|d| held.get(d))
+        .map(|h| h.rows)
+        .sum();
     let _ = engine.ctx.deregister_table(step.name.as_str());
     if files.is_empty() {
-        let t = MemTable::try_new(schema, vec![vec![]]).map_err(|e| Error::internal(e.to_string()))?;
+        let t =
+            MemTable::try_new(schema, vec![vec![]]).map_err(|e| Error::internal(e.to_string()))?;
         engine
             .ctx
             .register_table(step.name.as_str(), Arc::new(t))
@@ -410,7 +436,8 @@ pub async fn run(
             })
             .collect::<Result<Vec<_>>>()?;
         let options = ListingOptions::new(Arc::new(
-            ParquetFormat::default().with_options(engine.ctx.state().default_table_options().parquet),
+            ParquetFormat::default()
+                .with_options(engine.ctx.state().default_table_options().parquet),
         ))
         .with_file_extension(".parquet");
         let config = ListingTableConfig::new_with_multi_paths(urls)
@@ -439,7 +466,13 @@ async fn held_days_names(dir: &Location, col: &str) -> Result<Vec<String>> {
     let listed = match dir.store.list_with_delimiter(Some(&dir.path)).await {
         Ok(l) => l.common_prefixes,
         Err(object_store::Error::NotFound { .. }) => vec![],
-        Err(e) => return Err(crate::storage::classify("incremental state", &dir.display(), &e)),
+        Err(e) => {
+            return Err(crate::storage::classify(
+                "incremental state",
+                &dir.display(),
+                &e,
+            ))
+        }
     };
     Ok(listed
         .iter()
@@ -479,10 +512,8 @@ async fn write_day(
     let loc = dir.child(&rel)?;
     let batch = concat_batches(schema, &parts).map_err(|e| Error::internal(e.to_string()))?;
     let rows = batch.num_rows() as u64;
-    let stream = RecordBatchStreamAdapter::new(
-        schema.clone(),
-        futures::stream::iter(vec![Ok(batch)]),
-    );
+    let stream =
+        RecordBatchStreamAdapter::new(schema.clone(), futures::stream::iter(vec![Ok(batch)]));
     let w = crate::storage::write::write_parquet(&loc, schema.clone(), Box::pin(stream)).await?;
     let h = HeldDay {
         day: day.to_string(),

@@ -751,7 +751,9 @@ impl Job {
                     let days = match &inc.days {
                         toml::Value::Integer(n) if *n > 0 => Some(WindowDays::Fixed(*n)),
                         toml::Value::String(p)
-                            if params.iter().any(|d| &d.name == p && d.ty == ParamType::Int) =>
+                            if params
+                                .iter()
+                                .any(|d| &d.name == p && d.ty == ParamType::Int) =>
                         {
                             Some(WindowDays::Param(p.clone()))
                         }
@@ -762,7 +764,15 @@ impl Job {
                     };
                     match (src, column, days) {
                         (None, _, _) => {
-                            problem(offset, Some(sname), format!("incremental.source `{}` is not a source of this job", inc.source), None);
+                            problem(
+                                offset,
+                                Some(sname),
+                                format!(
+                                    "incremental.source `{}` is not a source of this job",
+                                    inc.source
+                                ),
+                                None,
+                            );
                             None
                         }
                         (Some(s), Some(column), Some(days)) if s.partitions.contains(&column) => {

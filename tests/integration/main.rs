@@ -6,6 +6,7 @@ mod s3;
 mod bad_input;
 mod check;
 mod clustering;
+mod incremental;
 mod lifecycle;
 mod lookalike;
 mod ltv;

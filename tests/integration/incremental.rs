@@ -1,0 +1,318 @@
+//! Incremental steps: after any sequence of runs the rolled-up features and the segment files
+//! equal a full recomputation byte for byte, a night computes only the days it lacks, and the
+//! state survives a killed run and refuses overlapping ones.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::common::*;
+
+const USERS: usize = 3000;
+
+/// The demo job, written beside the test's data with its SQL paths made absolute, small
+/// segments exported (so a few thousand users make segment files), and, unless `incremental`,
+/// without its `incremental` settings.
+fn demo_job(dir: &Path, incremental: bool) -> PathBuf {
+    let job = dir.join(if incremental {
+        "jobs/demo.toml"
+    } else {
+        "jobs/plain.toml"
+    });
+    if job.exists() {
+        return job;
+    }
+    let text: String = std::fs::read_to_string(repo().join("jobs/demo.toml"))
+        .unwrap()
+        .lines()
+        .filter(|l| incremental || !l.starts_with("incremental = "))
+        .map(|l| {
+            if l.starts_with("format = \"tencent_ads\"")
+                || l.starts_with("format = \"meta_custom_audience\"")
+            {
+                format!("{l}\nmin_size = 100")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("\"../sql/", &format!("\"{}/sql/", repo().display()));
+    write(&job, &text);
+    job
+}
+
+fn run(data: &Path, out: &Path, date: &str, extra: &[&str]) -> std::process::Output {
+    let job = demo_job(data.parent().unwrap(), true);
+    bin()
+        .arg("run")
+        .arg(&job)
+        .args(["--date", date, "--param"])
+        .arg(format!("data={}", data.display()))
+        .arg("--output")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn ok(res: std::process::Output) -> String {
+    let text = output_text(&res);
+    assert!(res.status.success(), "{text}");
+    text
+}
+
+/// Data files of a published run (features, segment membership, segment files but the deltas,
+/// which depend on the previous run by design).
+fn outputs(out: &Path, date: &str) -> BTreeMap<PathBuf, Vec<u8>> {
+    snapshot(&published_at(out, date))
+        .into_iter()
+        .filter(|(p, _)| {
+            let s = p.to_string_lossy();
+            !(s.ends_with(".json") || s.ends_with("_SUCCESS"))
+        })
+        .collect()
+}
+
+/// Days computed per incremental step in the published run of `date`.
+fn computed(out: &Path, date: &str) -> Vec<usize> {
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(published_at(out, date).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    m["incremental"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["computed"].as_array().unwrap().len())
+        .collect()
+}
+
+/// Reruns `date` with `--full-refresh` in the same output folder (so the previous publication,
+/// which the decision path and deltas read, is the same) and checks the outputs are equal.
+fn equals_full_refresh(data: &Path, out: &Path, date: &str) {
+    let incremental = outputs(out, date);
+    assert!(
+        incremental
+            .keys()
+            .any(|p| p.to_string_lossy().contains("target")),
+        "segment files were written: {:?}",
+        incremental.keys().collect::<Vec<_>>()
+    );
+    ok(run(data, out, date, &["--full-refresh"]));
+    assert_eq!(computed(out, date), vec![90, 90, 90]);
+    let full = outputs(out, date);
+    assert_eq!(
+        incremental.keys().collect::<Vec<_>>(),
+        full.keys().collect::<Vec<_>>()
+    );
+    for (p, bytes) in &incremental {
+        assert!(
+            bytes == &full[p],
+            "{} differs from a full recomputation",
+            p.display()
+        );
+    }
+}
+
+#[test]
+fn consecutive_days_compute_one_day_each_and_equal_a_full_recomputation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo_data(tmp.path(), USERS);
+    let out = tmp.path().join("out");
+    ok(run(&data, &out, "2026-11-22", &[]));
+    assert_eq!(computed(&out, "2026-11-22"), vec![90, 90, 90]);
+    ok(run(&data, &out, "2026-11-23", &[]));
+    assert_eq!(computed(&out, "2026-11-23"), vec![1, 1, 1]);
+    let text = ok(run(&data, &out, "2026-11-24", &[]));
+    assert_eq!(computed(&out, "2026-11-24"), vec![1, 1, 1]);
+    assert!(
+        text.contains("1 days computed, 89 reused from the state, 1 pruned"),
+        "{text}"
+    );
+    equals_full_refresh(&data, &out, "2026-11-24");
+}
+
+#[test]
+fn a_skipped_day_and_an_out_of_order_backfill_equal_a_full_recomputation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo_data(tmp.path(), USERS);
+    let out = tmp.path().join("out");
+    ok(run(&data, &out, "2026-11-20", &[]));
+    // Three nights skipped: the next run computes the four days it lacks.
+    ok(run(&data, &out, "2026-11-24", &[]));
+    assert_eq!(computed(&out, "2026-11-24"), vec![4, 4, 4]);
+    equals_full_refresh(&data, &out, "2026-11-24");
+    // A backfill of an earlier date computes the 14 days before the state's window.
+    ok(run(&data, &out, "2026-11-10", &[]));
+    assert_eq!(computed(&out, "2026-11-10"), vec![14, 14, 14]);
+    equals_full_refresh(&data, &out, "2026-11-10");
+}
+
+#[test]
+fn a_day_whose_files_changed_is_computed_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo_data(tmp.path(), USERS);
+    let out = tmp.path().join("out");
+    // The 2026-11-23 orders land late: the first run sees an empty day.
+    let day = data.join("orders/dt=2026-11-23");
+    let aside = tmp.path().join("late");
+    std::fs::rename(&day, &aside).unwrap();
+    ok(run(&data, &out, "2026-11-24", &[]));
+    let before = outputs(&out, "2026-11-24");
+    std::fs::rename(&aside, &day).unwrap();
+    ok(run(&data, &out, "2026-11-24", &[]));
+    // Only the orders step's late day is computed again.
+    assert_eq!(computed(&out, "2026-11-24"), vec![1, 0, 0]);
+    let after = outputs(&out, "2026-11-24");
+    assert!(
+        before.get(Path::new("user_features.parquet"))
+            != after.get(Path::new("user_features.parquet")),
+        "the late orders changed the features"
+    );
+    equals_full_refresh(&data, &out, "2026-11-24");
+}
+
+#[test]
+fn incremental_features_equal_the_job_written_without_incremental_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo_data(tmp.path(), 1500);
+    let out = tmp.path().join("out");
+    ok(run(&data, &out, "2026-11-23", &[]));
+    ok(run(&data, &out, "2026-11-24", &[]));
+    // The same job and SQL without `incremental`: every step reads its 90 days from the source.
+    let job = demo_job(tmp.path(), false);
+    let plain_out = tmp.path().join("plain");
+    let res = bin()
+        .arg("run")
+        .arg(&job)
+        .args(["--date", "2026-11-24", "--param"])
+        .arg(format!("data={}", data.display()))
+        .arg("--output")
+        .arg(&plain_out)
+        .output()
+        .unwrap();
+    ok(res);
+    let a = std::fs::read(published_at(&out, "2026-11-24").join("user_features.parquet")).unwrap();
+    let b = std::fs::read(published_at(&plain_out, "2026-11-24").join("user_features.parquet"))
+        .unwrap();
+    assert!(a == b, "incremental and plain features are byte-identical");
+}
+
+/// Every day folder either holds a fingerprint naming a file that exists, or no fingerprint.
+fn state_is_consistent(state: &Path) -> usize {
+    let mut complete = 0;
+    for step in std::fs::read_dir(state.join("incremental")).unwrap() {
+        let step = step.unwrap().path();
+        if !step.is_dir() {
+            continue;
+        }
+        for day in std::fs::read_dir(&step).unwrap() {
+            let day = day.unwrap().path();
+            let fp = day.join("fingerprint.json");
+            if fp.exists() {
+                let h: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&fp).unwrap()).unwrap();
+                if let Some(f) = h["file"].as_str() {
+                    assert!(
+                        step.join(f).exists(),
+                        "{} names a missing file",
+                        fp.display()
+                    );
+                }
+                complete += 1;
+            }
+        }
+    }
+    complete
+}
+
+#[test]
+fn a_killed_run_leaves_every_day_complete_or_absent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo_data(tmp.path(), USERS);
+    let out = tmp.path().join("out");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("audiences"))
+        .current_dir(repo())
+        .env("RUST_LOG", "audiences=warn")
+        .arg("run")
+        .arg(demo_job(tmp.path(), true))
+        .args(["--date", "2026-11-24", "--param"])
+        .arg(format!("data={}", data.display()))
+        .arg("--output")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once it has started writing days.
+    let step = out.join("state/incremental/orders_daily");
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_dir(&step).is_ok_and(|mut d| d.next().is_some()) {
+        assert!(t0.elapsed().as_secs() < 120, "the run never wrote state");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    state_is_consistent(&out.join("state"));
+    assert!(!out.join("2026-11-24/current.json").exists());
+    // The next run takes over the dead run's locks, completes the state and publishes.
+    ok(run(&data, &out, "2026-11-24", &[]));
+    assert_eq!(state_is_consistent(&out.join("state")), 270);
+    equals_full_refresh(&data, &out, "2026-11-24");
+}
+
+#[test]
+fn a_run_holding_the_state_makes_another_date_exit_75_and_status_lists_the_days() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo_data(tmp.path(), 1500);
+    let out = tmp.path().join("out");
+    ok(run(&data, &out, "2026-11-24", &[]));
+    // Another run (this test process: alive, on this host) holds the state.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    write(
+        &out.join("state/incremental/_lock.json"),
+        &serde_json::json!({
+            "run_id": "other-run",
+            "host": host,
+            "pid": std::process::id(),
+            "started_at": chrono::Utc::now().to_rfc3339(),
+        })
+        .to_string(),
+    );
+    let res = run(&data, &out, "2026-11-23", &[]);
+    let text = output_text(&res);
+    assert_eq!(res.status.code(), Some(75), "{text}");
+    assert!(text.contains("other-run"), "names the holder: {text}");
+    std::fs::remove_file(out.join("state/incremental/_lock.json")).unwrap();
+
+    let res = bin()
+        .arg("status")
+        .arg(demo_job(tmp.path(), true))
+        .args(["--days", "--param"])
+        .arg(format!("data={}", data.display()))
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = ok(res);
+    assert!(
+        text.contains("incremental step orders_daily: 90 days held, 2026-08-26 .. 2026-11-23"),
+        "{text}"
+    );
+    let held: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("state/incremental/orders_daily/dt=2026-11-23/fingerprint.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("2026-11-23"))
+        .unwrap_or_else(|| panic!("a line for 2026-11-23: {text}"));
+    assert!(
+        line.contains(&held["fingerprint"].as_str().unwrap()[..16]),
+        "{line}"
+    );
+    assert!(line.contains(&format!("{} bytes", held["bytes"])), "{line}");
+}
