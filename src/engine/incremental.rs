@@ -94,9 +94,11 @@ fn window(inc: &Incremental, bindings: &Bindings) -> Result<Vec<String>> {
         WindowDays::Fixed(n) => *n,
         WindowDays::Param(p) => match bindings.get(p) {
             Some(ParamValue::Int(n)) if *n > 0 => *n,
-            other => return Err(Error::Usage(format!(
+            other => {
+                return Err(Error::Usage(format!(
                 "param `{p}` sets an incremental window and must be a positive int, not {other:?}"
-            ))),
+            )))
+            }
         },
     };
     Ok((1..=days)
