@@ -16,7 +16,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use support::{measure, median};
+use support::{env_or, measure, median};
 
 fn audiences(root: &str) -> Command {
     let mut c = Command::new("/usr/bin/time");
@@ -39,14 +39,8 @@ fn run(root: &str, job: &Path, data: &Path, out: &Path, date: &str) -> (f64, f64
 }
 
 fn main() {
-    let users: usize = std::env::var("USERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let runs: usize = std::env::var("RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let users = env_or("USERS", 100_000);
+    let runs = env_or("RUNS", 3);
     let root = env!("CARGO_MANIFEST_DIR");
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

@@ -16,7 +16,7 @@ mod support;
 
 use std::process::Command;
 
-use support::{measure, median};
+use support::{env_or, measure, median};
 
 fn main() {
     let Ok(data) = std::env::var("REFDATA") else {
@@ -24,10 +24,7 @@ fn main() {
         return;
     };
     let python = std::env::var("PEER_PYTHON").ok();
-    let runs: usize = std::env::var("RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let runs = env_or("RUNS", 3);
     let root = env!("CARGO_MANIFEST_DIR");
     let tmp = tempfile::tempdir().unwrap();
     let job = tmp.path().join("ltv.toml");

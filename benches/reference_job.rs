@@ -17,7 +17,7 @@ mod support;
 
 use std::process::Command;
 
-use support::{measure, median};
+use support::{env_or, measure, median};
 
 fn main() {
     let (Ok(data), Ok(peer_dir)) = (std::env::var("REFDATA"), std::env::var("PEER_DIR")) else {
@@ -27,10 +27,7 @@ fn main() {
         return;
     };
     let python = std::env::var("PEER_PYTHON").unwrap_or_else(|_| "python3".into());
-    let runs: usize = std::env::var("RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let runs = env_or("RUNS", 3);
     let root = env!("CARGO_MANIFEST_DIR");
     let ours_bin = format!("{root}/target/release/audiences");
     let tmp = tempfile::tempdir().unwrap();

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use datafusion::arrow::array::{ArrayRef, Int32Array, RecordBatch, StringArray};
 use datafusion::parquet::arrow::ArrowWriter;
-use support::{measure, median};
+use support::{env_or, measure, median};
 
 fn generate(dir: &std::path::Path, rows: usize) {
     let file = std::fs::File::create(dir.join("ids.parquet")).unwrap();
@@ -90,14 +90,8 @@ ids = [{ type = "HASH_IMEI", column = "imei" }, { type = "HASH_OAID", column = "
 }
 
 fn main() {
-    let rows: usize = std::env::var("ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000_000);
-    let runs: usize = std::env::var("RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let rows = env_or("ROWS", 10_000_000);
+    let runs = env_or("RUNS", 3);
     let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/audiences");
     assert!(
         bin.exists(),

@@ -369,13 +369,7 @@ pub async fn run(
     for d in &missing {
         let folder = dir.child(&format!("{col}={d}"))?;
         let keep = fresh.get(d).and_then(|h| h.file.clone());
-        let listed: Vec<object_store::ObjectMeta> = folder
-            .store
-            .list(Some(&folder.path))
-            .try_collect()
-            .await
-            .unwrap_or_default();
-        for m in listed {
+        for m in objects_in(&folder).await {
             let name = m.location.filename().unwrap_or_default().to_string();
             let rel = format!("{col}={d}/{name}");
             if name.ends_with(".parquet") && Some(&rel) != keep.as_ref() {
@@ -391,12 +385,7 @@ pub async fn run(
     for h in held_days_names(&dir, col).await? {
         if h < first {
             let folder = dir.child(&format!("{col}={h}"))?;
-            let listed: Vec<object_store::ObjectMeta> = folder
-                .store
-                .list(Some(&folder.path))
-                .try_collect()
-                .await
-                .unwrap_or_default();
+            let listed = objects_in(&folder).await;
             if listed.is_empty() {
                 continue;
             }
@@ -462,6 +451,16 @@ pub async fn run(
             pruned,
         },
     ))
+}
+
+/// The objects below a day folder (none when it cannot be listed: cleaning up is best effort).
+async fn objects_in(folder: &Location) -> Vec<object_store::ObjectMeta> {
+    folder
+        .store
+        .list(Some(&folder.path))
+        .try_collect()
+        .await
+        .unwrap_or_default()
 }
 
 async fn held_days_names(dir: &Location, col: &str) -> Result<Vec<String>> {

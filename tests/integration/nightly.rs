@@ -196,12 +196,15 @@ fn json_logs_carry_run_job_date_step_rows_and_outcome() {
     assert!(end["seconds"].is_f64());
 }
 
-/// Fails every third call of the wrapped store with a transient error.
+/// Fails every third call of the wrapped store with a transient error; a call that failed
+/// succeeds when it is retried, as after a dropped connection (so the outcome does not depend
+/// on how concurrent calls interleave).
 #[derive(Debug)]
 struct Flaky {
     inner: Arc<dyn object_store::ObjectStore>,
     calls: Arc<AtomicUsize>,
     failed: Arc<AtomicUsize>,
+    pending: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Display for Flaky {
@@ -211,8 +214,18 @@ impl std::fmt::Display for Flaky {
 }
 
 impl Flaky {
-    fn fault(&self) -> object_store::Result<()> {
+    fn fault(
+        &self,
+        op: &str,
+        location: Option<&object_store::path::Path>,
+    ) -> object_store::Result<()> {
+        let key = format!("{op} {}", location.map(|l| l.as_ref()).unwrap_or(""));
+        let mut pending = self.pending.lock().unwrap();
+        if pending.remove(&key) {
+            return Ok(());
+        }
         if self.calls.fetch_add(1, Ordering::SeqCst) % 3 == 2 {
+            pending.insert(key);
             self.failed.fetch_add(1, Ordering::SeqCst);
             return Err(object_store::Error::Generic {
                 store: "flaky",
@@ -231,7 +244,7 @@ impl object_store::ObjectStore for Flaky {
         payload: object_store::PutPayload,
         opts: object_store::PutOptions,
     ) -> object_store::Result<object_store::PutResult> {
-        self.fault()?;
+        self.fault("put_opts", Some(location))?;
         self.inner.put_opts(location, payload, opts).await
     }
     async fn put_multipart_opts(
@@ -239,7 +252,7 @@ impl object_store::ObjectStore for Flaky {
         location: &object_store::path::Path,
         opts: object_store::PutMultipartOptions,
     ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
-        self.fault()?;
+        self.fault("put_multipart_opts", Some(location))?;
         self.inner.put_multipart_opts(location, opts).await
     }
     async fn get_opts(
@@ -247,7 +260,7 @@ impl object_store::ObjectStore for Flaky {
         location: &object_store::path::Path,
         options: object_store::GetOptions,
     ) -> object_store::Result<object_store::GetResult> {
-        self.fault()?;
+        self.fault("get_opts", Some(location))?;
         self.inner.get_opts(location, options).await
     }
     async fn get_ranges(
@@ -255,7 +268,7 @@ impl object_store::ObjectStore for Flaky {
         location: &object_store::path::Path,
         ranges: &[std::ops::Range<u64>],
     ) -> object_store::Result<Vec<bytes::Bytes>> {
-        self.fault()?;
+        self.fault("get_ranges", Some(location))?;
         self.inner.get_ranges(location, ranges).await
     }
     fn delete_stream(
@@ -272,7 +285,7 @@ impl object_store::ObjectStore for Flaky {
         prefix: Option<&object_store::path::Path>,
     ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
         use futures::StreamExt;
-        match self.fault() {
+        match self.fault("list", prefix) {
             Ok(()) => self.inner.list(prefix),
             Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
         }
@@ -288,7 +301,7 @@ impl object_store::ObjectStore for Flaky {
         &self,
         prefix: Option<&object_store::path::Path>,
     ) -> object_store::Result<object_store::ListResult> {
-        self.fault()?;
+        self.fault("list_with_delimiter", prefix)?;
         self.inner.list_with_delimiter(prefix).await
     }
     async fn copy_opts(
@@ -297,7 +310,7 @@ impl object_store::ObjectStore for Flaky {
         to: &object_store::path::Path,
         options: object_store::CopyOptions,
     ) -> object_store::Result<()> {
-        self.fault()?;
+        self.fault("copy_opts", Some(from))?;
         self.inner.copy_opts(from, to, options).await
     }
     async fn rename_opts(
@@ -306,7 +319,7 @@ impl object_store::ObjectStore for Flaky {
         to: &object_store::path::Path,
         options: object_store::RenameOptions,
     ) -> object_store::Result<()> {
-        self.fault()?;
+        self.fault("rename_opts", Some(from))?;
         self.inner.rename_opts(from, to, options).await
     }
 }
@@ -357,6 +370,7 @@ async fn a_run_survives_a_store_failing_a_third_of_its_calls() {
                 inner: store,
                 calls: c.clone(),
                 failed: f.clone(),
+                pending: Default::default(),
             }) as Arc<dyn object_store::ObjectStore>
         } else {
             store
