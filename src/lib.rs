@@ -23,6 +23,7 @@ pub mod error;
 pub mod export;
 pub mod features;
 pub mod job;
+pub mod measure;
 pub mod models;
 pub mod pipeline;
 pub mod quality;

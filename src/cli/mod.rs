@@ -3,6 +3,7 @@
 
 mod check;
 mod demo;
+mod measure;
 mod preview;
 mod run;
 mod sql;
@@ -58,6 +59,11 @@ pub enum Command {
         after_help = "Example:\n  audiences preview jobs/demo.toml --step user_features --limit 5"
     )]
     Preview(preview::PreviewArgs),
+    /// Measure a published run's segments against campaign results: lift of target over control.
+    #[command(
+        after_help = "Example:\n  audiences measure jobs/demo.toml --run 2026-11-24 --results data/campaign/results.parquet"
+    )]
+    Measure(measure::MeasureArgs),
     /// List the recent runs of a job: date, run id, outcome, duration, segment sizes.
     #[command(after_help = "Example:\n  audiences status jobs/demo.toml --limit 10")]
     Status(status::StatusArgs),
@@ -164,6 +170,7 @@ pub fn main() -> i32 {
             Command::Preview(a) => preview::execute(a).await,
             Command::Demo(a) => demo::execute(a).await,
             Command::Status(a) => status::execute(a).await,
+            Command::Measure(a) => measure::execute(a).await,
         }
     });
     match result {

@@ -10,6 +10,7 @@ mod incremental;
 mod lifecycle;
 mod lookalike;
 mod ltv;
+mod measure;
 mod nightly;
 mod publication;
 mod quality;

@@ -1,0 +1,248 @@
+//! `audiences measure`: lift per segment of a published run, checked against an independent
+//! computation on a known dataset.
+
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::array::StringArray;
+
+use crate::common::*;
+
+/// A job with 2,000 users in two segments, half of each held out; returns (job, output).
+fn published_job(dir: &Path) -> (PathBuf, PathBuf) {
+    let users: String = (0..2000).map(|i| format!("u{i:04}\n")).collect();
+    write(&dir.join("in/users.csv"), &format!("user_id\n{users}"));
+    let job = dir.join("jobs/m.toml");
+    write(
+        &job,
+        r#"name = "m"
+output = "../out"
+[params]
+as_of = { type = "date" }
+[sources]
+users = { url = "../in/users.csv", format = "csv", schema = "user_id string" }
+[publish]
+holdout = "50%"
+[[segment]]
+name = "everyone"
+query = "SELECT user_id FROM users"
+[[segment]]
+name = "evens"
+query = "SELECT user_id FROM users WHERE CAST(SUBSTR(user_id, 2) AS INT) % 2 = 0"
+"#,
+    );
+    let res = bin()
+        .arg("run")
+        .arg(&job)
+        .args(["--date", "2026-11-24"])
+        .output()
+        .unwrap();
+    assert!(res.status.success(), "{}", output_text(&res));
+    (job, dir.join("out"))
+}
+
+/// (segment, group) -> sorted members, read from the published run.
+fn members(out: &Path) -> Vec<(String, String, String)> {
+    let mut v = Vec::new();
+    for b in read_parquet(&published_at(out, "2026-11-24").join("segments.parquet")) {
+        let (s, u, g) = (
+            column::<StringArray>(&b, "segment"),
+            column::<StringArray>(&b, "user_id"),
+            column::<StringArray>(&b, "grp"),
+        );
+        for i in 0..b.num_rows() {
+            v.push((
+                s.value(i).to_string(),
+                g.value(i).to_string(),
+                u.value(i).to_string(),
+            ));
+        }
+    }
+    v
+}
+
+#[test]
+fn lift_per_segment_matches_an_independent_computation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (job, out) = published_job(tmp.path());
+    // Converters: users whose number ends in 0, 1 or 2 (30%) if targeted in `everyone`, ends
+    // in 0 or 1 (20%) if held out; value 10 for each conversion, two result rows for some.
+    let all = members(&out);
+    let everyone: Vec<&(String, String, String)> =
+        all.iter().filter(|m| m.0 == "everyone").collect();
+    let mut rows = String::from("user_id,converted,value\n");
+    for (_, grp, u) in &everyone {
+        let last: u32 = u[u.len() - 1..].parse().unwrap();
+        let converts = if grp == "target" {
+            last <= 2
+        } else {
+            last <= 1
+        };
+        if converts {
+            rows.push_str(&format!("{u},true,6.0\n{u},false,4.0\n"));
+        } else if last == 9 {
+            rows.push_str(&format!("{u},false,0\n"));
+        }
+    }
+    write(&tmp.path().join("campaign/results.csv"), &rows);
+    let res = bin()
+        .arg("measure")
+        .arg(&job)
+        .args(["--run", "2026-11-24", "--results"])
+        .arg(tmp.path().join("campaign/results.csv"))
+        .output()
+        .unwrap();
+    let text = output_text(&res);
+    assert!(res.status.success(), "{text}");
+
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            std::fs::read_dir(out.join("2026-11-24/measurements"))
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path()
+                .join("measurement.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for seg in ["everyone", "evens"] {
+        let target: Vec<&String> = all
+            .iter()
+            .filter(|m| m.0 == seg && m.1 == "target")
+            .map(|m| &m.2)
+            .collect();
+        let control: Vec<&String> = all
+            .iter()
+            .filter(|m| m.0 == seg && m.1 == "control")
+            .map(|m| &m.2)
+            .collect();
+        // Whether a user converted follows the user's group in `everyone` (each segment has
+        // its own holdout salt, so groups differ between segments).
+        let conv = |u: &String| {
+            let last: u32 = u[u.len() - 1..].parse().unwrap();
+            let g = &everyone.iter().find(|m| &m.2 == u).unwrap().1;
+            if g == "target" {
+                last <= 2
+            } else {
+                last <= 1
+            }
+        };
+        let (nt, nc) = (target.len() as f64, control.len() as f64);
+        let xt = target.iter().filter(|u| conv(u)).count() as f64;
+        let xc = control.iter().filter(|u| conv(u)).count() as f64;
+        let (pt, pc) = (xt / nt, xc / nc);
+        let se = (pt * (1.0 - pt) / nt + pc * (1.0 - pc) / nc).sqrt();
+        let l = m["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["segment"] == seg)
+            .unwrap();
+        let close = |k: &str, want: f64| {
+            let got = l[k].as_f64().unwrap_or_else(|| panic!("{k} in {l}"));
+            assert!((got - want).abs() < 1e-9, "{seg} {k}: {got} vs {want}");
+        };
+        assert_eq!(l["target_users"].as_f64().unwrap(), nt);
+        assert_eq!(l["control_conversions"].as_f64().unwrap(), xc);
+        close("target_rate", pt);
+        close("control_rate", pc);
+        close("absolute_lift", pt - pc);
+        assert!(
+            (l["absolute_ci"][0].as_f64().unwrap() - (pt - pc - 1.959963984540054 * se)).abs()
+                < 1e-9
+        );
+        assert!(
+            (l["absolute_ci"][1].as_f64().unwrap() - (pt - pc + 1.959963984540054 * se)).abs()
+                < 1e-9
+        );
+        close("incremental_conversions", (pt - pc) * nt);
+        // Value: 6 + 4 = 10 per converter.
+        close("value_lift", 10.0 * pt - 10.0 * pc);
+        let (lo, hi) = (
+            l["value_ci"][0].as_f64().unwrap(),
+            l["value_ci"][1].as_f64().unwrap(),
+        );
+        assert!(lo < 10.0 * (pt - pc) && 10.0 * (pt - pc) < hi, "{lo} {hi}");
+    }
+    // `everyone` has about 30% against 20%: a clear lift.
+    let e = m["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["segment"] == "everyone")
+        .unwrap();
+    assert!(e["p_value"].as_f64().unwrap() < 0.001, "{e}");
+    assert!(
+        text.contains("everyone") && text.contains("evens"),
+        "{text}"
+    );
+    let csv = std::fs::read_to_string(
+        std::fs::read_dir(out.join("2026-11-24/measurements"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+            .join("lift.csv"),
+    )
+    .unwrap();
+    assert!(
+        csv.starts_with("segment,target_users,control_users"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 3);
+}
+
+#[test]
+fn measure_by_run_id_and_bad_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (job, out) = published_job(tmp.path());
+    let ptr: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("2026-11-24/current.json")).unwrap())
+            .unwrap();
+    let run_id = ptr["run_id"].as_str().unwrap();
+    write(&tmp.path().join("r.csv"), "user_id,converted\nu0001,1\n");
+    let res = bin()
+        .arg("measure")
+        .arg(&job)
+        .args(["--run", run_id, "--results"])
+        .arg(tmp.path().join("r.csv"))
+        .output()
+        .unwrap();
+    assert!(res.status.success(), "{}", output_text(&res));
+    assert!(out
+        .join(format!("2026-11-24/measurements/{run_id}/lift.csv"))
+        .exists());
+
+    let res = bin()
+        .arg("measure")
+        .arg(&job)
+        .args(["--run", run_id, "--results"])
+        .arg(tmp.path().join("missing.csv"))
+        .output()
+        .unwrap();
+    assert_eq!(res.status.code(), Some(66), "{}", output_text(&res));
+
+    write(&tmp.path().join("bad.csv"), "user_id,bought\nu0001,1\n");
+    let res = bin()
+        .arg("measure")
+        .arg(&job)
+        .args(["--run", "2026-11-24", "--results"])
+        .arg(tmp.path().join("bad.csv"))
+        .output()
+        .unwrap();
+    let text = output_text(&res);
+    assert_eq!(res.status.code(), Some(65), "{text}");
+    assert!(text.contains("no column `converted`"), "{text}");
+
+    let res = bin()
+        .arg("measure")
+        .arg(&job)
+        .args(["--run", "2026-11-01", "--results"])
+        .arg(tmp.path().join("r.csv"))
+        .output()
+        .unwrap();
+    assert_eq!(res.status.code(), Some(66), "{}", output_text(&res));
+}
