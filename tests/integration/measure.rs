@@ -246,3 +246,91 @@ fn measure_by_run_id_and_bad_results() {
         .unwrap();
     assert_eq!(res.status.code(), Some(66), "{}", output_text(&res));
 }
+
+#[test]
+fn campaign_feedback_job_seeds_lookalikes_and_suppresses_converters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo_data(tmp.path(), 1500);
+    // Every 7th demo user converted; some others appear without converting.
+    let mut rows = String::from("user_id,converted,value\n");
+    let mut converters = std::collections::BTreeSet::new();
+    for i in 0..1500 {
+        let u = format!("u{i:08}");
+        if i % 7 == 0 {
+            rows.push_str(&format!("{u},true,25.5\n"));
+            converters.insert(u);
+        } else if i % 5 == 0 {
+            rows.push_str(&format!("{u},false,0\n"));
+        }
+    }
+    let results = tmp.path().join("campaign/results.csv");
+    write(&results, &rows);
+    let out = tmp.path().join("out");
+    let res = bin()
+        .args(["run", "jobs/campaign_feedback.toml", "--date", "2026-11-24"])
+        .arg("--param")
+        .arg(format!("data={}", data.display()))
+        .arg("--param")
+        .arg(format!("results={}", results.display()))
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = output_text(&res);
+    assert!(res.status.success(), "{text}");
+    let run = published_at(&out, "2026-11-24");
+    // Pattern 1: the converters are the lookalike's seed.
+    let model: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(run.join("models/converter_lookalike.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        model["seed_given"].as_u64(),
+        Some(converters.len() as u64),
+        "{model}"
+    );
+    // Pattern 2: no converter is in any segment, target or control, nor in any file.
+    let mut members = 0;
+    for b in read_parquet(&run.join("segments.parquet")) {
+        let ids = column::<StringArray>(&b, "user_id");
+        for i in 0..b.num_rows() {
+            members += 1;
+            assert!(
+                !converters.contains(ids.value(i)),
+                "{} is suppressed",
+                ids.value(i)
+            );
+        }
+    }
+    assert!(members > 100, "the segments hold users ({members})");
+    let files = snapshot(&run);
+    let mut exported = 0;
+    for (p, bytes) in &files {
+        if p.extension().is_some_and(|e| e == "csv") && p.to_string_lossy().contains("target") {
+            exported += 1;
+            for line in String::from_utf8_lossy(bytes).lines() {
+                assert!(
+                    !converters.contains(line.trim()),
+                    "{line} in {}",
+                    p.display()
+                );
+            }
+        }
+    }
+    assert!(
+        exported >= 2,
+        "segment files were written: {:?}",
+        files.keys().collect::<Vec<_>>()
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
+    assert!(
+        m["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["suppressed"].as_u64().unwrap_or(0) > 0),
+        "{}",
+        m["segments"]
+    );
+}
