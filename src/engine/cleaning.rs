@@ -84,9 +84,11 @@ pub async fn register_clean_view(
                 .map(|f| f.data_type().clone())
         });
         match declared {
+            // Only text read from CSV is parsed here (JSON is sorted out line by line).
             Some(t)
                 if source.skip_bad_rows
                     && t != DataType::Utf8
+                    && f.data_type() == &DataType::Utf8
                     && !partition_cols.contains(&f.name().as_str()) =>
             {
                 let cast = format!("TRY_CAST(NULLIF(TRIM({c}), '') AS {})", sql_type(&t));
@@ -260,4 +262,72 @@ async fn scalar(engine: &Engine, sql: &str, bindings: &Bindings, context: &str) 
         .first()
         .copied()
         .unwrap_or(0))
+}
+
+/// Whether a JSON value fits a declared column type (null always does).
+fn fits(v: &serde_json::Value, t: &DataType) -> bool {
+    use serde_json::Value as V;
+    match (v, t) {
+        (V::Null, _) => true,
+        (V::String(_), DataType::Utf8) => true,
+        (V::Number(n), DataType::Int64 | DataType::Int32) => n.is_i64(),
+        (V::Number(_), DataType::Float64) => true,
+        (V::Bool(_), DataType::Boolean) => true,
+        (V::String(s), DataType::Date32) => crate::job::params::parse_date(s).is_ok(),
+        (V::String(s), DataType::Timestamp(..)) => {
+            datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(s).is_ok()
+        }
+        _ => false,
+    }
+}
+
+/// A JSON source with `bad_rows = "skip"`: every line is checked against the declared schema
+/// (an object whose fields have the declared types); the good lines are decoded into an
+/// in-memory table, the others counted. Returns the table and the count of bad lines.
+pub async fn json_good_rows(
+    loc: &crate::storage::Location,
+    objects: &[object_store::ObjectMeta],
+    declared: &SchemaRef,
+    context: &str,
+) -> Result<(Arc<dyn TableProvider>, u64)> {
+    use object_store::ObjectStoreExt;
+    let mut good = Vec::new();
+    let mut bad = 0u64;
+    for m in objects {
+        let bytes = loc
+            .store
+            .get(&m.location)
+            .await
+            .map_err(|e| crate::storage::classify(context, &m.location.to_string(), &e))?
+            .bytes()
+            .await
+            .map_err(|e| crate::storage::classify(context, &m.location.to_string(), &e))?;
+        for line in bytes.split(|b| *b == b'\n') {
+            if line.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            let ok = match serde_json::from_slice::<serde_json::Value>(line) {
+                Ok(serde_json::Value::Object(o)) => declared
+                    .fields()
+                    .iter()
+                    .all(|f| o.get(f.name()).is_none_or(|v| fits(v, f.data_type()))),
+                _ => false,
+            };
+            if ok {
+                good.extend_from_slice(line);
+                good.push(b'\n');
+            } else {
+                bad += 1;
+            }
+        }
+    }
+    let reader = datafusion::arrow::json::ReaderBuilder::new(declared.clone())
+        .build(std::io::Cursor::new(good))
+        .map_err(|e| Error::data(context.to_string(), e.to_string()))?;
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::data(context.to_string(), e.to_string()))?;
+    let table = datafusion::datasource::MemTable::try_new(declared.clone(), vec![batches])
+        .map_err(|e| Error::internal(e.to_string()))?;
+    Ok((Arc::new(table), bad))
 }

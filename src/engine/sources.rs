@@ -200,19 +200,33 @@ pub async fn register_source(
             }
         },
     };
+    let mut json_unparsable: Option<u64> = None;
     let config = ListingTableConfig::new(table_url)
         .with_listing_options(options)
         .with_schema(schema);
-    let table = ListingTable::try_new(config).map_err(|e| execution_error(&context, e))?;
-    let dropped = if super::cleaning::wanted(source) {
-        super::cleaning::register_clean_view(engine, source, Arc::new(table), bindings).await?
+    let table: Arc<dyn datafusion::datasource::TableProvider> =
+        match (source.format, source.skip_bad_rows, &source.schema) {
+            // JSON lines that do not parse cannot be read around: they are sorted out first.
+            (SourceFormat::Json, true, Some(declared)) => {
+                let (t, bad) =
+                    super::cleaning::json_good_rows(&loc, &objects, declared, &context).await?;
+                json_unparsable = Some(bad);
+                t
+            }
+            _ => Arc::new(ListingTable::try_new(config).map_err(|e| execution_error(&context, e))?),
+        };
+    let mut dropped = if super::cleaning::wanted(source) {
+        super::cleaning::register_clean_view(engine, source, table, bindings).await?
     } else {
         engine
             .ctx
-            .register_table(source.name.as_str(), Arc::new(table))
+            .register_table(source.name.as_str(), table)
             .map_err(|e| Error::internal(format!("cannot register {context}: {e}")))?;
         Default::default()
     };
+    if let Some(bad) = json_unparsable {
+        dropped.insert("unparsable".to_string(), bad);
+    }
     if let Some(expected) = &source.expect {
         let found = engine
             .ctx

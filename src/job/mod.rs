@@ -498,11 +498,18 @@ impl Job {
             let skip_bad_rows = match spec.bad_rows.as_deref() {
                 None | Some("fail") => false,
                 Some("skip") if spec.format == SourceFormat::Csv && schema.is_some() => true,
+                Some("skip")
+                    if spec.format == SourceFormat::Json
+                        && schema.is_some()
+                        && spec.partitions.is_empty() =>
+                {
+                    true
+                }
                 Some("skip") => {
                     problem(
                         s.span().start,
                         Some(sname),
-                        "`bad_rows = \"skip\"` applies to csv sources with a `schema`".into(),
+                        "`bad_rows = \"skip\"` applies to csv and json sources with a `schema` (json: without `partitions`)".into(),
                         Some("declare the columns with `schema`, or remove `bad_rows`".into()),
                     );
                     false

@@ -385,3 +385,36 @@ fn schema_drift_is_reported_by_check_and_run() {
         );
     }
 }
+
+#[test]
+fn unparsable_json_rows_are_left_out_and_counted_when_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        &tmp.path().join("in/events.json"),
+        "{\"user_id\": \"u1\", \"kind\": \"like\", \"n\": 2}\n\
+         {\"user_id\": \"u2\", \"kind\": \n\
+         {\"user_id\": \"u3\", \"kind\": \"share\", \"n\": \"many\"}\n\
+         [1, 2]\n\
+         {\"user_id\": \"u4\", \"kind\": \"like\"}\n",
+    );
+    write(
+        &tmp.path().join("jobs/j.toml"),
+        "name = \"j\"\noutput = \"../out\"\n[sources]\nevents = { url = \"../in/events.json\", format = \"json\", schema = \"user_id string, kind string, n int\", bad_rows = \"skip\" }\n[[step]]\nname = \"n\"\nquery = \"SELECT COUNT(*) AS n, SUM(n) AS total FROM events\"\n[[export]]\ntable = \"n\"\nto = \"n.csv\"\n",
+    );
+    let res = bin()
+        .arg("run")
+        .arg(tmp.path().join("jobs/j.toml"))
+        .output()
+        .unwrap();
+    let text = output_text(&res);
+    assert!(res.status.success(), "{text}");
+    assert!(text.contains("unparsable 3"), "{text}");
+    let run = published_at(&tmp.path().join("out"), "undated");
+    assert_eq!(
+        std::fs::read_to_string(run.join("n.csv")).unwrap(),
+        "n,total\n2,2\n"
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["inputs"][0]["dropped"]["unparsable"], 3);
+}
