@@ -298,10 +298,10 @@ pub async fn json_good_rows(
             .store
             .get(&m.location)
             .await
-            .map_err(|e| crate::storage::classify(context, &m.location.to_string(), &e))?
+            .map_err(|e| crate::storage::classify(context, m.location.as_ref(), &e))?
             .bytes()
             .await
-            .map_err(|e| crate::storage::classify(context, &m.location.to_string(), &e))?;
+            .map_err(|e| crate::storage::classify(context, m.location.as_ref(), &e))?;
         for line in bytes.split(|b| *b == b'\n') {
             if line.iter().all(|b| b.is_ascii_whitespace()) {
                 continue;

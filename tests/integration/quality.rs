@@ -152,24 +152,40 @@ fn unparsable_csv_rows_are_left_out_and_counted() {
 
 #[test]
 fn unparsable_json_rows_exit_65_naming_the_source() {
-    let tmp = tempfile::tempdir().unwrap();
-    write(
-        &tmp.path().join("in/events.json"),
+    let (tmp, res) = run_json_job(
         "{\"user_id\": \"u1\", \"kind\": \"like\"}\n{\"user_id\": \"u2\", \"kind\": \n",
+        "user_id string, kind string",
+        "",
     );
+    let text = output_text(&res);
+    assert_eq!(res.status.code(), Some(65), "{text}");
+    assert!(text.contains("source `events`"), "{text}");
+    assert!(!tmp.path().join("out").join("undated/current.json").exists());
+}
+
+/// Runs a job over `events.json` holding `lines`: a count and sum step exported to `n.csv`.
+fn run_json_job(
+    lines: &str,
+    schema: &str,
+    extra: &str,
+) -> (tempfile::TempDir, std::process::Output) {
+    let tmp = tempfile::tempdir().unwrap();
+    write(&tmp.path().join("in/events.json"), lines);
+    let sum = if schema.contains(" n int") {
+        ", SUM(n) AS total"
+    } else {
+        ""
+    };
     write(
         &tmp.path().join("jobs/j.toml"),
-        "name = \"j\"\noutput = \"../out\"\n[sources]\nevents = { url = \"../in/events.json\", format = \"json\", schema = \"user_id string, kind string\" }\n[[step]]\nname = \"n\"\nquery = \"SELECT COUNT(*) AS n FROM events\"\n",
+        &format!("name = \"j\"\noutput = \"../out\"\n[sources]\nevents = {{ url = \"../in/events.json\", format = \"json\", schema = \"{schema}\"{extra} }}\n[[step]]\nname = \"n\"\nquery = \"SELECT COUNT(*) AS n{sum} FROM events\"\n[[export]]\ntable = \"n\"\nto = \"n.csv\"\n"),
     );
     let res = bin()
         .arg("run")
         .arg(tmp.path().join("jobs/j.toml"))
         .output()
         .unwrap();
-    let text = output_text(&res);
-    assert_eq!(res.status.code(), Some(65), "{text}");
-    assert!(text.contains("source `events`"), "{text}");
-    assert!(!tmp.path().join("out").join("undated/current.json").exists());
+    (tmp, res)
 }
 
 /// Runs a case expected to fail one gate: exit 65, the gate, value and threshold named, and
@@ -388,24 +404,15 @@ fn schema_drift_is_reported_by_check_and_run() {
 
 #[test]
 fn unparsable_json_rows_are_left_out_and_counted_when_skipped() {
-    let tmp = tempfile::tempdir().unwrap();
-    write(
-        &tmp.path().join("in/events.json"),
+    let (tmp, res) = run_json_job(
         "{\"user_id\": \"u1\", \"kind\": \"like\", \"n\": 2}\n\
          {\"user_id\": \"u2\", \"kind\": \n\
          {\"user_id\": \"u3\", \"kind\": \"share\", \"n\": \"many\"}\n\
          [1, 2]\n\
          {\"user_id\": \"u4\", \"kind\": \"like\"}\n",
+        "user_id string, kind string, n int",
+        ", bad_rows = \"skip\"",
     );
-    write(
-        &tmp.path().join("jobs/j.toml"),
-        "name = \"j\"\noutput = \"../out\"\n[sources]\nevents = { url = \"../in/events.json\", format = \"json\", schema = \"user_id string, kind string, n int\", bad_rows = \"skip\" }\n[[step]]\nname = \"n\"\nquery = \"SELECT COUNT(*) AS n, SUM(n) AS total FROM events\"\n[[export]]\ntable = \"n\"\nto = \"n.csv\"\n",
-    );
-    let res = bin()
-        .arg("run")
-        .arg(tmp.path().join("jobs/j.toml"))
-        .output()
-        .unwrap();
     let text = output_text(&res);
     assert!(res.status.success(), "{text}");
     assert!(text.contains("unparsable 3"), "{text}");
