@@ -27,6 +27,66 @@ pub struct MeasureArgs {
     /// Output folder of the job's runs, when they were written with --output.
     #[arg(long, value_name = "URL")]
     output: Option<String>,
+    /// Also measure every segment per value of a column of one of the run's Parquet exports,
+    /// joined on the id: `brand_lookalike.tier` reads `brand_lookalike.parquet`, column `tier`.
+    #[arg(long, value_name = "EXPORT.COLUMN")]
+    by: Option<String>,
+    /// A later published run (date or run id): the stage migration of target and control
+    /// between the two runs' lifecycle exports.
+    #[arg(long, value_name = "DATE_OR_RUN_ID")]
+    after: Option<String>,
+    /// The lifecycle export (file stem) the stage migration reads, with columns id and `stage`.
+    #[arg(long, default_value = "lifecycle")]
+    lifecycle: String,
+}
+
+/// A published run: (date, folder relative to the output root, run id).
+async fn resolve_run(root: &storage::Location, text: &str) -> Result<(String, String, String)> {
+    if crate::job::params::parse_date(text).is_ok() {
+        let ptr = storage::publish::read_pointer(root, text)
+            .await?
+            .ok_or_else(|| Error::SourceMissing {
+                source_name: format!("published run of {text}"),
+                url: format!("{}/{text}", root.display()),
+                detail: "the date has no publication".into(),
+            })?;
+        return Ok((text.to_string(), ptr.run, ptr.run_id));
+    }
+    let rec = storage::history::recent(root, storage::history::KEEP)
+        .await?
+        .into_iter()
+        .find(|r| r.run_id == text && r.outcome == "published")
+        .ok_or_else(|| Error::SourceMissing {
+            source_name: format!("run {text}"),
+            url: root.display(),
+            detail: "no published run with this id in the run history (see `audiences status`)"
+                .into(),
+        })?;
+    let rel = format!("{}/runs/{}", rec.date, rec.run_id);
+    Ok((rec.date, rel, rec.run_id))
+}
+
+/// Registers a Parquet file of a run folder as `name`, or fails with exit 66 naming it.
+async fn register_run_file(
+    engine: &Engine,
+    root: &storage::Location,
+    rel: &str,
+    name: &str,
+) -> Result<()> {
+    let loc = root.child(rel)?;
+    if storage::read_bytes(&loc).await.is_err() {
+        return Err(Error::SourceMissing {
+            source_name: name.to_string(),
+            url: loc.display(),
+            detail: "the run has no such file".into(),
+        });
+    }
+    engine
+        .ctx
+        .register_parquet(name, loc.url.as_str(), Default::default())
+        .await
+        .map_err(|e| Error::data(loc.display(), e.to_string()))?;
+    Ok(())
 }
 
 /// Finds the run, measures every segment and writes `lift.csv` and `measurement.json`.
@@ -35,46 +95,34 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
     let cwd = std::env::current_dir()?;
     let bindings = job.bind(None, &args.params, &cwd)?;
     let root = storage::locate(&job.output_url(&bindings, args.output.as_deref(), &cwd)?)?;
-    let (date, run_rel, run_id) = if crate::job::params::parse_date(&args.run).is_ok() {
-        let ptr = storage::publish::read_pointer(&root, &args.run)
-            .await?
-            .ok_or_else(|| Error::SourceMissing {
-                source_name: format!("published run of {}", args.run),
-                url: format!("{}/{}", root.display(), args.run),
-                detail: "the date has no publication".into(),
-            })?;
-        (args.run.clone(), ptr.run, ptr.run_id)
-    } else {
-        let rec = storage::history::recent(&root, storage::history::KEEP)
-            .await?
-            .into_iter()
-            .find(|r| r.run_id == args.run && r.outcome == "published")
-            .ok_or_else(|| Error::SourceMissing {
-                source_name: format!("run {}", args.run),
-                url: root.display(),
-                detail: "no published run with this id in the run history (see `audiences status`)"
-                    .into(),
-            })?;
-        let rel = format!("{}/runs/{}", rec.date, rec.run_id);
-        (rec.date, rel, rec.run_id)
-    };
+    let (date, run_rel, run_id) = resolve_run(&root, &args.run).await?;
     let mut engine = Engine::new(&EngineConfig::default())?;
     engine.register_store(&root);
-    let members = root.child(&format!("{run_rel}/segments.parquet"))?;
-    if storage::read_bytes(&members).await.is_err() {
-        return Err(Error::SourceMissing {
-            source_name: format!("segments of run {run_id}"),
-            url: members.display(),
-            detail:
-                "the run has no segments.parquet (a job without segments has nothing to measure)"
-                    .into(),
-        });
-    }
-    engine
-        .ctx
-        .register_parquet("members", members.url.as_str(), Default::default())
-        .await
-        .map_err(|e| Error::data(members.display(), e.to_string()))?;
+    register_run_file(
+        &engine,
+        &root,
+        &format!("{run_rel}/segments.parquet"),
+        "members",
+    )
+    .await?;
+    let by = match &args.by {
+        Some(b) => {
+            let (file, col) = b.split_once('.').ok_or_else(|| {
+                Error::Usage(format!(
+                    "--by `{b}` must be EXPORT.COLUMN, e.g. brand_lookalike.tier"
+                ))
+            })?;
+            register_run_file(
+                &engine,
+                &root,
+                &format!("{run_rel}/{file}.parquet"),
+                "breakdown",
+            )
+            .await?;
+            Some(("breakdown", col))
+        }
+        None => None,
+    };
     let results = storage::locate(&crate::job::params::resolve_path(&args.results, &cwd))?;
     engine.register_store(&results);
     let shown = results.display();
@@ -104,7 +152,31 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
             .await
     };
     registered.map_err(|e| Error::data(format!("campaign results ({shown})"), e.to_string()))?;
-    let lifts = crate::measure::measure(&engine, "members", "results", &job.publish.id).await?;
+    let lifts = crate::measure::measure(&engine, "members", "results", &job.publish.id, by).await?;
+    let migration = match &args.after {
+        Some(after) => {
+            let (_, after_rel, after_id) = resolve_run(&root, after).await?;
+            let file = format!("{}.parquet", args.lifecycle);
+            register_run_file(&engine, &root, &format!("{run_rel}/{file}"), "stage_before").await?;
+            register_run_file(
+                &engine,
+                &root,
+                &format!("{after_rel}/{file}"),
+                "stage_after",
+            )
+            .await?;
+            let m = crate::measure::migration(
+                &engine,
+                "members",
+                "stage_before",
+                "stage_after",
+                &job.publish.id,
+            )
+            .await?;
+            Some((after_id, m))
+        }
+        None => None,
+    };
 
     let dir = root.child(&format!("{date}/measurements/{run_id}"))?;
     let batch = crate::measure::to_batch(&lifts)?;
@@ -119,6 +191,14 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
         "measured_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "method": "intent to treat; Wald 95% interval and pooled z-test for conversion; 95% percentile bootstrap (2,000 resamples) for value per user",
         "segments": lifts,
+        "stage_migration": migration.as_ref().map(|(after, m)| serde_json::json!({
+            "after_run_id": after,
+            "advanced_share": crate::measure::advanced_shares(m)
+                .into_iter()
+                .map(|((s, g), v)| serde_json::json!({"segment": s, "grp": g, "share": v}))
+                .collect::<Vec<_>>(),
+            "moves": m,
+        })),
     });
     storage::write::put_bytes(
         &dir.child("measurement.json")?,
@@ -139,9 +219,13 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
         "incr conv"
     );
     for l in &lifts {
+        let name = match &l.part {
+            Some(p) => format!("{} [{p}]", l.segment),
+            None => l.segment.clone(),
+        };
         println!(
             "  {:<28} {:>8} {:>8} {:>8.2} {:>8.2} {:>9.2} {:>22} {:>8.4} {:>10.1}",
-            l.segment,
+            name,
             l.target_users,
             l.control_users,
             100.0 * l.target_rate,
@@ -155,6 +239,25 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
             l.p_value,
             l.incremental_conversions
         );
+    }
+    if let Some((after, m)) = &migration {
+        println!("stage migration to run {after}: share of users whose stage advanced");
+        let shares = crate::measure::advanced_shares(m);
+        let segs: std::collections::BTreeSet<&String> = shares.keys().map(|k| &k.0).collect();
+        for s in segs {
+            let get = |g: &str| {
+                shares
+                    .get(&(s.clone(), g.to_string()))
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            println!(
+                "  {:<28} target {:>6.2}%  control {:>6.2}%",
+                s,
+                100.0 * get("target"),
+                100.0 * get("control")
+            );
+        }
     }
     println!("written: {}", dir.display());
     Ok(())

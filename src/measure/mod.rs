@@ -38,6 +38,8 @@ const RESAMPLES: usize = 2000;
 pub struct Lift {
     /// Segment.
     pub segment: String,
+    /// With a breakdown (`--by table.column`): the part of the segment, e.g. a lookalike tier.
+    pub part: Option<String>,
     /// Users in the target group.
     pub target_users: u64,
     /// Users in the control group.
@@ -135,7 +137,15 @@ fn q(s: &str) -> String {
 /// Measures every segment of the members table `members` (segment, user_id, grp) against the
 /// results table `results` (user id column `id`, a `converted` flag or count, an optional
 /// `value`).
-pub async fn measure(engine: &Engine, members: &str, results: &str, id: &str) -> Result<Vec<Lift>> {
+/// With `by` = (table, column), every segment is also measured per value of the column (the
+/// table joined on the id), e.g. per lookalike tier.
+pub async fn measure(
+    engine: &Engine,
+    members: &str,
+    results: &str,
+    id: &str,
+    by: Option<(&str, &str)>,
+) -> Result<Vec<Lift>> {
     let schema = engine
         .ctx
         .table(results)
@@ -170,12 +180,24 @@ pub async fn measure(engine: &Engine, members: &str, results: &str, id: &str) ->
            FROM {results} GROUP BY CAST({id} AS VARCHAR))
          SELECT arrow_cast(m.segment, 'Utf8') AS segment, arrow_cast(m.grp, 'Utf8') AS grp,
                 CAST(COALESCE(r.converted, 0) AS BIGINT) AS converted,
-                CAST(COALESCE(r.value, 0) AS DOUBLE) AS value
+                CAST(COALESCE(r.value, 0) AS DOUBLE) AS value,
+                arrow_cast({part}, 'Utf8') AS part
          FROM {members} m LEFT JOIN r ON CAST(m.user_id AS VARCHAR) = r.user_id
+         {join}
          ORDER BY 1, 2, CAST(m.user_id AS VARCHAR)",
         id = q(id),
         results = q(results),
         members = q(members),
+        part = if by.is_some() { "COALESCE(CAST(b.part AS VARCHAR), '')" } else { "''" },
+        join = match by {
+            Some((t, c)) => format!(
+                "LEFT JOIN (SELECT DISTINCT CAST({} AS VARCHAR) AS user_id, {} AS part FROM {}) b ON CAST(m.user_id AS VARCHAR) = b.user_id",
+                q(id),
+                q(c),
+                q(t)
+            ),
+            None => String::new(),
+        },
     );
     let batches = engine
         .ctx
@@ -185,22 +207,30 @@ pub async fn measure(engine: &Engine, members: &str, results: &str, id: &str) ->
         .collect()
         .await
         .map_err(|e| execution_error("campaign results", e))?;
-    // (segment) -> (target values, target conversions, control values, control conversions)
-    let mut groups: std::collections::BTreeMap<String, [(Vec<f64>, u64); 2]> = Default::default();
+    // (segment, part) -> [(values, conversions) of target, of control]
+    type Groups = std::collections::BTreeMap<(String, Option<String>), [(Vec<f64>, u64); 2]>;
+    let mut groups: Groups = Default::default();
     for b in &batches {
         let seg = b.column(0).as_string::<i32>();
         let grp = b.column(1).as_string::<i32>();
         let conv = b.column(2).as_primitive::<Int64Type>();
         let val = b.column(3).as_primitive::<Float64Type>();
+        let part = b.column(4).as_string::<i32>();
         for i in 0..b.num_rows() {
-            let e = groups.entry(seg.value(i).to_string()).or_default();
-            let g = &mut e[usize::from(grp.value(i) != "target")];
-            g.0.push(val.value(i));
-            g.1 += conv.value(i) as u64;
+            let side = usize::from(grp.value(i) != "target");
+            let mut keys = vec![(seg.value(i).to_string(), None)];
+            if by.is_some() && !part.value(i).is_empty() {
+                keys.push((seg.value(i).to_string(), Some(part.value(i).to_string())));
+            }
+            for k in keys {
+                let g = &mut groups.entry(k).or_default()[side];
+                g.0.push(val.value(i));
+                g.1 += conv.value(i) as u64;
+            }
         }
     }
     let mut out = Vec::new();
-    for (segment, [(tv, tx), (cv, cx)]) in groups {
+    for ((segment, part), [(tv, tx), (cv, cx)]) in groups {
         let (nt, nc) = (tv.len() as u64, cv.len() as u64);
         if nt == 0 || nc == 0 {
             // Without a control group there is nothing to compare with.
@@ -234,6 +264,7 @@ pub async fn measure(engine: &Engine, members: &str, results: &str, id: &str) ->
             value_ci: bootstrap_mean_diff(&tv, &cv, seed),
             incremental_value: (mt - mc) * nt as f64,
             segment,
+            part,
         });
     }
     Ok(out)
@@ -245,6 +276,7 @@ pub fn to_batch(lifts: &[Lift]) -> Result<RecordBatch> {
     let i = |n: &str| Field::new(n, DataType::Int64, false);
     let schema = Arc::new(Schema::new(vec![
         Field::new("segment", DataType::Utf8, false),
+        Field::new("part", DataType::Utf8, true),
         i("target_users"),
         i("control_users"),
         i("target_conversions"),
@@ -279,6 +311,9 @@ pub fn to_batch(lifts: &[Lift]) -> Result<RecordBatch> {
         vec![
             Arc::new(StringArray::from(
                 lifts.iter().map(|l| l.segment.clone()).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                lifts.iter().map(|l| l.part.clone()).collect::<Vec<_>>(),
             )),
             il(&|l| l.target_users),
             il(&|l| l.control_users),
@@ -338,4 +373,94 @@ mod tests {
         assert!(hi - lo < 1.0);
         assert_eq!((lo, hi), bootstrap_mean_diff(&a, &b, 7));
     }
+}
+
+/// Users of one segment group who moved between two lifecycle stages.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Migration {
+    /// Segment.
+    pub segment: String,
+    /// `target` or `control`.
+    pub grp: String,
+    /// Stage at the measured run (`none` when the user had no stage row).
+    pub from_stage: String,
+    /// Stage at the later run.
+    pub to_stage: String,
+    /// Users.
+    pub users: u64,
+}
+
+/// Stage migration of every segment's target and control groups between two lifecycle tables
+/// (user id, `stage`): the measured run's and a later run's.
+pub async fn migration(
+    engine: &Engine,
+    members: &str,
+    before: &str,
+    after: &str,
+    id: &str,
+) -> Result<Vec<Migration>> {
+    let sql = format!(
+        "SELECT arrow_cast(m.segment, 'Utf8'), arrow_cast(m.grp, 'Utf8'),
+                arrow_cast(COALESCE(CAST(b.stage AS VARCHAR), 'none'), 'Utf8'),
+                arrow_cast(COALESCE(CAST(a.stage AS VARCHAR), 'none'), 'Utf8'),
+                COUNT(*)
+         FROM {members} m
+         LEFT JOIN {before} b ON CAST(b.{id} AS VARCHAR) = CAST(m.user_id AS VARCHAR)
+         LEFT JOIN {after} a ON CAST(a.{id} AS VARCHAR) = CAST(m.user_id AS VARCHAR)
+         GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+        members = q(members),
+        before = q(before),
+        after = q(after),
+        id = q(id),
+    );
+    let batches = engine
+        .ctx
+        .sql(&sql)
+        .await
+        .map_err(|e| Error::data("lifecycle tables", e.to_string()))?
+        .collect()
+        .await
+        .map_err(|e| execution_error("lifecycle tables", e))?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let s = |i: usize| b.column(i).as_string::<i32>().clone();
+        let (seg, grp, from, to) = (s(0), s(1), s(2), s(3));
+        let n = b.column(4).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            out.push(Migration {
+                segment: seg.value(i).to_string(),
+                grp: grp.value(i).to_string(),
+                from_stage: from.value(i).to_string(),
+                to_stage: to.value(i).to_string(),
+                users: n.value(i) as u64,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Rank of a lifecycle stage (unknown stages rank with `none`).
+pub fn stage_rank(stage: &str) -> u8 {
+    match stage {
+        "awareness" => 1,
+        "intent" => 2,
+        "conversion" => 3,
+        "advocacy" => 4,
+        _ => 0,
+    }
+}
+
+/// Per segment and group, the share of users whose stage advanced.
+pub fn advanced_shares(m: &[Migration]) -> std::collections::BTreeMap<(String, String), f64> {
+    let mut tot: std::collections::BTreeMap<(String, String), (u64, u64)> = Default::default();
+    for r in m {
+        let e = tot.entry((r.segment.clone(), r.grp.clone())).or_default();
+        e.0 += r.users;
+        if stage_rank(&r.to_stage) > stage_rank(&r.from_stage) {
+            e.1 += r.users;
+        }
+    }
+    tot.into_iter()
+        .map(|(k, (n, up))| (k, if n > 0 { up as f64 / n as f64 } else { 0.0 }))
+        .collect()
 }

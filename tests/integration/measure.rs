@@ -20,6 +20,19 @@ output = "../out"
 as_of = { type = "date" }
 [sources]
 users = { url = "../in/users.csv", format = "csv", schema = "user_id string" }
+[[step]]
+name = "tiers"
+query = "SELECT user_id, CASE WHEN CAST(SUBSTR(user_id, 2) AS INT) % 3 = 0 THEN 'a' ELSE 'b' END AS tier FROM users"
+[[export]]
+table = "tiers"
+to = "tiers.parquet"
+# On 2026-11-25 users whose number ends in 5 move from awareness to intent.
+[[step]]
+name = "lifecycle"
+query = "SELECT user_id, CASE WHEN $as_of > CAST('2026-11-24' AS DATE) AND SUBSTR(user_id, 5) = '5' THEN 'intent' ELSE 'awareness' END AS stage FROM users"
+[[export]]
+table = "lifecycle"
+to = "lifecycle.parquet"
 [publish]
 holdout = "50%"
 [[segment]]
@@ -189,7 +202,7 @@ fn lift_per_segment_matches_an_independent_computation() {
     )
     .unwrap();
     assert!(
-        csv.starts_with("segment,target_users,control_users"),
+        csv.starts_with("segment,part,target_users,control_users"),
         "{csv}"
     );
     assert_eq!(csv.lines().count(), 3);
@@ -333,4 +346,114 @@ fn campaign_feedback_job_seeds_lookalikes_and_suppresses_converters() {
         "{}",
         m["segments"]
     );
+}
+
+#[test]
+fn measure_per_tier_and_stage_migration() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (job, out) = published_job(tmp.path());
+    let res = bin()
+        .arg("run")
+        .arg(&job)
+        .args(["--date", "2026-11-25"])
+        .output()
+        .unwrap();
+    assert!(res.status.success(), "{}", output_text(&res));
+    write(
+        &tmp.path().join("r.csv"),
+        "user_id,converted\nu0003,1\nu0004,1\n",
+    );
+    let res = bin()
+        .arg("measure")
+        .arg(&job)
+        .args([
+            "--run",
+            "2026-11-24",
+            "--after",
+            "2026-11-25",
+            "--by",
+            "tiers.tier",
+            "--results",
+        ])
+        .arg(tmp.path().join("r.csv"))
+        .output()
+        .unwrap();
+    let text = output_text(&res);
+    assert!(res.status.success(), "{text}");
+    let dir = std::fs::read_dir(out.join("2026-11-24/measurements"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("measurement.json")).unwrap()).unwrap();
+    let lifts = m["segments"].as_array().unwrap();
+    let all = members(&out);
+    for seg in ["everyone", "evens"] {
+        let whole = lifts
+            .iter()
+            .find(|l| l["segment"] == seg && l["part"].is_null())
+            .unwrap();
+        let parts: Vec<&serde_json::Value> = lifts
+            .iter()
+            .filter(|l| l["segment"] == seg && !l["part"].is_null())
+            .collect();
+        let sum: u64 = parts
+            .iter()
+            .map(|l| l["target_users"].as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            sum,
+            whole["target_users"].as_u64().unwrap(),
+            "{seg}: tiers add up"
+        );
+        // Tier `a` is every user whose number is a multiple of 3.
+        let want = all
+            .iter()
+            .filter(|(s, g, u)| {
+                s == seg && g == "target" && u[1..].parse::<u32>().unwrap() % 3 == 0
+            })
+            .count() as u64;
+        let a = parts.iter().find(|l| l["part"] == "a").unwrap();
+        assert_eq!(a["target_users"].as_u64().unwrap(), want, "{seg}");
+    }
+    assert!(text.contains("everyone [a]"), "{text}");
+    // Migration: exactly the users ending in 5 advanced, in each group.
+    let moves = m["stage_migration"]["moves"].as_array().unwrap();
+    for (seg, grp) in [
+        ("everyone", "target"),
+        ("everyone", "control"),
+        ("evens", "target"),
+    ] {
+        let want = all
+            .iter()
+            .filter(|(s, g, u)| s == seg && g == grp && u.ends_with('5'))
+            .count() as u64;
+        let got = moves
+            .iter()
+            .find(|r| {
+                r["segment"] == seg
+                    && r["grp"] == grp
+                    && r["from_stage"] == "awareness"
+                    && r["to_stage"] == "intent"
+            })
+            .map(|r| r["users"].as_u64().unwrap())
+            .unwrap_or(0);
+        assert_eq!(got, want, "{seg} {grp}");
+        let n = all.iter().filter(|(s, g, _)| s == seg && g == grp).count() as f64;
+        let share = m["stage_migration"]["advanced_share"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["segment"] == seg && r["grp"] == grp)
+            .unwrap()["share"]
+            .as_f64()
+            .unwrap();
+        assert!((share - want as f64 / n).abs() < 1e-12);
+    }
+    // `evens` holds no number ending in 5: nobody in it moved.
+    assert!(!moves
+        .iter()
+        .any(|r| r["segment"] == "evens" && r["to_stage"] == "intent"));
 }
