@@ -27,6 +27,7 @@ pub mod measure;
 pub mod models;
 pub mod pipeline;
 pub mod quality;
+pub mod report;
 pub mod segments;
 pub mod storage;
 pub mod summary;

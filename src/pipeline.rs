@@ -533,6 +533,18 @@ async fn run_locked(
         }
     }
 
+    // The page for people, written before the manifest so the manifest can list it.
+    let mut report = crate::report::gather(&prepared.engine, job, &steps, &segs).await?;
+    report.job = job.name.clone();
+    report.date = run.key.clone();
+    report.run_id = run.run_id.clone();
+    crate::storage::write::put_bytes(
+        &output.child("report.html")?,
+        crate::report::render(&report).into_bytes(),
+    )
+    .await?;
+    lap("report", &mut stages);
+
     let out_prefix = output.display();
     let manifest = crate::export::manifest::Manifest {
         job: job.name.clone(),

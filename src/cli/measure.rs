@@ -200,6 +200,19 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
             "moves": m,
         })),
     });
+    let page = crate::report::ReportData {
+        job: job.name.clone(),
+        date: date.clone(),
+        run_id: run_id.clone(),
+        lifts: lifts.clone(),
+        min_cell_size: job.report_min_cell_size,
+        ..Default::default()
+    };
+    storage::write::put_bytes(
+        &dir.child("report.html")?,
+        crate::report::render(&page).into_bytes(),
+    )
+    .await?;
     storage::write::put_bytes(
         &dir.child("measurement.json")?,
         serde_json::to_vec_pretty(&doc).map_err(|e| Error::internal(e.to_string()))?,

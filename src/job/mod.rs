@@ -319,6 +319,8 @@ pub struct Job {
     pub previous: Vec<(String, String)>,
     /// Time zone of the job's dates.
     pub timezone: chrono_tz::Tz,
+    /// Smallest group a number in the report may describe.
+    pub report_min_cell_size: u64,
 }
 
 /// Parameter values bound for one run.
@@ -1158,6 +1160,11 @@ impl Job {
             publish,
             previous,
             timezone,
+            report_min_cell_size: raw
+                .report
+                .as_ref()
+                .and_then(|r| r.min_cell_size)
+                .unwrap_or(50),
         })
     }
 

@@ -56,6 +56,18 @@ pub struct JobSpec {
     /// to yesterday there. Default: UTC.
     #[serde(default)]
     pub timezone: Option<Spanned<String>>,
+    /// The run's `report.html`.
+    #[serde(default)]
+    pub report: Option<ReportSpec>,
+}
+
+/// The `[report]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSpec {
+    /// Numbers computed over fewer users are suppressed (default 50).
+    #[serde(default)]
+    pub min_cell_size: Option<u64>,
 }
 
 /// One `[[segment]]` entry: a query selecting ids, or one segment per value of a column.

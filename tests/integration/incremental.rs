@@ -68,7 +68,7 @@ fn outputs(out: &Path, date: &str) -> BTreeMap<PathBuf, Vec<u8>> {
         .into_iter()
         .filter(|(p, _)| {
             let s = p.to_string_lossy();
-            !(s.ends_with(".json") || s.ends_with("_SUCCESS"))
+            !(s.ends_with(".json") || s.ends_with("_SUCCESS") || s.ends_with("report.html"))
         })
         .collect()
 }

@@ -41,6 +41,9 @@ query = "SELECT user_id FROM users"
 [[segment]]
 name = "evens"
 query = "SELECT user_id FROM users WHERE CAST(SUBSTR(user_id, 2) AS INT) % 2 = 0"
+[[segment]]
+name = "few"
+query = "SELECT user_id FROM users WHERE CAST(SUBSTR(user_id, 2) AS INT) < 30"
 "#,
     );
     let res = bin()
@@ -205,7 +208,7 @@ fn lift_per_segment_matches_an_independent_computation() {
         csv.starts_with("segment,part,target_users,control_users"),
         "{csv}"
     );
-    assert_eq!(csv.lines().count(), 3);
+    assert_eq!(csv.lines().count(), 4);
 }
 
 #[test]
@@ -456,4 +459,146 @@ fn measure_per_tier_and_stage_migration() {
     assert!(!moves
         .iter()
         .any(|r| r["segment"] == "evens" && r["to_stage"] == "intent"));
+}
+
+/// The number in the table cell right after a row's first cell `name` (in table `id`).
+fn cell_after(html: &str, table: &str, name: &str) -> String {
+    let t = &html[html
+        .find(&format!("<table id=\"{table}\""))
+        .unwrap_or_else(|| panic!("table {table}"))..];
+    let t = &t[..t.find("</table>").unwrap()];
+    let row = t
+        .split("<tr>")
+        .find(|r| r.starts_with(&format!("<td class=\"l\">{name}</td>")))
+        .unwrap_or_else(|| panic!("row {name} in {table}"));
+    let rest = &row[format!("<td class=\"l\">{name}</td>").len()..];
+    let v = &rest[4..rest.find("</td>").unwrap()];
+    v.to_string()
+}
+
+#[test]
+fn report_numbers_agree_with_the_run_and_small_groups_are_suppressed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_job, out) = published_job(tmp.path());
+    let run = published_at(&out, "2026-11-24");
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    let all = members(&out);
+    let count = |seg: &str, grp: &str| all.iter().filter(|m| m.0 == seg && m.1 == grp).count();
+    for seg in ["everyone", "evens"] {
+        assert_eq!(
+            cell_after(&html, "segments", seg),
+            count(seg, "target").to_string(),
+            "{seg}"
+        );
+    }
+    // `few` has about 15 users per group: below 50, never shown.
+    assert!(count("few", "target") < 50);
+    assert_eq!(
+        cell_after(&html, "segments", "few"),
+        "<span class=\"suppressed\">&lt; 50</span>"
+    );
+    // Overlap of the two large target groups, counted independently.
+    let both = all
+        .iter()
+        .filter(|m| m.0 == "everyone" && m.1 == "target")
+        .filter(|m| {
+            all.iter()
+                .any(|o| o.0 == "evens" && o.1 == "target" && o.2 == m.2)
+        })
+        .count();
+    assert!(
+        html.contains(&format!(
+            "<td class=\"l\">evens</td><td class=\"l\">everyone</td><td>{both}</td>"
+        )),
+        "overlap {both}"
+    );
+    // The funnel: on 2026-11-24 all 2,000 users are aware.
+    assert_eq!(cell_after(&html, "funnel", "awareness"), "2000");
+    assert_eq!(cell_after(&html, "funnel", "intent"), "0");
+    assert!(html.contains("<svg"), "inline charts");
+    // Self-contained: no script, nothing fetched (SVG's namespace URI is a name, not a fetch).
+    assert!(
+        !html.contains("<script")
+            && !html.contains("src=")
+            && !html.contains("href=")
+            && !html.contains("url("),
+        "self-contained, no script"
+    );
+}
+
+#[test]
+fn report_opens_in_a_headless_browser_without_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (job, out) = published_job(tmp.path());
+    write(
+        &tmp.path().join("r.csv"),
+        "user_id,converted,value\nu0003,1,5\nu0004,1,7\n",
+    );
+    let res = bin()
+        .arg("measure")
+        .arg(&job)
+        .args(["--run", "2026-11-24", "--results"])
+        .arg(tmp.path().join("r.csv"))
+        .output()
+        .unwrap();
+    assert!(res.status.success(), "{}", output_text(&res));
+    let measured = std::fs::read_dir(out.join("2026-11-24/measurements"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let lift = std::fs::read_to_string(measured.join("report.html")).unwrap();
+    assert!(
+        lift.contains("<table id=\"lift\">") && lift.contains("everyone"),
+        "{lift}"
+    );
+    let blank = tmp.path().join("blank.html");
+    write(&blank, "<!DOCTYPE html><html><body></body></html>");
+    let shot = |page: &std::path::Path, png: &std::path::Path| {
+        let profile = tempfile::tempdir().unwrap();
+        let res = std::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                "--enable-logging=stderr",
+                "--v=0",
+                "--window-size=1200,2400",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(format!("--screenshot={}", png.display()))
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .expect("chromium is installed (.ci/run installs Debian's chromium)");
+        let log = String::from_utf8_lossy(&res.stderr).to_string();
+        assert!(res.status.success(), "{log}");
+        log
+    };
+    let report = published_at(&out, "2026-11-24").join("report.html");
+    for page in [report, measured.join("report.html")] {
+        let png = tmp.path().join("shot.png");
+        let log = shot(&page, &png);
+        // Console messages are logged as "CONSOLE(...)"; an error in the page would be one.
+        assert!(
+            !log.contains("CONSOLE") && !log.contains("Uncaught"),
+            "{log}"
+        );
+        let blank_png = tmp.path().join("blank.png");
+        shot(&blank, &blank_png);
+        let (a, b) = (
+            std::fs::metadata(&png).unwrap().len(),
+            std::fs::metadata(&blank_png).unwrap().len(),
+        );
+        assert!(
+            a > 4 * b,
+            "the screenshot is not blank: {a} bytes vs {b} for an empty page"
+        );
+    }
 }
