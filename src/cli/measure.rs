@@ -208,9 +208,14 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
         min_cell_size: job.report_min_cell_size,
         ..Default::default()
     };
+    // The run's page with the lift added, so one page shows the audiences and what they earned.
+    let run_page = storage::read_bytes(&root.child(&format!("{run_rel}/report.html"))?)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
     storage::write::put_bytes(
         &dir.child("report.html")?,
-        crate::report::render(&page).into_bytes(),
+        crate::report::with_lift(run_page.as_deref(), &page).into_bytes(),
     )
     .await?;
     storage::write::put_bytes(

@@ -547,10 +547,17 @@ pub fn render(d: &ReportData) -> String {
         }
         h.push_str("</table>\n");
     }
-    if !d.lifts.is_empty() {
+    h.push_str(&lift_section(&d.lifts, min));
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// The lift section: a chart and a table (groups under `min` users suppressed).
+pub fn lift_section(lifts: &[Lift], min: u64) -> String {
+    let mut h = String::new();
+    if !lifts.is_empty() {
         h.push_str("<h2>Campaign lift (target vs control)</h2>\n");
-        let shown: Vec<&Lift> = d
-            .lifts
+        let shown: Vec<&Lift> = lifts
             .iter()
             .filter(|l| l.target_users >= min && l.control_users >= min)
             .collect();
@@ -572,7 +579,7 @@ pub fn render(d: &ReportData) -> String {
             &|v| format!("{v:.1}"),
         ));
         h.push_str("<table id=\"lift\"><tr><th class=\"l\">segment</th><th>target</th><th>control</th><th>target rate</th><th>control rate</th><th>lift (pp)</th><th>95% interval (pp)</th><th>p</th><th>incremental conversions</th><th>incremental value</th></tr>\n");
-        for l in &d.lifts {
+        for l in lifts {
             let name = l
                 .part
                 .as_ref()
@@ -600,6 +607,19 @@ pub fn render(d: &ReportData) -> String {
         }
         h.push_str("</table>\n");
     }
-    h.push_str("</body></html>\n");
     h
+}
+
+/// A run's page with the lift section added: the run's own `report.html` when it exists
+/// (`run_page`), else a page of the lift alone.
+pub fn with_lift(run_page: Option<&str>, d: &ReportData) -> String {
+    match run_page.and_then(|p| p.rfind("</body>").map(|i| (p, i))) {
+        Some((p, i)) => format!(
+            "{}{}{}",
+            &p[..i],
+            lift_section(&d.lifts, d.min_cell_size),
+            &p[i..]
+        ),
+        None => render(d),
+    }
 }

@@ -553,6 +553,12 @@ fn report_opens_in_a_headless_browser_without_errors() {
         lift.contains("<table id=\"lift\">") && lift.contains("everyone"),
         "{lift}"
     );
+    // The run's page, with the lift added.
+    assert!(
+        lift.contains("<table id=\"segments\">") && lift.contains("<table id=\"funnel\">"),
+        "{lift}"
+    );
+    assert_eq!(lift.matches("</body>").count(), 1);
     let blank = tmp.path().join("blank.html");
     write(&blank, "<!DOCTYPE html><html><body></body></html>");
     let shot = |page: &std::path::Path, png: &std::path::Path| {
