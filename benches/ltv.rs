@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! cargo build --release
-//! REFDATA=/tmp/refdata PEER_PYTHON=/path/to/python-with-lifetimes cargo bench --bench ltv
+//! REFDATA=refdata PEER_PYTHON=/path/to/python-with-lifetimes cargo bench --bench ltv
 //! ```
 //! Our time is the whole process (start-up, reading 10 M orders, the summary SQL, fit, predict,
 //! writing the table) and the ltv step alone (from the manifest); the peer's is `lifetimes`'

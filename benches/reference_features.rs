@@ -6,8 +6,8 @@
 //!
 //! ```sh
 //! cargo build --release
-//! python3 gen_reference_data.py --users 1000000 --out /tmp/refdata     # the benchmark's generator
-//! REFDATA=/tmp/refdata PEER_SQL_DIR=/path/to/bench PEER_PYTHON=/path/to/python \
+//! python3 gen_reference_data.py --users 1000000 --out refdata     # the benchmark's generator
+//! REFDATA=refdata PEER_SQL_DIR=/path/to/bench PEER_PYTHON=/path/to/python \
 //!   cargo bench --bench reference_features
 //! ```
 //!

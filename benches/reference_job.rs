@@ -5,8 +5,8 @@
 //!
 //! ```sh
 //! cargo build --release
-//! python3 gen_reference_data.py --users 1000000 --out /tmp/refdata     # the benchmark's generator
-//! REFDATA=/tmp/refdata PEER_DIR=/path/to/bench PEER_PYTHON=/path/to/python \
+//! python3 gen_reference_data.py --users 1000000 --out refdata     # the benchmark's generator
+//! REFDATA=refdata PEER_DIR=/path/to/bench PEER_PYTHON=/path/to/python \
 //!   cargo bench --bench reference_job
 //! ```
 //! `PEER_DIR` holds the peer's `anchor_duckdb_sklearn.py`. `RUNS` sets the runs per side
