@@ -2,6 +2,7 @@
 
 use clap::Args;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use object_store::ObjectStoreExt;
 
 use super::load_job;
 use crate::engine::{Engine, EngineConfig};
@@ -74,7 +75,8 @@ async fn register_run_file(
     name: &str,
 ) -> Result<()> {
     let loc = root.child(rel)?;
-    if storage::read_bytes(&loc).await.is_err() {
+    // A HEAD, not a read: the file may be large.
+    if loc.store.head(&loc.path).await.is_err() {
         return Err(Error::SourceMissing {
             source_name: name.to_string(),
             url: loc.display(),
@@ -126,7 +128,7 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
     let results = storage::locate(&crate::job::params::resolve_path(&args.results, &cwd))?;
     engine.register_store(&results);
     let shown = results.display();
-    if storage::read_bytes(&results).await.is_err()
+    if results.store.head(&results.path).await.is_err()
         && results
             .store
             .list_with_delimiter(Some(&results.path))

@@ -125,18 +125,21 @@ pub async fn register_clean_view(
     // 2. Counts: parse failures, then each drop rule over the parsed rows (a row may match
     //    several rules), then repeated keys among the kept rows.
     let mut counts = BTreeMap::new();
-    let bad = scalar(
-        engine,
-        &format!(
-            "SELECT COUNT(*) FROM {} WHERE NOT ({parsed_where})",
-            q(&raw_name)
-        ),
-        bindings,
-        &context,
-    )
-    .await?;
-    if source.skip_bad_rows {
+    // Without `bad_rows = "skip"` every row parsed: no pass over the source to count them.
+    if !parses.is_empty() {
+        let bad = scalar(
+            engine,
+            &format!(
+                "SELECT COUNT(*) FROM {} WHERE NOT ({parsed_where})",
+                q(&raw_name)
+            ),
+            bindings,
+            &context,
+        )
+        .await?;
         counts.insert("unparsable".to_string(), bad);
+    } else if source.skip_bad_rows {
+        counts.insert("unparsable".to_string(), 0);
     }
     if !source.drop.is_empty() {
         let sums: Vec<String> = source

@@ -167,20 +167,7 @@ async fn read_held(dir: &Location, col: &str, day: &str) -> Result<Option<HeldDa
 
 /// Every day held in a step's state, oldest first (for `status`).
 pub async fn held_days(dir: &Location, col: &str) -> Result<Vec<HeldDay>> {
-    let listed = dir
-        .store
-        .list_with_delimiter(Some(&dir.path))
-        .await
-        .map(|l| l.common_prefixes)
-        .unwrap_or_default();
-    let mut days: Vec<String> = listed
-        .iter()
-        .filter_map(|p| {
-            p.filename()
-                .and_then(|f| f.strip_prefix(&format!("{col}=")))
-                .map(str::to_string)
-        })
-        .collect();
+    let mut days = held_days_names(dir, col).await?;
     days.sort();
     let mut out = Vec::new();
     for d in days {
