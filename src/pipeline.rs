@@ -84,7 +84,18 @@ fn cwd() -> PathBuf {
 /// Binds params and registers every source.
 pub async fn prepare(job: &Job, opts: &RunOptions) -> Result<Prepared> {
     let bindings = job.bind(opts.date.as_deref(), &opts.params, &cwd())?;
-    let mut engine = Engine::new(&engine_config(job, opts))?;
+    let mut engine = Engine::new(&engine_config(job, opts)).await?;
+    if engine.is_distributed() {
+        // Executors write step results here: under the output, which must be shared storage.
+        let root = storage::locate(&job.output_url(&bindings, opts.output.as_deref(), &cwd())?)?;
+        let id = format!(
+            "{}-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f"),
+            std::process::id()
+        );
+        engine.set_work(root.child(&format!("_work/{id}/"))?);
+        tracing::info!(engine = %engine.kind, work = %engine.work().map(|w| w.display()).unwrap_or_default(), "SQL runs on a Ballista cluster");
+    }
     let mut sources = Vec::new();
     for s in &job.sources {
         sources.push(register_source(&mut engine, job, s, &bindings).await?);
@@ -98,6 +109,9 @@ pub async fn prepare(job: &Job, opts: &RunOptions) -> Result<Prepared> {
 
 fn engine_config(job: &Job, opts: &RunOptions) -> EngineConfig {
     let mut cfg = opts.engine.clone();
+    if cfg.kind.is_none() {
+        cfg.kind = Some(job.engine.clone());
+    }
     cfg.settings = job
         .settings
         .iter()
@@ -174,7 +188,11 @@ pub async fn run_steps(
             _ => None,
         };
         let r = match (&step.kind, &step.incremental) {
-            (crate::job::StepKind::Sql(sql), Some(inc)) if !opts.no_state => {
+            // On a cluster an incremental step computes its whole window there: per-day state
+            // is kept by the local engine only.
+            (crate::job::StepKind::Sql(sql), Some(inc))
+                if !opts.no_state && !prepared.engine.is_distributed() =>
+            {
                 let start = Instant::now();
                 let (rows, report) = crate::engine::incremental::run(
                     &prepared.engine,
@@ -265,13 +283,7 @@ pub async fn register_previous(
         .await
         .map_err(|e| Error::internal(e.to_string()))?;
     let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-    let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![]])
-        .map_err(|e| Error::internal(e.to_string()))?;
-    engine
-        .ctx
-        .register_table(name.as_str(), std::sync::Arc::new(table))
-        .map_err(|e| Error::internal(e.to_string()))?;
-    Ok(())
+    engine.register_batches(&name, schema, vec![]).await
 }
 
 /// The date folder of a run: the `as_of` date, or `undated` for a job without one.
@@ -318,7 +330,9 @@ pub async fn run(job: &Job, opts: &RunOptions) -> Result<RunReport> {
                 let mut prepared = prepare(job, opts).await?;
                 prepared.engine.register_store(&root);
                 prepared.engine.register_store(&state);
-                run_locked(job, opts, &mut prepared, &run, start, started_at).await
+                let r = run_locked(job, opts, &mut prepared, &run, start, started_at).await;
+                prepared.engine.clean_work().await;
+                r
             }
             .await;
             if let Some(l) = state_lock {
@@ -708,7 +722,10 @@ pub struct CheckReport {
 /// problem rather than stopping at the first.
 pub async fn check(job: &Job, opts: &RunOptions) -> Result<CheckReport> {
     let bindings = job.bind(opts.date.as_deref(), &opts.params, &cwd())?;
-    let mut engine = Engine::new(&engine_config(job, opts))?;
+    // Planning is the same on every engine: check never needs a cluster.
+    let mut cfg = engine_config(job, opts);
+    cfg.kind = Some(crate::engine::EngineKind::Local);
+    let mut engine = Engine::new(&cfg).await?;
     let mut report = CheckReport::default();
     let mut failed_tables: Vec<String> = Vec::new();
     for s in &job.sources {

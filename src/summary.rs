@@ -55,6 +55,7 @@ pub fn render(r: &RunReport) -> String {
             Held::Memory(_) if st.incremental.is_some() => "state".to_string(),
             Held::Memory(b) => format!("memory {}", human_bytes(*b as u64)),
             Held::Spilled(_, b) => format!("spilled {}", human_bytes(*b)),
+            Held::Cluster => "cluster".to_string(),
         };
         let _ = writeln!(
             s,

@@ -64,6 +64,9 @@ pub struct DemoArgs {
     /// Only generate the data; do not run the job.
     #[arg(long)]
     no_run: bool,
+    /// Where the SQL runs: `local`, `standalone` or `ballista://HOST:PORT`.
+    #[arg(long, value_name = "ENGINE", env = "AUDIENCES_ENGINE")]
+    engine: Option<String>,
 }
 
 /// The as-of date of the demo data: the data covers the 180 days before it.
@@ -77,6 +80,13 @@ pub async fn execute(args: DemoArgs) -> Result<()> {
         dir: args.dir.clone(),
         as_of,
         seed: args.seed,
+    };
+    let kind = match &args.engine {
+        Some(e) => Some(
+            crate::engine::EngineKind::parse(e)
+                .map_err(|m| Error::Usage(format!("--engine: {m}")))?,
+        ),
+        None => None,
     };
     let t = std::time::Instant::now();
     let stats = tokio::task::spawn_blocking(move || generate(&cfg))
@@ -114,6 +124,10 @@ pub async fn execute(args: DemoArgs) -> Result<()> {
         params: vec![format!("data={}", data.display())],
         output: args.output,
         progress: true,
+        engine: crate::engine::EngineConfig {
+            kind,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let report = crate::pipeline::run(&job, &opts).await?;

@@ -98,7 +98,7 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
     let bindings = job.bind(None, &args.params, &cwd)?;
     let root = storage::locate(&job.output_url(&bindings, args.output.as_deref(), &cwd)?)?;
     let (date, run_rel, run_id) = resolve_run(&root, &args.run).await?;
-    let mut engine = Engine::new(&EngineConfig::default())?;
+    let mut engine = Engine::new(&EngineConfig::default()).await?;
     engine.register_store(&root);
     register_run_file(
         &engine,

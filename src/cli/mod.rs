@@ -94,6 +94,10 @@ pub struct JobArgs {
     /// the job's `state`.
     #[arg(long, value_name = "URL")]
     pub state: Option<String>,
+    /// Where the SQL runs: `local` (in this process), `standalone` (a Ballista scheduler and
+    /// executor inside this process) or `ballista://HOST:PORT`; overrides the job's `engine`.
+    #[arg(long, value_name = "ENGINE", env = "AUDIENCES_ENGINE")]
+    pub engine: Option<String>,
 }
 
 impl JobArgs {
@@ -105,6 +109,13 @@ impl JobArgs {
             }
             None => None,
         };
+        let kind = match &self.engine {
+            Some(e) => Some(
+                crate::engine::EngineKind::parse(e)
+                    .map_err(|m| Error::Usage(format!("--engine: {m}")))?,
+            ),
+            None => None,
+        };
         Ok(RunOptions {
             date: self.date.clone(),
             params: self.params.clone(),
@@ -114,6 +125,7 @@ impl JobArgs {
                 spill_dir: self.spill_dir.clone(),
                 target_partitions: None,
                 settings: vec![],
+                kind,
             },
             progress: true,
             full_refresh: false,

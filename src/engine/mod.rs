@@ -1,6 +1,12 @@
 //! The SQL engine: one DataFusion session per run, with a bounded memory pool that spills to
 //! local disk, the job's sources registered as tables, and each step's result held as a table
 //! that later steps read by name.
+//!
+//! The session runs in this process (`local`, the default) or on an Apache DataFusion Ballista
+//! cluster (`ballista://HOST:PORT`, or `standalone` for a scheduler and an executor inside this
+//! process). On a cluster, step results are written by the executors as Parquet under the
+//! run's work folder on shared storage, since executors cannot read tables held in this
+//! process's memory.
 
 pub mod cleaning;
 pub mod diagnostics;
@@ -10,12 +16,86 @@ pub mod steps;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::MemTable;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
 use crate::error::{Error, Result};
 use crate::storage::Location;
+
+/// Where the SQL of a run executes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum EngineKind {
+    /// In-process DataFusion (the default).
+    #[default]
+    Local,
+    /// A Ballista scheduler and one executor started inside this process: the distributed
+    /// code path on one machine (tests, trying a job before a cluster exists).
+    Standalone,
+    /// A Ballista scheduler at `host:port`.
+    Ballista {
+        /// Scheduler host.
+        host: String,
+        /// Scheduler port (Ballista's default is 50050).
+        port: u16,
+    },
+}
+
+impl EngineKind {
+    /// Parses `local`, `standalone` / `ballista://standalone`, or `ballista://HOST[:PORT]`.
+    pub fn parse(text: &str) -> std::result::Result<EngineKind, String> {
+        let t = text.trim();
+        match t {
+            "local" | "" => return Ok(EngineKind::Local),
+            "standalone" | "ballista://standalone" | "ballista-standalone" => {
+                return Ok(EngineKind::Standalone)
+            }
+            _ => {}
+        }
+        let rest = t.strip_prefix("ballista://").ok_or_else(|| {
+            format!("`{t}` is not an engine: use `local`, `standalone` or `ballista://HOST:PORT`")
+        })?;
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (
+                h.to_string(),
+                p.parse::<u16>()
+                    .map_err(|_| format!("`{t}`: `{p}` is not a port number"))?,
+            ),
+            None => (rest.to_string(), 50050),
+        };
+        if host.is_empty() {
+            return Err(format!(
+                "`{t}` names no scheduler host (ballista://HOST:PORT)"
+            ));
+        }
+        Ok(EngineKind::Ballista { host, port })
+    }
+
+    /// True for the Ballista engines.
+    pub fn is_distributed(&self) -> bool {
+        !matches!(self, EngineKind::Local)
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineKind::Local => write!(f, "local"),
+            EngineKind::Standalone => write!(f, "ballista://standalone"),
+            EngineKind::Ballista { host, port } => write!(f, "ballista://{host}:{port}"),
+        }
+    }
+}
 
 /// Settings of the SQL session.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +109,8 @@ pub struct EngineConfig {
     pub target_partitions: Option<usize>,
     /// DataFusion settings by key (from the job's `[settings]`).
     pub settings: Vec<(String, String)>,
+    /// Where SQL runs; `None` takes the job's `engine` (default: local).
+    pub kind: Option<EngineKind>,
 }
 
 /// The default memory budget: 60% of physical memory, leaving room for models and writers.
@@ -70,12 +152,16 @@ pub struct Engine {
     pub ctx: SessionContext,
     /// The memory budget in bytes.
     pub memory_limit: usize,
+    /// Where SQL runs.
+    pub kind: EngineKind,
+    /// On a cluster: the folder on shared storage where step results are written.
+    work: Option<Location>,
     stores: HashSet<String>,
 }
 
 impl Engine {
-    /// Builds a session with a bounded, spilling memory pool.
-    pub fn new(cfg: &EngineConfig) -> Result<Engine> {
+    /// Builds a session with a bounded, spilling memory pool, on the engine `cfg.kind` names.
+    pub async fn new(cfg: &EngineConfig) -> Result<Engine> {
         let memory_limit = cfg.memory_limit.unwrap_or_else(default_memory_limit);
         let mut runtime = RuntimeEnvBuilder::new().with_memory_limit(memory_limit, 1.0);
         if let Some(dir) = &cfg.spill_dir {
@@ -89,7 +175,17 @@ impl Engine {
                 .map(|n| n.get())
                 .unwrap_or(2)
         });
-        let mut config = SessionConfig::new()
+        let kind = cfg.kind.clone().unwrap_or_default();
+        let base = if kind.is_distributed() {
+            use ballista::prelude::SessionConfigExt;
+            // Ballista 55's adaptive planner re-plans a join with an empty side without end
+            // (seen on a LEFT JOIN against an empty `previous_` table); the static distributed
+            // planner runs the same plans. A job's [settings] may turn it back on.
+            SessionConfig::new_with_ballista().set_bool("ballista.planner.adaptive.enabled", false)
+        } else {
+            SessionConfig::new()
+        };
+        let mut config = base
             .with_target_partitions(partitions)
             .with_information_schema(true);
         let opts = config.options_mut();
@@ -107,10 +203,52 @@ impl Engine {
                 )
             })?;
         }
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let ctx = match &kind {
+            EngineKind::Local => SessionContext::new_with_config_rt(config, runtime),
+            distributed => {
+                use ballista::prelude::SessionContextExt;
+                let state = SessionStateBuilder::new()
+                    .with_config(config)
+                    .with_runtime_env(runtime)
+                    .with_default_features()
+                    .build();
+                let made = match distributed {
+                    EngineKind::Standalone => SessionContext::standalone_with_state(state).await,
+                    EngineKind::Ballista { host, port } => {
+                        // The client connects lazily; find out now, before any work starts.
+                        let reach = tokio::time::timeout(
+                            std::time::Duration::from_secs(10),
+                            tokio::net::TcpStream::connect((host.as_str(), *port)),
+                        )
+                        .await;
+                        if let Err(msg) = match reach {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err(e)) => Err(e.to_string()),
+                            Err(_) => Err("no answer within 10 s".to_string()),
+                        } {
+                            return Err(Error::Temporary {
+                                context: Some(format!("Ballista scheduler {kind}")),
+                                message: format!(
+                                    "cannot connect: {msg}; is the scheduler running and is the address right?"
+                                ),
+                            });
+                        }
+                        SessionContext::remote_with_state(&format!("df://{host}:{port}"), state)
+                            .await
+                    }
+                    EngineKind::Local => unreachable!("matched above"),
+                };
+                made.map_err(|e| Error::Temporary {
+                    context: Some(format!("Ballista scheduler {distributed}")),
+                    message: format!("cannot start a session: {}", e.strip_backtrace()),
+                })?
+            }
+        };
         Ok(Engine {
             ctx,
             memory_limit,
+            kind,
+            work: None,
             stores: HashSet::new(),
         })
     }
@@ -121,6 +259,189 @@ impl Engine {
         if self.stores.insert(key) {
             self.ctx
                 .register_object_store(&loc.store_url, loc.store.clone());
+        }
+    }
+
+    /// True when SQL runs on a Ballista cluster.
+    pub fn is_distributed(&self) -> bool {
+        self.kind.is_distributed()
+    }
+
+    /// Sets the folder on shared storage where a cluster writes step results.
+    pub fn set_work(&mut self, work: Location) {
+        self.register_store(&work);
+        self.work = Some(work);
+    }
+
+    /// The work folder, if any.
+    pub fn work(&self) -> Option<&Location> {
+        self.work.as_ref()
+    }
+
+    fn work_dir(&self, name: &str) -> Result<Location> {
+        let work = self.work.as_ref().ok_or_else(|| {
+            Error::internal("no work folder is set for the Ballista engine".to_string())
+        })?;
+        work.child(&format!("{}/", name))
+    }
+
+    /// Registers rows computed in this process as table `name`: in memory on the local
+    /// engine; on a cluster, written as one Parquet file under the work folder (executors
+    /// cannot read this process's memory).
+    pub async fn register_batches(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<()> {
+        let _ = self.ctx.deregister_table(name);
+        if !self.is_distributed() {
+            // Spread the batches over partitions so later steps scan them in parallel.
+            let n = self.ctx.copied_config().target_partitions().max(1);
+            let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
+            let mut p = 0;
+            for b in batches {
+                let step = b.num_rows().div_ceil(n).max(1);
+                let mut off = 0;
+                while off < b.num_rows() {
+                    let len = step.min(b.num_rows() - off);
+                    parts[p % n].push(b.slice(off, len));
+                    off += len;
+                    p += 1;
+                }
+            }
+            let table =
+                MemTable::try_new(schema, parts).map_err(|e| Error::internal(e.to_string()))?;
+            self.ctx
+                .register_table(name, Arc::new(table))
+                .map_err(|e| Error::internal(format!("table `{name}`: {e}")))?;
+            return Ok(());
+        }
+        let dir = self.work_dir(name)?;
+        let file = dir.child("part-0.parquet")?;
+        let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+            schema.clone(),
+            futures::stream::iter(batches.into_iter().map(Ok)),
+        );
+        crate::storage::write::write_parquet(&file, schema.clone(), Box::pin(stream)).await?;
+        self.register_listing(name, &dir, schema).await
+    }
+
+    /// On a cluster: fails with a job error naming `step` when `plan` reads a table that lives
+    /// only in this process's memory (executors cannot read it).
+    pub fn check_remote(
+        &self,
+        step: &str,
+        plan: &datafusion::logical_expr::LogicalPlan,
+    ) -> Result<()> {
+        use datafusion::common::tree_node::TreeNodeRecursion;
+        if !self.is_distributed() {
+            return Ok(());
+        }
+        let mut local: Vec<String> = Vec::new();
+        let _ = plan.apply_with_subqueries(|node| {
+            if let datafusion::logical_expr::LogicalPlan::TableScan(scan) = node {
+                if let Ok(p) = datafusion::datasource::source_as_provider(&scan.source) {
+                    if p.is::<MemTable>() {
+                        local.push(scan.table_name.table().to_string());
+                    }
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        if local.is_empty() {
+            return Ok(());
+        }
+        local.sort();
+        local.dedup();
+        Err(Error::job_msg(
+            Some(step),
+            format!(
+                "step `{step}` cannot run on the Ballista cluster ({}): it reads {}, held in this process's memory, which the executors cannot read",
+                self.kind,
+                local.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+            ),
+            Some("a JSON source with bad_rows = \"skip\" is parsed line by line in this process: clean it upstream or use bad_rows = \"fail\" on a cluster, or run this job with --engine local".into()),
+        ))
+    }
+
+    /// Runs `df` on the cluster, the executors writing its rows as Parquet under the work
+    /// folder, and registers the result as table `name`. Returns the row count.
+    pub async fn write_on_cluster(
+        &self,
+        name: &str,
+        df: DataFrame,
+        context: &str,
+    ) -> Result<usize> {
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        self.write_on_cluster_as(name, df, context, schema).await
+    }
+
+    /// As [`Engine::write_on_cluster`], registering the result under `schema` (the same
+    /// columns; a model step's fixed output schema, so later steps see what the local engine
+    /// gives them, nullability included).
+    pub async fn write_on_cluster_as(
+        &self,
+        name: &str,
+        df: DataFrame,
+        context: &str,
+        schema: SchemaRef,
+    ) -> Result<usize> {
+        self.check_remote(name, df.logical_plan())?;
+        let dir = self.work_dir(name)?;
+        let _ = crate::storage::delete_prefix(&dir).await;
+        let counts = df
+            .write_parquet(
+                dir.url.as_str(),
+                datafusion::dataframe::DataFrameWriteOptions::new(),
+                None,
+            )
+            .await
+            .map_err(|e| diagnostics::execution_error(context, e))?;
+        let rows = counts
+            .iter()
+            .filter(|b| b.num_columns() > 0)
+            .map(|b| {
+                datafusion::arrow::compute::cast(
+                    b.column(0),
+                    &datafusion::arrow::datatypes::DataType::UInt64,
+                )
+                .ok()
+                .and_then(|a| {
+                    a.as_any()
+                        .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+                        .map(|u| u.iter().flatten().sum::<u64>())
+                })
+                .unwrap_or(0)
+            })
+            .sum::<u64>() as usize;
+        let _ = self.ctx.deregister_table(name);
+        self.register_listing(name, &dir, schema).await?;
+        Ok(rows)
+    }
+
+    async fn register_listing(&self, name: &str, dir: &Location, schema: SchemaRef) -> Result<()> {
+        let url = ListingTableUrl::parse(dir.url.as_str())
+            .map_err(|e| Error::internal(format!("table `{name}`: {e}")))?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(schema);
+        let table = ListingTable::try_new(config)
+            .map_err(|e| Error::internal(format!("table `{name}`: {e}")))?;
+        self.ctx
+            .register_table(name, Arc::new(table))
+            .map_err(|e| Error::internal(format!("table `{name}`: {e}")))?;
+        Ok(())
+    }
+
+    /// Removes the work folder (end of a run on a cluster).
+    pub async fn clean_work(&self) {
+        if let Some(w) = &self.work {
+            if let Err(e) = crate::storage::delete_prefix(w).await {
+                tracing::warn!(folder = %w.display(), "cannot remove the work folder: {e}");
+            }
         }
     }
 }

@@ -104,6 +104,42 @@ async fn list_objects(
     Ok(objects)
 }
 
+/// A JSON source with `bad_rows = "skip"` is parsed line by line in this process, so a cluster
+/// cannot read it: the error names the steps that read it.
+fn held_here_error(engine: &Engine, job: &Job, source: &str) -> Error {
+    let word = |text: &str| {
+        text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .any(|w| w == source)
+    };
+    let readers: Vec<String> = job
+        .steps
+        .iter()
+        .filter(|s| match &s.kind {
+            crate::job::StepKind::Sql(sql) => word(&sql.text),
+            _ => false,
+        })
+        .map(|s| s.name.clone())
+        .collect();
+    let first = readers.first().cloned();
+    let who = if readers.is_empty() {
+        "a step".to_string()
+    } else {
+        readers
+            .iter()
+            .map(|r| format!("step `{r}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Error::job_msg(
+        first.as_deref(),
+        format!(
+            "{who} cannot run on the Ballista cluster ({}): it reads source `{source}`, a JSON source with bad_rows = \"skip\", which is parsed line by line in this process and held in its memory, where the executors cannot read it",
+            engine.kind
+        ),
+        Some("clean the file upstream, or use bad_rows = \"fail\" on a cluster, or run this job with --engine local".into()),
+    )
+}
+
 /// Registers one source as a table named after it.
 pub async fn register_source(
     engine: &mut Engine,
@@ -208,6 +244,9 @@ pub async fn register_source(
         match (source.format, source.skip_bad_rows, &source.schema) {
             // JSON lines that do not parse cannot be read around: they are sorted out first.
             (SourceFormat::Json, true, Some(declared)) => {
+                if engine.is_distributed() {
+                    return Err(held_here_error(engine, job, &source.name));
+                }
                 let (t, bad) =
                     super::cleaning::json_good_rows(&loc, &objects, declared, &context).await?;
                 json_unparsable = Some(bad);

@@ -49,6 +49,8 @@ pub enum Held {
     Memory(usize),
     /// Spilled to a local Parquet file of this many bytes.
     Spilled(PathBuf, u64),
+    /// Written by the cluster's executors under the run's work folder.
+    Cluster,
 }
 
 pub(crate) fn param_values(bindings: &Bindings) -> ParamValues {
@@ -316,6 +318,10 @@ pub async fn materialise(
     spill_threshold: usize,
     spill_dir: &std::path::Path,
 ) -> Result<(usize, Held)> {
+    if engine.is_distributed() {
+        let rows = engine.write_on_cluster(name, df, context).await?;
+        return Ok((rows, Held::Cluster));
+    }
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let mut stream = df
         .execute_stream()
@@ -385,18 +391,7 @@ pub async fn materialise(
             Held::Spilled(path, size)
         }
         None => {
-            // Spread the batches over partitions so later steps scan them in parallel.
-            let n = engine.ctx.copied_config().target_partitions().max(1);
-            let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
-            for (i, b) in batches.into_iter().enumerate() {
-                parts[i % n].push(b);
-            }
-            let table = MemTable::try_new(schema, parts)
-                .map_err(|e| Error::internal(format!("{context}: {e}")))?;
-            engine
-                .ctx
-                .register_table(name, Arc::new(table))
-                .map_err(|e| Error::internal(format!("{context}: {e}")))?;
+            engine.register_batches(name, schema, batches).await?;
             Held::Memory(bytes)
         }
     };

@@ -321,6 +321,8 @@ pub struct Job {
     pub timezone: chrono_tz::Tz,
     /// Smallest group a number in the report may describe.
     pub report_min_cell_size: u64,
+    /// Where the job's SQL runs unless `--engine` / `AUDIENCES_ENGINE` say otherwise.
+    pub engine: crate::engine::EngineKind,
 }
 
 /// Parameter values bound for one run.
@@ -1140,6 +1142,19 @@ impl Job {
             }),
         };
 
+        let engine = match &raw.engine {
+            None => crate::engine::EngineKind::Local,
+            Some(e) => crate::engine::EngineKind::parse(e.get_ref()).unwrap_or_else(|m| {
+                problem(
+                    e.span().start,
+                    None,
+                    format!("engine: {m}"),
+                    Some("e.g. engine = \"ballista://scheduler.internal:50050\"".into()),
+                );
+                crate::engine::EngineKind::Local
+            }),
+        };
+
         if !problems.is_empty() {
             return Err(Error::Job(problems));
         }
@@ -1165,6 +1180,7 @@ impl Job {
                 .as_ref()
                 .and_then(|r| r.min_cell_size)
                 .unwrap_or(50),
+            engine,
         })
     }
 
@@ -1443,7 +1459,6 @@ fn lookalike_config(
         ("n_init", spec.n_init.is_some()),
         ("max_iter", spec.max_iter.is_some()),
         ("tol", spec.tol.is_some()),
-        ("sample_rows", spec.sample_rows.is_some()),
     ] {
         if set {
             return Err(format!(
@@ -1505,6 +1520,7 @@ fn lookalike_config(
         reach,
         min_seed: spec.min_seed.unwrap_or(100),
         assign,
+        sample_rows: spec.sample_rows.unwrap_or(1_000_000).max(1),
     })
 }
 

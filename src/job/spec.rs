@@ -59,6 +59,11 @@ pub struct JobSpec {
     /// The run's `report.html`.
     #[serde(default)]
     pub report: Option<ReportSpec>,
+    /// Where the SQL runs: `local` (default, in this process), `standalone` (a Ballista
+    /// scheduler and executor inside this process) or `ballista://HOST:PORT`. The command
+    /// line's `--engine` and the `AUDIENCES_ENGINE` variable override it.
+    #[serde(default)]
+    pub engine: Option<Spanned<String>>,
 }
 
 /// The `[report]` table.
@@ -384,7 +389,8 @@ pub struct StepSpec {
     /// lookalike: smallest seed accepted (default 100).
     #[serde(default)]
     pub min_seed: Option<usize>,
-    /// kmeans: rows of the deterministic fitting sample (default 1,000,000).
+    /// kmeans: rows of the deterministic fitting sample (default 1,000,000); lookalike: the
+    /// most rows a cluster engine sends to this process to fit on (the seed, then a hash sample).
     #[serde(default)]
     pub sample_rows: Option<usize>,
     /// ltv: prediction horizon, in the time unit of the summary (default 52).

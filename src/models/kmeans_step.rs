@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int32Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::datasource::MemTable;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
@@ -268,8 +267,24 @@ pub fn feature_specs(
     Ok(specs)
 }
 
+/// At most how many rows a model step pulls from a cluster to fit on, and which rows when the
+/// input is larger.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// The most rows read.
+    pub rows: usize,
+    /// Hash seed of the sample: the rows whose `md5(id || ':' || seed)` is lowest are taken.
+    pub seed: u64,
+    /// Ids always included (a lookalike's seed): a SQL query with a text column `__keep`.
+    pub keep: Option<String>,
+}
+
 /// Reads a model step's input (sorted by id, so the sample, the fit and the output do not
 /// depend on scan order) and builds its feature matrix. Shared by every model step.
+///
+/// With a `bound` (a cluster engine), at most `bound.rows` rows reach this process: all of
+/// them when the input is that small, else a deterministic hash sample the cluster picks.
+#[allow(clippy::too_many_arguments)]
 pub async fn load_matrix(
     engine: &Engine,
     name: &str,
@@ -278,6 +293,7 @@ pub async fn load_matrix(
     features: &Option<Vec<String>>,
     transforms: &BTreeMap<String, Vec<String>>,
     nulls: NullPolicy,
+    bound: Option<&Bound>,
 ) -> Result<features::FeatureMatrix> {
     let context = format!("step `{name}`");
     let df = engine.ctx.table(input).await.map_err(|_| {
@@ -293,6 +309,43 @@ pub async fn load_matrix(
         let (ColumnSpec::Numeric { column, .. } | ColumnSpec::OneHot { column, .. }) = s;
         if !cols.contains(column) {
             cols.push(column.clone());
+        }
+    }
+    let mut df = df;
+    if let Some(b) = bound {
+        let total = df
+            .clone()
+            .count()
+            .await
+            .map_err(|e| execution_error(&context, e))?;
+        if total > b.rows {
+            let key = format!("md5(concat(CAST({} AS VARCHAR), ':{}'))", quote(id), b.seed);
+            let picked = match &b.keep {
+                // Kept ids first (hash order among them), then the rest by hash.
+                Some(keep) => format!(
+                    "SELECT i.* FROM {} i LEFT JOIN (SELECT DISTINCT __keep FROM ({keep}) kq) kk ON CAST(i.{q} AS VARCHAR) = kk.__keep ORDER BY kk.__keep IS NULL, {key} LIMIT {}",
+                    quote(input),
+                    b.rows,
+                    q = quote(id),
+                    key = key.replace(&quote(id), &format!("i.{}", quote(id)))
+                ),
+                None => format!(
+                    "SELECT * FROM {} ORDER BY {key} LIMIT {}",
+                    quote(input),
+                    b.rows
+                ),
+            };
+            tracing::info!(
+                step = name,
+                rows = total,
+                sample = b.rows,
+                "input larger than the fitting bound: the cluster picks a hash sample"
+            );
+            df = engine
+                .ctx
+                .sql(&picked)
+                .await
+                .map_err(|e| Error::internal(format!("{context}: sample query: {e}")))?;
         }
     }
     let batches = df
@@ -348,6 +401,12 @@ pub async fn run(
     previous: Option<&KMeansModel>,
 ) -> Result<KMeansOutcome> {
     let context = format!("step `{name}`");
+    // On a cluster only the fitting sample reaches this process; the SQL form assigns rows.
+    let bound = engine.is_distributed().then(|| Bound {
+        rows: cfg.sample_rows,
+        seed: cfg.seed,
+        keep: None,
+    });
     let m = load_matrix(
         engine,
         name,
@@ -356,6 +415,7 @@ pub async fn run(
         &cfg.features,
         &cfg.transforms,
         cfg.nulls,
+        bound.as_ref(),
     )
     .await?;
     let rows = m.x.nrows();
@@ -428,6 +488,26 @@ pub async fn run(
             .collect(),
     };
 
+    if engine.is_distributed() {
+        let sql = format!(
+            "SELECT CAST({id} AS VARCHAR) AS {id}, \"cluster\", \"distance\" FROM ({}) a",
+            model_base.assignment_sql(&cfg.input),
+            id = quote(&cfg.id)
+        );
+        drop(m);
+        let df = engine.ctx.sql(&sql).await.map_err(|e| {
+            Error::internal(format!(
+                "{context}: generated assignment SQL failed to plan: {e}"
+            ))
+        })?;
+        let n_out = engine
+            .write_on_cluster_as(name, df, &context, output_schema(&cfg.id))
+            .await?;
+        let mut model_base = model_base;
+        model_base.rows = n_out;
+        let model = profile(engine, name, cfg, model_base).await?;
+        return Ok(KMeansOutcome { model, rows: n_out });
+    }
     let schema = output_schema(&cfg.id);
     let batches: Vec<RecordBatch> = match cfg.assign {
         AssignMode::Memory => {
@@ -474,25 +554,7 @@ pub async fn run(
     };
     drop(m);
     let n_out: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let parts = engine.ctx.copied_config().target_partitions().max(1);
-    let mut split: Vec<Vec<RecordBatch>> = vec![Vec::new(); parts];
-    for b in batches {
-        // Slices of the one big batch spread over partitions for parallel reads.
-        let step = b.num_rows().div_ceil(parts).max(1);
-        let mut off = 0;
-        let mut p = 0;
-        while off < b.num_rows() {
-            let len = step.min(b.num_rows() - off);
-            split[p % parts].push(b.slice(off, len));
-            off += len;
-            p += 1;
-        }
-    }
-    let table = MemTable::try_new(schema, split).map_err(|e| Error::internal(e.to_string()))?;
-    engine
-        .ctx
-        .register_table(name, Arc::new(table))
-        .map_err(|e| Error::internal(format!("{context}: {e}")))?;
+    engine.register_batches(name, schema, batches).await?;
 
     let model = profile(engine, name, cfg, model_base).await?;
     Ok(KMeansOutcome { model, rows: n_out })

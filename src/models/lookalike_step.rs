@@ -21,7 +21,6 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::datasource::MemTable;
 use ndarray::{Array1, Array2, Axis};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -128,6 +127,8 @@ pub struct LookalikeConfig {
     pub reach: Vec<Reach>,
     /// Smallest seed accepted.
     pub min_seed: usize,
+    /// On a cluster engine: the most rows fitted on (the seed first, then a hash sample).
+    pub sample_rows: usize,
     /// Score in memory or with the generated SQL.
     pub assign: super::kmeans_step::AssignMode,
 }
@@ -359,6 +360,32 @@ pub async fn run(
     cfg: &LookalikeConfig,
 ) -> Result<(LookalikeModel, usize)> {
     let context = format!("step `{name}`");
+    let seed_sql = match &cfg.seed {
+        SeedSource::Table(t) => format!("SELECT {} FROM {}", quote(&cfg.id), quote(t)),
+        SeedSource::Query(q) => q.clone(),
+    };
+    // On a cluster only the seed and a bounded hash sample of the rest reach this process;
+    // the generated scoring SQL ranks every candidate there.
+    let distributed = engine.is_distributed();
+    let keep_sql = if distributed {
+        let seed_df = engine
+            .ctx
+            .sql(&seed_sql)
+            .await
+            .map_err(|e| step_err(name, format!("seed: {}", e.strip_backtrace()), None))?;
+        let first = seed_df.schema().field(0).name().clone();
+        Some(format!(
+            "SELECT CAST({} AS VARCHAR) AS __keep FROM ({seed_sql}) s",
+            quote(&first)
+        ))
+    } else {
+        None
+    };
+    let bound = keep_sql.as_ref().map(|k| super::kmeans_step::Bound {
+        rows: cfg.sample_rows,
+        seed: cfg.seed_value,
+        keep: Some(k.clone()),
+    });
     let m = load_matrix(
         engine,
         name,
@@ -367,27 +394,16 @@ pub async fn run(
         &cfg.features,
         &cfg.transforms,
         cfg.nulls,
+        bound.as_ref(),
     )
     .await?;
     let n = m.x.nrows();
 
     // Seed and exclusions.
-    let seed_sql = match &cfg.seed {
-        SeedSource::Table(t) => format!("SELECT {} FROM {}", quote(&cfg.id), quote(t)),
-        SeedSource::Query(q) => q.clone(),
-    };
     let seed_given = id_set(engine, name, &seed_sql, "seed").await?;
     let mut excluded_ids: HashSet<String> = HashSet::new();
     for t in &cfg.exclude {
-        let df =
-            engine.ctx.table(t.as_str()).await.map_err(|_| {
-                step_err(name, format!("exclusion table `{t}` does not exist"), None)
-            })?;
-        let col = if df.schema().field_with_unqualified_name(&cfg.id).is_ok() {
-            cfg.id.clone()
-        } else {
-            df.schema().field(0).name().clone()
-        };
+        let col = exclusion_column(engine, name, t, &cfg.id).await?;
         excluded_ids.extend(
             id_set(
                 engine,
@@ -512,8 +528,14 @@ pub async fn run(
         tiers: vec![],
     };
 
-    // Scores of every row: in memory, or with the generated SQL.
-    let scores: Vec<f64> = match cfg.assign {
+    // Scores of every row: in memory, or with the generated SQL (on a cluster the rows here are
+    // the fitting sample, scored in memory; the cluster scores everyone below).
+    let assign = if distributed {
+        super::kmeans_step::AssignMode::Memory
+    } else {
+        cfg.assign
+    };
+    let scores: Vec<f64> = match assign {
         super::kmeans_step::AssignMode::Memory => tokio::task::block_in_place(|| {
             let lr = model.weights.as_ref().map(|w| logistic::Logistic {
                 weights: Array1::from(w.clone()),
@@ -640,6 +662,11 @@ pub async fn run(
                 .map(|(_, l)| l.clone())
         })
         .collect();
+    if let Some(keep) = &keep_sql {
+        let rows =
+            score_on_cluster(engine, name, cfg, &model, keep, &sizes, &tiers_by_size, n).await?;
+        return Ok((model, rows));
+    }
     let schema = output_schema(&cfg.id);
     let batch = RecordBatch::try_new(
         schema.clone(),
@@ -651,13 +678,141 @@ pub async fn run(
         ],
     )
     .map_err(|e| Error::internal(e.to_string()))?;
-    let table =
-        MemTable::try_new(schema, vec![vec![batch]]).map_err(|e| Error::internal(e.to_string()))?;
-    engine
-        .ctx
-        .register_table(name, Arc::new(table))
-        .map_err(|e| Error::internal(format!("{context}: {e}")))?;
+    engine.register_batches(name, schema, vec![batch]).await?;
     Ok((model, max))
+}
+
+/// The id column of an exclusion table: the step's id column when it has one, else its first.
+async fn exclusion_column(engine: &Engine, step: &str, table: &str, id: &str) -> Result<String> {
+    let df = engine.ctx.table(table).await.map_err(|_| {
+        step_err(
+            step,
+            format!("exclusion table `{table}` does not exist"),
+            None,
+        )
+    })?;
+    Ok(if df.schema().field_with_unqualified_name(id).is_ok() {
+        id.to_string()
+    } else {
+        df.schema().field(0).name().clone()
+    })
+}
+
+/// On a cluster: scores every candidate with the generated SQL and writes the audience there.
+/// Tier sizes come from the fitting sample when it held every row (then they equal the local
+/// engine's), else from counts over all candidates computed by the cluster.
+#[allow(clippy::too_many_arguments)]
+async fn score_on_cluster(
+    engine: &Engine,
+    name: &str,
+    cfg: &LookalikeConfig,
+    model: &LookalikeModel,
+    keep: &str,
+    sample_sizes: &[usize],
+    tiers_by_size: &[(usize, String)],
+    sample_rows: usize,
+) -> Result<usize> {
+    let context = format!("step `{name}`");
+    let id = quote(&cfg.id);
+    let mut filters = vec![format!(
+        "NOT EXISTS (SELECT 1 FROM ({keep}) k WHERE k.__keep = CAST(i.{id} AS VARCHAR))"
+    )];
+    for (n, t) in cfg.exclude.iter().enumerate() {
+        let col = exclusion_column(engine, name, t, &cfg.id).await?;
+        filters.push(format!(
+            "NOT EXISTS (SELECT 1 FROM {} x{n} WHERE CAST(x{n}.{} AS VARCHAR) = CAST(i.{id} AS VARCHAR))",
+            quote(t),
+            quote(&col)
+        ));
+    }
+    let candidates = format!(
+        "SELECT CAST(i.{id} AS VARCHAR) AS {id}, {} AS \"score\" FROM {} i WHERE {}",
+        model.score_sql(),
+        quote(&cfg.input),
+        filters.join(" AND ")
+    );
+    let total = engine
+        .ctx
+        .sql(&format!("SELECT * FROM {} ", quote(&cfg.input)))
+        .await
+        .map_err(|e| Error::internal(format!("{context}: {e}")))?
+        .count()
+        .await
+        .map_err(|e| execution_error(&context, e))?;
+    let sizes: Vec<usize> = if total <= sample_rows {
+        sample_sizes.to_vec()
+    } else {
+        // Counts over every candidate, for percentages and thresholds.
+        let mut sums = vec!["COUNT(*) AS n".to_string()];
+        for (i, r) in cfg.reach.iter().enumerate() {
+            if let Reach::Threshold(t) = r {
+                sums.push(format!(
+                    "SUM(CASE WHEN \"score\" >= {} THEN 1 ELSE 0 END) AS t{i}",
+                    features::lit(*t)
+                ));
+            }
+        }
+        let b = engine
+            .ctx
+            .sql(&format!("SELECT {} FROM ({candidates}) c", sums.join(", ")))
+            .await
+            .map_err(|e| Error::internal(format!("{context}: tier counts: {e}")))?
+            .collect()
+            .await
+            .map_err(|e| execution_error(&context, e))?;
+        let value = |col: &str| -> usize {
+            b.first()
+                .and_then(|b| b.column_by_name(col))
+                .and_then(|a| cast(a, &DataType::Int64).ok())
+                .and_then(|a| {
+                    a.as_any().downcast_ref::<Int64Array>().map(|x| {
+                        if x.is_null(0) {
+                            0
+                        } else {
+                            x.value(0)
+                        }
+                    })
+                })
+                .unwrap_or(0) as usize
+        };
+        let n = value("n");
+        cfg.reach
+            .iter()
+            .enumerate()
+            .map(|(i, r)| match r {
+                Reach::Percent(p) => ((n as f64) * p / 100.0).ceil() as usize,
+                Reach::Count(c) => *c,
+                Reach::Threshold(_) => value(&format!("t{i}")),
+            })
+            .map(|s| s.min(n))
+            .collect()
+    };
+    let mut by_size: Vec<(usize, String)> = sizes
+        .iter()
+        .zip(&cfg.reach)
+        .map(|(s, r)| (*s, r.label()))
+        .collect();
+    if total <= sample_rows {
+        by_size = tiers_by_size.to_vec();
+    }
+    by_size.sort_by_key(|t| t.0);
+    let max = by_size.last().map(|t| t.0).unwrap_or(0);
+    let cases: Vec<String> = by_size
+        .iter()
+        .map(|(s, l)| format!("WHEN \"rank\" <= {s} THEN '{}'", l.replace('\'', "''")))
+        .collect();
+    let sql = format!(
+        "SELECT {id}, \"score\", \"rank\", CASE {} END AS \"tier\" FROM (\n  SELECT {id}, \"score\", CAST(ROW_NUMBER() OVER (ORDER BY \"score\" DESC, {id} ASC) AS BIGINT) AS \"rank\" FROM ({candidates}) c\n) r WHERE \"rank\" <= {max}",
+        if cases.is_empty() { "WHEN false THEN ''".to_string() } else { cases.join(" ") }
+    );
+    let df = engine.ctx.sql(&sql).await.map_err(|e| {
+        Error::internal(format!(
+            "{context}: generated scoring SQL failed to plan: {e}"
+        ))
+    })?;
+    engine
+        .write_on_cluster_as(name, df, &context, output_schema(&cfg.id))
+        .await
 }
 
 /// The quality report as text for the run summary.

@@ -21,7 +21,6 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, Int32Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
-use datafusion::datasource::MemTable;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -297,13 +296,7 @@ pub async fn run(engine: &Engine, name: &str, cfg: &LtvConfig) -> Result<(LtvMod
         ],
     )
     .map_err(|e| Error::internal(e.to_string()))?;
-    let _ = engine.ctx.deregister_table(name);
-    let table =
-        MemTable::try_new(schema, vec![vec![batch]]).map_err(|e| Error::internal(e.to_string()))?;
-    engine
-        .ctx
-        .register_table(name, Arc::new(table))
-        .map_err(|e| Error::internal(e.to_string()))?;
+    engine.register_batches(name, schema, vec![batch]).await?;
     Ok((model, n))
 }
 

@@ -61,6 +61,31 @@ impl Location {
     }
 }
 
+/// Deletes every object under `loc` (a folder); on local disk also the emptied folders.
+/// Returns how many objects were removed.
+pub async fn delete_prefix(loc: &Location) -> Result<usize> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let err = |e: object_store::Error| classify("cleanup", &loc.display(), &e);
+    let objects: Vec<_> = match loc.store.list(Some(&loc.path)).try_collect().await {
+        Ok(v) => v,
+        Err(object_store::Error::NotFound { .. }) => return Ok(0),
+        Err(e) => return Err(err(e)),
+    };
+    let n = objects.len();
+    for o in objects {
+        match loc.store.delete(&o.location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(err(e)),
+        }
+    }
+    if loc.url.scheme() == "file" {
+        // Object stores have no folders; on local disk remove the empty ones left behind.
+        let _ = std::fs::remove_dir_all(loc.url.path());
+    }
+    Ok(n)
+}
+
 /// Parses a URL or absolute local path (as produced by `Job::render_url`) into a URL.
 pub fn parse_url(text: &str) -> Result<Url> {
     if text.contains("://") {

@@ -138,25 +138,7 @@ pub async fn previous(root: &Location, key: &str) -> Result<Option<(String, Poin
 }
 
 async fn delete_prefix(root: &Location, rel: &str) -> Result<usize> {
-    use futures::TryStreamExt;
-    let loc = root.child(rel)?;
-    let objects: Vec<_> = match loc.store.list(Some(&loc.path)).try_collect().await {
-        Ok(v) => v,
-        Err(object_store::Error::NotFound { .. }) => return Ok(0),
-        Err(e) => return Err(err(&loc, "cleanup", e)),
-    };
-    let n = objects.len();
-    for o in objects {
-        match loc.store.delete(&o.location).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(err(&loc, "cleanup", e)),
-        }
-    }
-    if loc.url.scheme() == "file" {
-        // Object stores have no folders; on local disk remove the empty ones left behind.
-        let _ = std::fs::remove_dir_all(loc.url.path());
-    }
-    Ok(n)
+    super::delete_prefix(&root.child(rel)?).await
 }
 
 /// After a successful publication: removes the other run folders of this date (superseded or

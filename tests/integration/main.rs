@@ -4,6 +4,7 @@ mod common;
 mod s3;
 
 mod bad_input;
+mod ballista;
 mod check;
 mod clustering;
 mod incremental;
