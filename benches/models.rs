@@ -16,28 +16,12 @@
 use std::io::Write;
 use std::time::Instant;
 
+#[path = "kmeans/blobs.rs"]
+mod blobs;
+
 use audiences::models::kmeans::{assign, fit, KMeansParams};
 use audiences::models::logistic;
-use ndarray::Array2;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal};
-
-fn matrix(rows: usize, d: usize, k: usize) -> Array2<f64> {
-    let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let centers: Vec<Vec<f64>> = (0..k)
-        .map(|_| (0..d).map(|_| rng.random_range(-4.0..4.0)).collect())
-        .collect();
-    let noise = Normal::new(0.0, 1.0).unwrap();
-    let mut x = Array2::zeros((rows, d));
-    for i in 0..rows {
-        let c = &centers[rng.random_range(0..k)];
-        for j in 0..d {
-            x[[i, j]] = c[j] + noise.sample(&mut rng);
-        }
-    }
-    x
-}
+use blobs::matrix;
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));

@@ -25,7 +25,19 @@ pub async fn execute(args: PreviewArgs) -> Result<()> {
     let job = load_job(&args.job.job)?;
     let opts = args.job.options()?;
     let prepared = crate::pipeline::prepare(&job, &opts).await?;
-    let results = crate::pipeline::run_steps(&job, &prepared, &opts, Some(&args.step)).await?;
+    let shown = show(&job, &prepared, &opts, &args).await;
+    // On a cluster, the step results written under the work folder are not kept.
+    prepared.engine.clean_work().await;
+    shown
+}
+
+async fn show(
+    job: &crate::job::Job,
+    prepared: &crate::pipeline::Prepared,
+    opts: &crate::pipeline::RunOptions,
+    args: &PreviewArgs,
+) -> Result<()> {
+    let results = crate::pipeline::run_steps(job, prepared, opts, Some(&args.step)).await?;
     let rows = results.last().map(|r| r.rows).unwrap_or(0);
     let df = prepared
         .engine

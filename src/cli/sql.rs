@@ -60,6 +60,17 @@ pub async fn execute(args: SqlArgs) -> Result<()> {
     let job = load_job(&args.job.job)?;
     let opts = args.job.options()?;
     let prepared = crate::pipeline::prepare(&job, &opts).await?;
+    let done = session(&job, &args, &prepared).await;
+    // On a cluster, what was written under the work folder is not kept.
+    prepared.engine.clean_work().await;
+    done
+}
+
+async fn session(
+    job: &crate::job::Job,
+    args: &SqlArgs,
+    prepared: &crate::pipeline::Prepared,
+) -> Result<()> {
     for step in &job.steps {
         crate::engine::steps::register_view(&prepared.engine, step, &prepared.bindings)
             .await
@@ -69,8 +80,8 @@ pub async fn execute(args: SqlArgs) -> Result<()> {
         }
     }
     let ctx = &prepared.engine.ctx;
-    if let Some(q) = args.query {
-        println!("{}", run_query(ctx, &q, &prepared.bindings).await?);
+    if let Some(q) = &args.query {
+        println!("{}", run_query(ctx, q, &prepared.bindings).await?);
         return Ok(());
     }
     let mut rl = rustyline::DefaultEditor::new()

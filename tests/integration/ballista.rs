@@ -182,3 +182,68 @@ fn an_unreachable_scheduler_is_a_temporary_failure() {
     // Nothing was published.
     assert!(!tmp.path().join("out/2026-11-24/current.json").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_cluster_reads_sources_from_s3_and_writes_step_results_there() {
+    use futures::TryStreamExt;
+    use object_store::path::Path as ObjectPath;
+    use object_store::{ObjectStore, ObjectStoreExt};
+
+    use crate::s3::TestS3;
+    use crate::s3_storage::{run_blocking, upload};
+
+    let s3 = TestS3::start(&["lake", "ads"]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo_data(tmp.path(), 800);
+    upload(&s3, "lake", &data, "demo").await;
+    let mut cmd = bin();
+    cmd.env("RUST_LOG", "audiences=info");
+    cmd.env_remove("AWS_SESSION_TOKEN").envs(s3.env()).args([
+        "run",
+        "jobs/demo.toml",
+        "--date",
+        "2026-11-24",
+        "--param",
+        "data=s3://lake/demo",
+        "--output",
+        "s3://ads/audiences",
+        "--engine",
+        "standalone",
+    ]);
+    let res = run_blocking(cmd).await;
+    let text = output_text(&res);
+    assert!(res.status.success(), "{text}");
+    assert!(
+        text.contains("cluster"),
+        "step results held by the cluster: {text}"
+    );
+    assert!(
+        text.contains("s3://ads/audiences/_work/"),
+        "the executors write step results under the output on S3: {text}"
+    );
+
+    let client = s3.client("ads");
+    let ptr = client
+        .get(&ObjectPath::from("audiences/2026-11-24/current.json"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let ptr: serde_json::Value = serde_json::from_slice(&ptr).unwrap();
+    let run = ptr["run"].as_str().unwrap();
+    let features = client
+        .head(&ObjectPath::from(format!(
+            "audiences/{run}/user_features.parquet"
+        )))
+        .await
+        .unwrap();
+    assert!(features.size > 0);
+    // The executors' step results lived under the output's work folder, removed at the end.
+    let left: Vec<_> = client
+        .list(Some(&ObjectPath::from("audiences/_work")))
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "work folder cleaned: {left:?}");
+}
