@@ -178,6 +178,9 @@ pub async fn held_days(dir: &Location, col: &str) -> Result<Vec<HeldDay>> {
     Ok(out)
 }
 
+/// Days computed per query when many are missing (a cold start, a full refresh).
+const DAYS_PER_PASS: usize = 15;
+
 /// Runs an incremental step: computes the window's missing or changed days, prunes days
 /// before the window, and registers the window's rows under the step's name.
 #[allow(clippy::too_many_arguments)]
@@ -236,92 +239,107 @@ pub async fn run(
             .ctx
             .register_table(hidden.as_str(), original.clone())
             .map_err(|e| Error::internal(e.to_string()))?;
-        let list = if missing.is_empty() {
-            "NULL".to_string()
+        // Missing days are computed a few at a time: one query over all 90 days of a large
+        // source sorts more than the memory budget holds (seen at 1,000,000 demo users).
+        let chunks: Vec<Vec<String>> = if missing.is_empty() {
+            vec![Vec::new()]
         } else {
-            missing
-                .iter()
-                .map(|d| format!("'{d}'"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            missing.chunks(DAYS_PER_PASS).map(|c| c.to_vec()).collect()
         };
-        let view = engine
-            .ctx
-            .sql(&format!(
-                "SELECT * FROM \"{hidden}\" WHERE CAST(\"{col}\" AS VARCHAR) IN ({list})"
-            ))
-            .await
-            .map_err(|e| Error::internal(format!("{context}: {e}")))?
-            .into_view();
-        engine
-            .ctx
-            .register_table(inc.source.as_str(), view)
-            .map_err(|e| Error::internal(e.to_string()))?;
-        let df = plan_sql(engine, &step.name, sql, bindings)
-            .await
-            .map_err(|p| Error::Job(vec![p]))?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        if schema.field_with_name(col).is_err() {
-            return Err(Error::job_msg(
-                Some(&step.name),
-                format!("an incremental step's result must hold the day column `{col}`"),
-                Some(format!("select the source's `{col}` and group by it")),
-            ));
-        }
+        let mut schema: Option<SchemaRef> = None;
         let mut written = Vec::new();
-        if !missing.is_empty() {
-            let df = df
-                .sort(vec![
-                    datafusion::prelude::col(format!("\"{col}\"")).sort(true, false)
-                ])
-                .map_err(|e| Error::internal(e.to_string()))?;
-            let mut stream = df
-                .execute_stream()
+        for days_now in &chunks {
+            let list = if days_now.is_empty() {
+                "NULL".to_string()
+            } else {
+                days_now
+                    .iter()
+                    .map(|d| format!("'{d}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = engine.ctx.deregister_table(inc.source.as_str());
+            let view = engine
+                .ctx
+                .sql(&format!(
+                    "SELECT * FROM \"{hidden}\" WHERE CAST(\"{col}\" AS VARCHAR) IN ({list})"
+                ))
                 .await
-                .map_err(|e| execution_error(&context, e))?;
-            let mut current: Option<(String, Vec<RecordBatch>)> = None;
-            while let Some(batch) = stream.next().await {
-                let batch = batch.map_err(|e| execution_error(&context, e))?;
-                let days_col = cast(
-                    batch.column(schema.index_of(col).expect("checked above")),
-                    &DataType::Utf8,
-                )
+                .map_err(|e| Error::internal(format!("{context}: {e}")))?
+                .into_view();
+            engine
+                .ctx
+                .register_table(inc.source.as_str(), view)
                 .map_err(|e| Error::internal(e.to_string()))?;
-                let days_col = days_col.as_string::<i32>();
-                for range in datafusion::arrow::compute::partition(&[batch
-                    .column(schema.index_of(col).expect("checked above"))
-                    .clone()])
-                .map_err(|e| Error::internal(e.to_string()))?
-                .ranges()
-                {
-                    let day = if days_col.is_valid(range.start) {
-                        days_col.value(range.start).to_string()
-                    } else {
-                        String::new()
-                    };
-                    let part = batch.slice(range.start, range.end - range.start);
-                    match &mut current {
-                        Some((d, parts)) if *d == day => parts.push(part),
-                        _ => {
-                            if let Some((d, parts)) = current.take() {
-                                written.push(
-                                    write_day(
-                                        &dir, col, &d, &prints, &missing, &schema, parts, &context,
-                                    )
-                                    .await?,
-                                );
+            let df = plan_sql(engine, &step.name, sql, bindings)
+                .await
+                .map_err(|p| Error::Job(vec![p]))?;
+            let this_schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let schema = schema.get_or_insert(this_schema).clone();
+            if schema.field_with_name(col).is_err() {
+                return Err(Error::job_msg(
+                    Some(&step.name),
+                    format!("an incremental step's result must hold the day column `{col}`"),
+                    Some(format!("select the source's `{col}` and group by it")),
+                ));
+            }
+            if !days_now.is_empty() {
+                let df = df
+                    .sort(vec![
+                        datafusion::prelude::col(format!("\"{col}\"")).sort(true, false)
+                    ])
+                    .map_err(|e| Error::internal(e.to_string()))?;
+                let mut stream = df
+                    .execute_stream()
+                    .await
+                    .map_err(|e| execution_error(&context, e))?;
+                let mut current: Option<(String, Vec<RecordBatch>)> = None;
+                while let Some(batch) = stream.next().await {
+                    let batch = batch.map_err(|e| execution_error(&context, e))?;
+                    let days_col = cast(
+                        batch.column(schema.index_of(col).expect("checked above")),
+                        &DataType::Utf8,
+                    )
+                    .map_err(|e| Error::internal(e.to_string()))?;
+                    let days_col = days_col.as_string::<i32>();
+                    for range in datafusion::arrow::compute::partition(&[batch
+                        .column(schema.index_of(col).expect("checked above"))
+                        .clone()])
+                    .map_err(|e| Error::internal(e.to_string()))?
+                    .ranges()
+                    {
+                        let day = if days_col.is_valid(range.start) {
+                            days_col.value(range.start).to_string()
+                        } else {
+                            String::new()
+                        };
+                        let part = batch.slice(range.start, range.end - range.start);
+                        match &mut current {
+                            Some((d, parts)) if *d == day => parts.push(part),
+                            _ => {
+                                if let Some((d, parts)) = current.take() {
+                                    written.push(
+                                        write_day(
+                                            &dir, col, &d, &prints, &missing, &schema, parts,
+                                            &context,
+                                        )
+                                        .await?,
+                                    );
+                                }
+                                current = Some((day, vec![part]));
                             }
-                            current = Some((day, vec![part]));
                         }
                     }
                 }
-            }
-            if let Some((d, parts)) = current.take() {
-                written.push(
-                    write_day(&dir, col, &d, &prints, &missing, &schema, parts, &context).await?,
-                );
+                if let Some((d, parts)) = current.take() {
+                    written.push(
+                        write_day(&dir, col, &d, &prints, &missing, &schema, parts, &context)
+                            .await?,
+                    );
+                }
             }
         }
+        let schema = schema.expect("at least one pass");
         Ok((schema, written))
     }
     .await;
