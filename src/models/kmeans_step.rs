@@ -402,7 +402,7 @@ pub async fn run(
 ) -> Result<KMeansOutcome> {
     let context = format!("step `{name}`");
     // On a cluster only the fitting sample reaches this process; the SQL form assigns rows.
-    let bound = engine.is_distributed().then(|| Bound {
+    let bound = engine.is_distributed().then_some(Bound {
         rows: cfg.sample_rows,
         seed: cfg.seed,
         keep: None,
