@@ -10,6 +10,10 @@
 //! allocator measures every heap byte the build allocates beyond the input batches (the
 //! matrix, the ids, per-column buffers); the target is a peak under 1.5× the matrix.
 
+#[path = "support/mod.rs"]
+#[allow(dead_code)] // `measure` times whole processes; not used here
+mod support;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -96,14 +100,8 @@ fn batches(rows: usize, d: usize) -> Vec<RecordBatch> {
 }
 
 fn main() {
-    let rows: usize = std::env::var("ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let runs: usize = std::env::var("RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let rows = support::env_or("ROWS", 1_000_000);
+    let runs = support::env_or("RUNS", 3);
     let d = 24;
     let input = batches(rows, d);
     let specs: Vec<ColumnSpec> = (0..d)
@@ -142,11 +140,9 @@ fn main() {
         ratios.push(ratio);
         times.push(secs);
     }
-    ratios.sort_by(|a, b| a.total_cmp(b));
-    times.sort_by(|a, b| a.total_cmp(b));
     println!(
         "feature matrix {rows} x {d}: median {:.3} s, peak heap {:.2}x the f64 matrix (target < 1.5x)",
-        times[times.len() / 2],
-        ratios[ratios.len() / 2]
+        support::median(&mut times),
+        support::median(&mut ratios)
     );
 }

@@ -12,6 +12,10 @@
 #[path = "kmeans/blobs.rs"]
 mod blobs;
 
+#[path = "support/mod.rs"]
+#[allow(dead_code)] // `measure` times whole processes; not used here
+mod support;
+
 use std::time::Instant;
 
 use audiences::models::kmeans::{assign, fit, KMeansParams};
@@ -19,20 +23,9 @@ use linfa::prelude::*;
 use linfa::DatasetBase;
 use linfa_clustering::{KMeans, KMeansInit};
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
-    let rows: usize = std::env::var("ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let runs: usize = std::env::var("RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let rows = support::env_or("ROWS", 1_000_000);
+    let runs = support::env_or("RUNS", 3);
     let (d, k) = (24, 12);
     let x = blobs::matrix(rows, d, k);
     let params = KMeansParams {
@@ -71,7 +64,7 @@ fn main() {
         ours.push(a);
         theirs.push(b);
     }
-    let (a, b) = (median(&mut ours), median(&mut theirs));
+    let (a, b) = (support::median(&mut ours), support::median(&mut theirs));
     println!(
         "k-means {rows} x {d}, k = {k}: audiences median {a:.3} s, linfa-clustering median {b:.3} s ({:.2}x faster)",
         b / a
