@@ -1,7 +1,8 @@
 //! Benchmarks of the models on one matrix, ours (in process) beside scikit-learn on the same
 //! data, alternating runs, medians:
 //! - k-means fit + assign on 1,000,000 rows × 24 features, k = 12, at most 50 iterations,
-//!   tol 1e-4, k-means++ with one init, against `KMeans(algorithm="lloyd", n_init=1)`;
+//!   tol 1e-4, k-means++ with one init, against `KMeans(algorithm="lloyd", n_init=1)`; run i
+//!   uses seed 42 + i on both sides, so one lucky or unlucky start does not decide the median;
 //! - lookalike: logistic regression (C = 1) fitted on a 20,000-user seed plus 200,000 sampled
 //!   negatives, then every one of the 1,000,000 rows scored, against
 //!   `LogisticRegression(C=1.0, solver="lbfgs", max_iter=200)` + `predict_proba`.
@@ -18,25 +19,18 @@ use std::time::Instant;
 
 #[path = "kmeans/blobs.rs"]
 mod blobs;
+#[path = "support/mod.rs"]
+#[allow(dead_code)] // `measure` times whole processes; not used here
+mod support;
 
 use audiences::models::kmeans::{assign, fit, KMeansParams};
 use audiences::models::logistic;
 use blobs::matrix;
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
+use support::{env_or, median};
 
 fn main() {
-    let rows: usize = std::env::var("ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let runs: usize = std::env::var("RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let rows = env_or("ROWS", 1_000_000);
+    let runs = env_or("RUNS", 5);
     let (d, k) = (24, 12);
     let x = matrix(rows, d, k);
     let path = std::env::temp_dir().join(format!("kmeans-bench-{rows}x{d}.f64"));
@@ -48,23 +42,24 @@ fn main() {
     }
     let peer = std::env::var("PEER_PYTHON").ok();
     let script = format!(
-        "import time, numpy as np\nfrom sklearn.cluster import KMeans\n\
+        "import sys, time, numpy as np\nfrom sklearn.cluster import KMeans\n\
          x = np.fromfile({:?}, dtype='<f8').reshape({rows}, {d})\n\
          t = time.perf_counter()\n\
-         km = KMeans(n_clusters={k}, init='k-means++', n_init=1, max_iter=50, tol=1e-4, random_state=42, algorithm='lloyd').fit(x)\n\
+         km = KMeans(n_clusters={k}, init='k-means++', n_init=1, max_iter=50, tol=1e-4, random_state=int(sys.argv[1]), algorithm='lloyd').fit(x)\n\
          labels = km.predict(x)\n\
          print(time.perf_counter() - t, km.inertia_, km.n_iter_)\n",
         path.display().to_string()
     );
-    let params = KMeansParams {
-        k,
-        max_iter: 50,
-        tol: 1e-4,
-        n_init: 1,
-        seed: 42,
-    };
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for i in 0..runs {
+        let seed = 42 + i as u64;
+        let params = KMeansParams {
+            k,
+            max_iter: 50,
+            tol: 1e-4,
+            n_init: 1,
+            seed,
+        };
         let t = Instant::now();
         let f = fit(x.view(), &params);
         let (labels, _) = assign(x.view(), &f.centroids);
@@ -72,12 +67,12 @@ fn main() {
         assert_eq!(labels.len(), rows);
         ours.push(secs);
         let mut line = format!(
-            "run {i}: audiences {secs:.3} s (inertia {:.4e}, {} iterations)",
+            "run {i} (seed {seed}): audiences {secs:.3} s (inertia {:.4e}, {} iterations)",
             f.inertia, f.iterations
         );
         if let Some(py) = &peer {
             let out = std::process::Command::new(py)
-                .args(["-c", &script])
+                .args(["-c", &script, &seed.to_string()])
                 .output()
                 .expect("python starts");
             assert!(

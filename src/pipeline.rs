@@ -120,13 +120,6 @@ fn engine_config(job: &Job, opts: &RunOptions) -> EngineConfig {
     cfg
 }
 
-fn spill_dir(opts: &RunOptions) -> PathBuf {
-    opts.engine
-        .spill_dir
-        .clone()
-        .unwrap_or_else(std::env::temp_dir)
-}
-
 fn progress_bar(opts: &RunOptions, len: usize) -> Option<indicatif::ProgressBar> {
     use std::io::IsTerminal;
     if !opts.progress || !std::io::stderr().is_terminal() {
@@ -161,7 +154,6 @@ pub async fn run_steps(
         }
     }
     let threshold = prepared.engine.memory_limit / 4;
-    let dir = spill_dir(opts);
     let state = state_location(job, opts, &prepared.bindings)?;
     let pb = progress_bar(opts, job.steps.len());
     // The previous published run, for steps listed in `previous`.
@@ -222,7 +214,6 @@ pub async fn run_steps(
                     step,
                     &prepared.bindings,
                     threshold,
-                    &dir,
                     previous.as_ref(),
                 )
                 .await?
@@ -435,14 +426,7 @@ async fn run_locked(
     let mut segment_exports = Vec::new();
     if !job.segments.is_empty() {
         let threshold = prepared.engine.memory_limit / 4;
-        segs = crate::segments::build(
-            &prepared.engine,
-            job,
-            &prepared.bindings,
-            threshold,
-            &spill_dir(opts),
-        )
-        .await?;
+        segs = crate::segments::build(&prepared.engine, job, &prepared.bindings, threshold).await?;
         for c in &segs.segments {
             tracing::info!(segment = %c.name, target = c.target, control = c.control, suppressed = c.suppressed, "segment built");
         }

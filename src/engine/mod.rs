@@ -157,6 +157,12 @@ pub struct Engine {
     /// On a cluster: the folder on shared storage where step results are written.
     work: Option<Location>,
     stores: HashSet<String>,
+    /// Where results too large for memory are written (`--spill-dir` or the temp folder).
+    spill_base: PathBuf,
+    /// This run's own folder under `spill_base`, made on first use and removed with the
+    /// engine, so spilled step results never outlive the run.
+    scratch: std::sync::Mutex<Option<tempfile::TempDir>>,
+    spilled: std::sync::atomic::AtomicUsize,
 }
 
 impl Engine {
@@ -250,7 +256,33 @@ impl Engine {
             kind,
             work: None,
             stores: HashSet::new(),
+            spill_base: cfg.spill_dir.clone().unwrap_or_else(std::env::temp_dir),
+            scratch: std::sync::Mutex::new(None),
+            spilled: Default::default(),
         })
+    }
+
+    /// A fresh path for a spilled result named after `name`, in this run's scratch folder
+    /// (removed when the engine is dropped).
+    pub fn scratch_file(&self, name: &str) -> Result<PathBuf> {
+        let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            let dir = tempfile::Builder::new()
+                .prefix("audiences-")
+                .tempdir_in(&self.spill_base)
+                .map_err(|e| {
+                    Error::internal(format!(
+                        "cannot create a scratch folder in {}: {e}; set --spill-dir to a writable folder",
+                        self.spill_base.display()
+                    ))
+                })?;
+            *guard = Some(dir);
+        }
+        let dir = guard.as_ref().expect("made above").path();
+        let n = self
+            .spilled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(dir.join(format!("{name}-{n}.parquet")))
     }
 
     /// Makes the store behind `loc` known to the SQL engine (once per store).

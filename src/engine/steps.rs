@@ -240,7 +240,6 @@ pub async fn run_step(
     step: &Step,
     bindings: &Bindings,
     spill_threshold: usize,
-    spill_dir: &std::path::Path,
     previous: Option<&crate::models::kmeans_step::KMeansModel>,
 ) -> Result<StepResult> {
     let start = Instant::now();
@@ -294,8 +293,7 @@ pub async fn run_step(
         step.name,
         tables_read(df.logical_plan()).join(", ")
     );
-    let (rows, held) =
-        materialise(engine, &step.name, df, &context, spill_threshold, spill_dir).await?;
+    let (rows, held) = materialise(engine, &step.name, df, &context, spill_threshold).await?;
     Ok(StepResult {
         name: step.name.clone(),
         rows,
@@ -316,7 +314,6 @@ pub async fn materialise(
     df: DataFrame,
     context: &str,
     spill_threshold: usize,
-    spill_dir: &std::path::Path,
 ) -> Result<(usize, Held)> {
     if engine.is_distributed() {
         let rows = engine.write_on_cluster(name, df, context).await?;
@@ -349,7 +346,7 @@ pub async fn materialise(
                 bytes += batch.get_array_memory_size();
                 batches.push(batch);
                 if bytes > spill_threshold {
-                    let path = spill_dir.join(format!("{name}-{}.parquet", std::process::id()));
+                    let path = engine.scratch_file(name)?;
                     let file = std::fs::File::create(&path).map_err(|e| {
                         Error::internal(format!(
                             "{context}: cannot create spill file {}: {e}",

@@ -248,15 +248,7 @@ async fn normalise_once(
         .sql(&sql)
         .await
         .map_err(|e| export_problem(label, ex, e))?;
-    crate::engine::steps::materialise(
-        engine,
-        &name,
-        df,
-        label,
-        engine.memory_limit / 4,
-        &std::env::temp_dir(),
-    )
-    .await?;
+    crate::engine::steps::materialise(engine, &name, df, label, engine.memory_limit / 4).await?;
     Ok(Some(name))
 }
 

@@ -53,49 +53,89 @@ fn row_norms(x: ArrayView2<f64>) -> Array1<f64> {
     x.rows().into_iter().map(|r| r.dot(&r)).collect()
 }
 
-/// k-means++ with 2 + ln(k) local trials per centre (as scikit-learn does).
-fn kmeanspp(x: ArrayView2<f64>, k: usize, rng: &mut ChaCha8Rng) -> Array2<f64> {
+/// Squared distances of the rows of `xc` (with squared norms `xx`) to the rows of `centers`
+/// (with squared norms `cc`), as ||x||² - 2x·c + ||c||²: one matrix product per chunk, so the
+/// chunk is read once for all centres.
+fn chunk_sqdist(
+    xc: ArrayView2<f64>,
+    xx: &[f64],
+    centers: ArrayView2<f64>,
+    cc: &[f64],
+) -> Array2<f64> {
+    let mut dots = xc.dot(&centers.t());
+    for (mut row, &xn) in dots.rows_mut().into_iter().zip(xx) {
+        for (v, &cn) in row.iter_mut().zip(cc) {
+            *v = (xn - 2.0 * *v + cn).max(0.0);
+        }
+    }
+    dots
+}
+
+/// k-means++ with 2 + ln(k) local trials per centre (as scikit-learn does): the trials of one
+/// centre are drawn together and scored in one pass over the rows.
+fn kmeanspp(x: ArrayView2<f64>, xx: &Array1<f64>, k: usize, rng: &mut ChaCha8Rng) -> Array2<f64> {
     let n = x.nrows();
     let d = x.ncols();
     let trials = 2 + (k as f64).ln() as usize;
+    let xx = xx.as_slice().expect("row norms are contiguous");
     let mut centers = Array2::<f64>::zeros((k, d));
     let first = rng.random_range(0..n);
     centers.row_mut(0).assign(&x.row(first));
-    let sqdist = |i: usize, c: ndarray::ArrayView1<f64>| -> f64 {
-        let r = x.row(i);
-        r.iter().zip(c.iter()).map(|(a, b)| (a - b) * (a - b)).sum()
+    // Distances to one or more candidate rows, for every row, in chunk order.
+    let distances = |cand: &Array2<f64>| -> Vec<Array2<f64>> {
+        let cc: Vec<f64> = cand.rows().into_iter().map(|r| r.dot(&r)).collect();
+        (0..n.div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|c| {
+                let lo = c * CHUNK;
+                let hi = (lo + CHUNK).min(n);
+                chunk_sqdist(x.slice(s![lo..hi, ..]), &xx[lo..hi], cand.view(), &cc)
+            })
+            .collect()
     };
-    let mut closest: Vec<f64> = (0..n)
-        .into_par_iter()
-        .map(|i| sqdist(i, centers.row(0)))
+    let mut closest: Vec<f64> = distances(&centers.slice(s![0..1, ..]).to_owned())
+        .iter()
+        .flat_map(|m| m.column(0).to_vec())
         .collect();
+    let mut cumsum = vec![0.0; n];
     for c in 1..k {
-        let total: f64 = closest.iter().sum();
-        let mut best: Option<(f64, usize, Vec<f64>)> = None;
-        for _ in 0..trials {
-            let target = rng.random::<f64>() * total;
-            let mut acc = 0.0;
-            let mut cand = n - 1;
-            for (i, v) in closest.iter().enumerate() {
-                acc += v;
-                if acc >= target {
-                    cand = i;
-                    break;
+        let mut acc = 0.0;
+        for (s, v) in cumsum.iter_mut().zip(&closest) {
+            acc += v;
+            *s = acc;
+        }
+        let total = acc;
+        let cands: Vec<usize> = (0..trials)
+            .map(|_| {
+                let target = rng.random::<f64>() * total;
+                cumsum.partition_point(|&s| s < target).min(n - 1)
+            })
+            .collect();
+        let dist = distances(&x.select(Axis(0), &cands));
+        // Potential of each trial: the sum of min(closest, distance to the candidate), added
+        // in row order so the choice does not depend on the thread count.
+        let mut pots = vec![0.0; trials];
+        let mut row = 0;
+        for m in &dist {
+            for r in m.rows() {
+                let cl = closest[row];
+                for (p, &v) in pots.iter_mut().zip(r.iter()) {
+                    *p += cl.min(v);
                 }
-            }
-            let cand_row = x.row(cand).to_owned();
-            let new_closest: Vec<f64> = (0..n)
-                .into_par_iter()
-                .map(|i| closest[i].min(sqdist(i, cand_row.view())))
-                .collect();
-            let pot: f64 = new_closest.iter().sum();
-            if best.as_ref().is_none_or(|b| pot < b.0) {
-                best = Some((pot, cand, new_closest));
+                row += 1;
             }
         }
-        let (_, cand, new_closest) = best.expect("at least one trial");
-        centers.row_mut(c).assign(&x.row(cand));
-        closest = new_closest;
+        let best = (0..trials)
+            .min_by(|&a, &b| pots[a].total_cmp(&pots[b]).then(a.cmp(&b)))
+            .expect("at least one trial");
+        centers.row_mut(c).assign(&x.row(cands[best]));
+        let mut row = 0;
+        for m in &dist {
+            for v in m.column(best) {
+                closest[row] = closest[row].min(*v);
+                row += 1;
+            }
+        }
     }
     centers
 }
@@ -113,8 +153,8 @@ struct Partial {
 fn e_step(x: ArrayView2<f64>, xx: &Array1<f64>, centers: &Array2<f64>) -> Partial {
     let k = centers.nrows();
     let d = centers.ncols();
-    let cc = row_norms(centers.view());
-    let ct = centers.t();
+    let cc = row_norms(centers.view()).to_vec();
+    let xx = xx.as_slice().expect("row norms are contiguous");
     let n = x.nrows();
     let parts: Vec<Partial> = (0..n.div_ceil(CHUNK))
         .into_par_iter()
@@ -122,33 +162,33 @@ fn e_step(x: ArrayView2<f64>, xx: &Array1<f64>, centers: &Array2<f64>) -> Partia
             let lo = c * CHUNK;
             let hi = (lo + CHUNK).min(n);
             let xc = x.slice(s![lo..hi, ..]);
-            let dots = xc.dot(&ct);
+            let dist = chunk_sqdist(xc, &xx[lo..hi], centers.view(), &cc);
+            let mut sums = vec![0.0; k * d];
             let mut p = Partial {
-                sums: Array2::zeros((k, d)),
+                sums: Array2::zeros((0, d)),
                 counts: vec![0; k],
                 inertia: 0.0,
                 far: (-1.0, 0),
             };
-            for (r, row) in dots.rows().into_iter().enumerate() {
-                let i = lo + r;
+            for (r, (drow, xrow)) in dist.rows().into_iter().zip(xc.rows()).enumerate() {
                 let mut best = f64::INFINITY;
                 let mut bj = 0;
-                for j in 0..k {
-                    let dist = xx[i] - 2.0 * row[j] + cc[j];
-                    if dist < best {
-                        best = dist;
+                for (j, &v) in drow.iter().enumerate() {
+                    if v < best {
+                        best = v;
                         bj = j;
                     }
                 }
-                let best = best.max(0.0);
                 p.inertia += best;
                 if best > p.far.0 {
-                    p.far = (best, i);
+                    p.far = (best, lo + r);
                 }
                 p.counts[bj] += 1;
-                let mut srow = p.sums.row_mut(bj);
-                srow += &x.row(i);
+                for (s, v) in sums[bj * d..(bj + 1) * d].iter_mut().zip(xrow.iter()) {
+                    *s += v;
+                }
             }
+            p.sums = Array2::from_shape_vec((k, d), sums).expect("k x d");
             p
         })
         .collect();
@@ -214,7 +254,7 @@ pub fn fit(x: ArrayView2<f64>, p: &KMeansParams) -> KMeansFit {
     let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
     let mut best: Option<KMeansFit> = None;
     for _ in 0..p.n_init.max(1) {
-        let init = kmeanspp(x, p.k, &mut rng);
+        let init = kmeanspp(x, &xx, p.k, &mut rng);
         let f = lloyd(x, &xx, init, p.max_iter, tol_abs);
         if best.as_ref().is_none_or(|b| f.inertia < b.inertia) {
             best = Some(f);

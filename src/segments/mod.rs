@@ -123,13 +123,13 @@ async fn collect_counts(engine: &Engine, sql: &str, what: &str) -> Result<Vec<(S
     Ok(out)
 }
 
-/// Builds `segment_members` from the job's segments; `threshold` and `spill_dir` bound memory.
+/// Builds `segment_members` from the job's segments; `threshold` bounds the memory a table
+/// may take before it is spilled to the engine's scratch folder.
 pub async fn build(
     engine: &Engine,
     job: &Job,
     bindings: &Bindings,
     threshold: usize,
-    spill_dir: &std::path::Path,
 ) -> Result<Segments> {
     let id = job.publish.id.as_str();
     // 1. Candidates: one (segment, user_id) per distinct id a definition selects.
@@ -217,15 +217,7 @@ pub async fn build(
         .sql(&sql)
         .await
         .map_err(|e| Error::job_msg(Some("segments"), e.to_string(), None))?;
-    materialise(
-        engine,
-        "__segment_candidates",
-        df,
-        "segments",
-        threshold,
-        spill_dir,
-    )
-    .await?;
+    materialise(engine, "__segment_candidates", df, "segments", threshold).await?;
 
     // 2. Names and candidate counts; per-value names must be safe file names.
     let counts = collect_counts(
@@ -397,7 +389,6 @@ pub async fn build(
             df,
             "suppression tables",
             threshold,
-            spill_dir,
         )
         .await?;
         format!(
@@ -409,15 +400,7 @@ pub async fn build(
         .sql(&flagged)
         .await
         .map_err(|e| Error::internal(format!("segments: {e}")))?;
-    materialise(
-        engine,
-        "__segment_kept",
-        df,
-        "segments",
-        threshold,
-        spill_dir,
-    )
-    .await?;
+    materialise(engine, "__segment_kept", df, "segments", threshold).await?;
     for (name, v) in collect_counts(
         engine,
         "SELECT segment, COUNT(*), COUNT(*) FILTER (WHERE suppressed) FROM __segment_kept GROUP BY segment",
@@ -456,7 +439,7 @@ pub async fn build(
         .sql(&sql)
         .await
         .map_err(|e| Error::internal(format!("segments: {e}")))?;
-    materialise(engine, MEMBERS, df, "segments", threshold, spill_dir).await?;
+    materialise(engine, MEMBERS, df, "segments", threshold).await?;
     for (name, v) in collect_counts(
         engine,
         &format!("SELECT segment, COUNT(*) FILTER (WHERE grp = 'target'), COUNT(*) FILTER (WHERE grp = 'control') FROM {MEMBERS} GROUP BY segment"),

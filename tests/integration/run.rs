@@ -336,12 +336,16 @@ order_by = ["user_id", "action"]
         ),
     );
     let mut files = Vec::new();
+    let spill = tmp.path().join("spill");
+    std::fs::create_dir(&spill).unwrap();
     for (run, limit) in [("small", "32MiB"), ("large", "2GiB")] {
         let out = tmp.path().join(run);
         let res = bin()
             .arg("run")
             .arg(&job)
-            .args(["--memory-limit", limit, "--output"])
+            .args(["--memory-limit", limit, "--spill-dir"])
+            .arg(&spill)
+            .arg("--output")
             .arg(&out)
             .output()
             .unwrap();
@@ -355,6 +359,9 @@ order_by = ["user_id", "action"]
             "{text}"
         );
         files.push(std::fs::read(published_at(&out, "undated").join("per_user.parquet")).unwrap());
+        // Spilled step results belong to the run: nothing is left in the spill folder.
+        let left: Vec<_> = std::fs::read_dir(&spill).unwrap().collect();
+        assert!(left.is_empty(), "{run}: left behind {left:?}");
     }
     assert!(
         files[0] == files[1],
