@@ -316,3 +316,45 @@ fn a_run_holding_the_state_makes_another_date_exit_75_and_status_lists_the_days(
     );
     assert!(line.contains(&format!("{} bytes", held["bytes"])), "{line}");
 }
+
+#[test]
+fn a_step_that_changes_its_day_column_fails_naming_the_day_and_keeps_no_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo_data(tmp.path(), 500);
+    let job = tmp.path().join("jobs/shifted.toml");
+    write(
+        &job,
+        &format!(
+            r#"name = "shifted"
+output = "../out"
+state = "../state"
+[params]
+as_of = {{ type = "date", default = 2026-11-24 }}
+[sources]
+orders = {{ url = "{}/orders/", format = "parquet", partitions = ["dt"] }}
+[[step]]
+name = "per_day"
+query = "SELECT CAST(CAST(dt AS DATE) + INTERVAL '1 day' AS VARCHAR) AS dt, COUNT(*) AS n FROM orders GROUP BY dt"
+incremental = {{ source = "orders", days = 5 }}
+"#,
+            data.display()
+        ),
+    );
+    let res = bin().arg("run").arg(&job).output().unwrap();
+    let text = output_text(&res);
+    assert_eq!(res.status.code(), Some(65), "{text}");
+    assert!(
+        text.contains("per_day") && text.contains("which it was not asked to compute"),
+        "{text}"
+    );
+    // 2026-11-24 is the day after the newest asked day (2026-11-23): it is named.
+    assert!(text.contains("`2026-11-24`"), "{text}");
+    for key in ["2026-11-24", "undated"] {
+        assert!(!tmp
+            .path()
+            .join("out")
+            .join(key)
+            .join("current.json")
+            .exists());
+    }
+}
