@@ -170,7 +170,8 @@ pub async fn run_steps(
             .map(|(_, p)| (root, p))
     };
     let mut results = Vec::new();
-    for step in &job.steps {
+    let mut released: Vec<&str> = Vec::new();
+    for (idx, step) in job.steps.iter().enumerate() {
         if let Some(pb) = &pb {
             pb.set_message(format!("step {}", step.name));
         }
@@ -230,11 +231,45 @@ pub async fn run_steps(
         if until == Some(step.name.as_str()) {
             break;
         }
+        release_transient(job, idx, &prepared.engine, &mut released);
     }
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
     Ok(results)
+}
+
+/// Drops from memory the transient steps up to `idx` that no later part of the job names:
+/// the rest of the job (later steps, segments, exports, gates, ...) is searched for the table
+/// name as a whole word, so a table is kept whenever anything might read it.
+fn release_transient<'a>(job: &'a Job, idx: usize, engine: &Engine, released: &mut Vec<&'a str>) {
+    let pending: Vec<&str> = job.steps[..=idx]
+        .iter()
+        .filter(|s| s.transient && !released.contains(&s.name.as_str()))
+        .map(|s| s.name.as_str())
+        .collect();
+    if pending.is_empty() {
+        return;
+    }
+    let mut rest = job.clone();
+    rest.steps.drain(..=idx);
+    let rest = format!("{rest:?}").to_lowercase();
+    for name in pending {
+        if !names_word(&rest, &name.to_lowercase()) {
+            let _ = engine.ctx.deregister_table(name);
+            tracing::info!(step = %name, "transient table released: nothing later reads it");
+            released.push(name);
+        }
+    }
+}
+
+/// Whether `word` occurs in `text` with no identifier character on either side.
+fn names_word(text: &str, word: &str) -> bool {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(word).any(|(i, _)| {
+        !text[..i].chars().next_back().is_some_and(ident)
+            && !text[i + word.len()..].chars().next().is_some_and(ident)
+    })
 }
 
 /// Registers `previous_<step>`: the step's Parquet export in the previous published run, or an

@@ -101,6 +101,8 @@ pub struct Step {
     pub rows: (Option<u64>, Option<u64>),
     /// Per-day computation kept as state (sql steps only).
     pub incremental: Option<Incremental>,
+    /// An intermediate table, dropped from memory once no later part of the job names it.
+    pub transient: bool,
 }
 
 /// A checked `incremental` setting.
@@ -661,6 +663,7 @@ impl Job {
                             kind: StepKind::Lookalike(cfg),
                             declared_at: at(offset),
                             rows: (spec.min_rows, spec.max_rows),
+                            transient: spec.transient,
                             incremental: None,
                         }),
                         Err(e) => problem(offset, Some(sname), e, None),
@@ -674,6 +677,7 @@ impl Job {
                             kind: StepKind::Ltv(cfg),
                             declared_at: at(offset),
                             rows: (spec.min_rows, spec.max_rows),
+                            transient: spec.transient,
                             incremental: None,
                         }),
                         Err(e) => problem(offset, Some(sname), e, None),
@@ -687,6 +691,7 @@ impl Job {
                             kind: StepKind::KMeans(cfg),
                             declared_at: at(offset),
                             rows: (spec.min_rows, spec.max_rows),
+                            transient: spec.transient,
                             incremental: None,
                         }),
                         Err(e) => problem(offset, Some(sname), e, None),
@@ -807,6 +812,7 @@ impl Job {
                     kind: StepKind::Sql(sql),
                     declared_at: at(offset),
                     rows: (spec.min_rows, spec.max_rows),
+                    transient: spec.transient,
                     incremental,
                 });
             }

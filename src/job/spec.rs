@@ -315,6 +315,10 @@ pub struct StepSpec {
     /// Gate: the step's result may hold at most this many rows.
     #[serde(default)]
     pub max_rows: Option<u64>,
+    /// An intermediate table: dropped from memory as soon as no later step, segment, export
+    /// or other part of the job names it (and left out of the report).
+    #[serde(default)]
+    pub transient: bool,
     /// A sql step computed per day and kept as state: only the days the state lacks, or whose
     /// input files changed, are computed (see the README, "Incremental steps").
     #[serde(default)]

@@ -399,3 +399,52 @@ fn a_budget_too_small_fails_with_a_clear_message() {
         "nothing published"
     );
 }
+
+#[test]
+fn a_transient_step_is_released_after_its_last_reader_and_an_exported_one_is_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo_data(tmp.path(), 1000);
+    let job = tmp.path().join("jobs/transient.toml");
+    write(
+        &job,
+        &format!(
+            r#"name = "transient"
+output = "../out"
+[sources]
+orders = {{ url = "{}/orders/", format = "parquet", partitions = ["dt"] }}
+[[step]]
+name = "order_rows"
+query = "SELECT user_id, amount FROM orders WHERE amount > 0"
+transient = true
+[[step]]
+name = "per_user"
+query = "SELECT user_id, COUNT(*) AS n, SUM(amount) AS spend FROM order_rows GROUP BY user_id"
+transient = true
+[[step]]
+name = "big_spenders"
+query = "SELECT user_id FROM per_user WHERE spend > 100"
+[[export]]
+table = "per_user"
+to = "per_user.parquet"
+"#,
+            data.display()
+        ),
+    );
+    let res = bin()
+        .arg("run")
+        .arg(&job)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let text = output_text(&res);
+    assert!(res.status.success(), "{text}");
+    let released: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("transient table released"))
+        .collect();
+    // order_rows goes once per_user has read it; per_user stays for its export.
+    assert_eq!(released.len(), 1, "{text}");
+    assert!(released[0].contains("order_rows"), "{text}");
+    let exported = published_at(&tmp.path().join("out"), "undated").join("per_user.parquet");
+    assert!(std::fs::metadata(&exported).unwrap().len() > 0);
+}
