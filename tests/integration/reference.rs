@@ -172,3 +172,78 @@ fn reference_export_holds_the_md5_of_each_members_device_id_else_oaid() {
         assert_eq!(&got, hashes, "{seg}");
     }
 }
+
+/// Copies a folder tree.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn order_de_duplication_equals_row_number_also_for_missing_and_differing_order_ids() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    copy_tree(&repo().join("tests/data/reference_small/dirty"), &data);
+    // Extra orders: two rows without an order_id (one group for ROW_NUMBER), and one order_id
+    // delivered twice with different times (not an exact copy: the earlier row is kept).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let df = ctx
+            .sql(
+                "SELECT CAST(order_id AS BIGINT) AS order_id, user_id, arrow_cast(ts, 'Timestamp(Microsecond, None)') AS ts, \
+                 brand, category, amount, CAST(qty AS INT) AS qty FROM (VALUES \
+                 (NULL, 'u_extra', '2024-06-15 10:00:00', 'B01', 'beauty', 12.5, 1), \
+                 (NULL, 'u_extra', '2024-06-16 10:00:00', 'B02', 'beauty', 7.25, 1), \
+                 (987654321, 'u_extra', '2024-06-20 09:00:00', 'B01', 'toys', 30.0, 2), \
+                 (987654321, 'u_extra', '2024-06-19 09:00:00', 'B01', 'toys', 30.0, 2)) \
+                 t(order_id, user_id, ts, brand, category, amount, qty)",
+            )
+            .await
+            .unwrap();
+        df.write_parquet(
+            data.join("orders/part-extra.parquet").to_str().unwrap(),
+            datafusion::dataframe::DataFrameWriteOptions::new().with_single_file_output(true),
+            None,
+        )
+        .await
+        .unwrap();
+    });
+    let spec = "SELECT user_id, ts, brand, category, amount FROM (SELECT *, ROW_NUMBER() OVER \
+                (PARTITION BY order_id ORDER BY ts, user_id, amount) AS rk FROM orders_window) r \
+                WHERE rk = 1";
+    let ours = "SELECT user_id, ts, brand, category, amount FROM orders_90d";
+    let query = format!(
+        "SELECT (SELECT COUNT(*) FROM orders_window WHERE user_id = 'u_extra') AS extra_in, \
+         (SELECT COUNT(*) FROM orders_90d WHERE user_id = 'u_extra') AS extra_kept, \
+         (SELECT COUNT(*) FROM (({ours}) EXCEPT ALL ({spec})) a) AS only_ours, \
+         (SELECT COUNT(*) FROM (({spec}) EXCEPT ALL ({ours})) b) AS only_spec"
+    );
+    let res = bin()
+        .args(["sql", "jobs/reference.toml", "--param"])
+        .arg(format!("data={}", data.display()))
+        .args(["-e", &query])
+        .output()
+        .unwrap();
+    let text = output_text(&res);
+    assert!(res.status.success(), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("| ") && l.chars().nth(2).is_some_and(|c| c.is_ascii_digit()))
+        .unwrap_or_else(|| panic!("no result row: {text}"));
+    let v: Vec<&str> = row
+        .split('|')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    // 4 extra rows read; 2 kept (one without an id, the earlier copy of 987654321).
+    assert_eq!(v, ["4", "2", "0", "0"], "{text}");
+}
