@@ -176,11 +176,12 @@ pub async fn register_source(
     let single_named_file = !has_glob(&last) && last.contains('.');
     let (format, ext): (Arc<dyn FileFormat>, &str) = match source.format {
         SourceFormat::Parquet => (
-            // Take the session's Parquet settings (plain Utf8 strings rather than views).
-            Arc::new(
-                ParquetFormat::default()
-                    .with_options(engine.ctx.state().default_table_options().parquet),
-            ),
+            // The session's Parquet settings; strings as views only where the source asks.
+            Arc::new(ParquetFormat::default().with_options({
+                let mut o = engine.ctx.state().default_table_options().parquet;
+                o.global.schema_force_view_types |= source.string_view;
+                o
+            })),
             ".parquet",
         ),
         SourceFormat::Csv => (

@@ -58,6 +58,8 @@ pub struct Source {
     pub dedupe: Vec<String>,
     /// CSV: skip (and count) rows that do not parse as the declared schema.
     pub skip_bad_rows: bool,
+    /// Parquet: strings are read as Utf8View.
+    pub string_view: bool,
     /// Data-quality gates.
     pub checks: SourceChecks,
 }
@@ -530,6 +532,14 @@ impl Job {
                     false
                 }
             };
+            if spec.string_view && spec.format != SourceFormat::Parquet {
+                problem(
+                    s.span().start,
+                    Some(sname),
+                    "`string_view` applies to parquet sources".into(),
+                    Some("remove `string_view`".into()),
+                );
+            }
             let mut checks = SourceChecks::default();
             if let Some(c) = &spec.checks {
                 checks.min_rows = c.min_rows;
@@ -589,6 +599,7 @@ impl Job {
                 drop: spec.drop.clone().into_iter().collect(),
                 dedupe: spec.dedupe.clone(),
                 skip_bad_rows,
+                string_view: spec.string_view,
                 checks,
             });
         }

@@ -230,6 +230,10 @@ pub struct SourceSpec {
     /// CSV only: field delimiter (default `,`).
     #[serde(default)]
     pub delimiter: Option<char>,
+    /// Parquet only: read strings as Utf8View (faster to scan and group, more memory when
+    /// held; default false: plain Utf8).
+    #[serde(default)]
+    pub string_view: bool,
     /// Columns the job's SQL relies on, with their types, e.g. `"user_id string, amount double"`:
     /// a missing column or one of another type is reported as schema drift before any step runs.
     #[serde(default)]

@@ -448,3 +448,50 @@ to = "per_user.parquet"
     let exported = published_at(&tmp.path().join("out"), "undated").join("per_user.parquet");
     assert!(std::fs::metadata(&exported).unwrap().len() > 0);
 }
+
+#[test]
+fn string_view_reads_a_parquet_source_as_views_and_is_refused_on_csv() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo_data(tmp.path(), 300);
+    let job = tmp.path().join("jobs/views.toml");
+    let text = |format: &str, url: &str| {
+        format!(
+            r#"name = "views"
+output = "../out"
+[sources]
+users = {{ url = "{url}", format = "{format}", string_view = true }}
+[[step]]
+name = "ids"
+query = "SELECT user_id FROM users"
+"#
+        )
+    };
+    write(
+        &job,
+        &text("parquet", &data.join("users.parquet").display().to_string()),
+    );
+    let res = bin()
+        .args(["preview"])
+        .arg(&job)
+        .args(["--step", "ids", "--limit", "1"])
+        .output()
+        .unwrap();
+    let out = output_text(&res);
+    assert!(res.status.success(), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("user_id") && l.contains("Utf8View")),
+        "{out}"
+    );
+    write(
+        &job,
+        &text("csv", &data.join("optouts.csv").display().to_string()),
+    );
+    let res = bin().arg("check").arg(&job).output().unwrap();
+    let out = output_text(&res);
+    assert_eq!(res.status.code(), Some(78), "{out}");
+    assert!(
+        out.contains("users") && out.contains("`string_view` applies to parquet sources"),
+        "{out}"
+    );
+}
