@@ -320,7 +320,7 @@ pub struct StepSpec {
     #[serde(default)]
     pub max_rows: Option<u64>,
     /// An intermediate table: dropped from memory as soon as no later step, segment, export
-    /// or other part of the job names it (and left out of the report).
+    /// or other part of the job names it.
     #[serde(default)]
     pub transient: bool,
     /// A sql step computed per day and kept as state: only the days the state lacks, or whose

@@ -195,27 +195,13 @@ async fn standalone_cluster_reads_sources_from_s3_and_writes_step_results_there(
     use object_store::{ObjectStore, ObjectStoreExt};
 
     use crate::s3::TestS3;
-    use crate::s3_storage::{run_blocking, upload};
+    use crate::s3_storage::{run_demo_on_s3, upload};
 
     let s3 = TestS3::start(&["lake", "ads"]).await;
     let tmp = tempfile::tempdir().unwrap();
     let data = demo_data(tmp.path(), 800);
     upload(&s3, "lake", &data, "demo").await;
-    let mut cmd = bin();
-    cmd.env("RUST_LOG", "audiences=info");
-    cmd.env_remove("AWS_SESSION_TOKEN").envs(s3.env()).args([
-        "run",
-        "jobs/demo.toml",
-        "--date",
-        "2026-11-24",
-        "--param",
-        "data=s3://lake/demo",
-        "--output",
-        "s3://ads/audiences",
-        "--engine",
-        "standalone",
-    ]);
-    let res = run_blocking(cmd).await;
+    let res = run_demo_on_s3(&s3, &["--engine", "standalone"]).await;
     let text = output_text(&res);
     assert!(res.status.success(), "{text}");
     assert!(text.contains(CLUSTER_LOG), "{text}");

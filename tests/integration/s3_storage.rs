@@ -35,6 +35,27 @@ pub async fn upload(s3: &TestS3, bucket: &str, local: &std::path::Path, prefix: 
     }
 }
 
+/// Runs the demo job for 2026-11-24 with its data at `s3://lake/demo` and its output under
+/// `s3://ads/audiences`, plus `extra` arguments, with info logs.
+pub async fn run_demo_on_s3(s3: &TestS3, extra: &[&str]) -> std::process::Output {
+    let mut cmd = bin();
+    cmd.env("RUST_LOG", "audiences=info");
+    cmd.env_remove("AWS_SESSION_TOKEN")
+        .envs(s3.env())
+        .args([
+            "run",
+            "jobs/demo.toml",
+            "--date",
+            "2026-11-24",
+            "--param",
+            "data=s3://lake/demo",
+            "--output",
+            "s3://ads/audiences",
+        ])
+        .args(extra);
+    run_blocking(cmd).await
+}
+
 pub async fn run_blocking(mut cmd: assert_cmd::Command) -> std::process::Output {
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
@@ -48,18 +69,7 @@ async fn demo_job_reads_and_writes_s3() {
     let data = demo_data(tmp.path(), 800);
     upload(&s3, "lake", &data, "demo").await;
 
-    let mut cmd = bin();
-    cmd.env_remove("AWS_SESSION_TOKEN").envs(s3.env()).args([
-        "run",
-        "jobs/demo.toml",
-        "--date",
-        "2026-11-24",
-        "--param",
-        "data=s3://lake/demo",
-        "--output",
-        "s3://ads/audiences",
-    ]);
-    let res = run_blocking(cmd).await;
+    let res = run_demo_on_s3(&s3, &[]).await;
     let text = output_text(&res);
     assert!(res.status.success(), "{text}");
     assert!(
