@@ -18,7 +18,7 @@ mod support;
 
 use std::time::Instant;
 
-use audiences::models::kmeans::{assign, fit, KMeansParams};
+use audiences::ml::kmeans::{assign, fit, KMeansParams};
 use linfa::prelude::*;
 use linfa::DatasetBase;
 use linfa_clustering::{KMeans, KMeansInit};

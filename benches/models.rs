@@ -23,8 +23,8 @@ mod blobs;
 #[allow(dead_code)] // `measure` times whole processes; not used here
 mod support;
 
-use audiences::models::kmeans::{assign, fit, KMeansParams};
-use audiences::models::logistic;
+use audiences::ml::kmeans::{assign, fit, KMeansParams};
+use audiences::ml::logistic;
 use blobs::matrix;
 use support::{env_or, median};
 

@@ -18,8 +18,12 @@ pub enum ExitCode {
     DataError = 65,
     /// 66: a source does not exist.
     NoInput = 66,
+    /// 73: an output cannot be created (not a folder, read-only, full, an invalid path).
+    CantCreate = 73,
     /// 75: a temporary failure (storage unreachable, lock held): retry later.
     TempFail = 75,
+    /// 77: permission denied: the credentials in use may not read or write there.
+    NoPerm = 77,
     /// 78: the job file or its SQL is wrong: fix the job.
     Config = 78,
 }
@@ -117,6 +121,20 @@ pub enum Error {
         message: String,
     },
 
+    /// A storage operation failed; `failure` says whether a retry can help.
+    #[error("{}", storage_message(.failure, .context, .url))]
+    Storage {
+        /// What was being done (`write`, `read`, `lock`, a source's name).
+        context: String,
+        /// The location.
+        url: String,
+        /// Why, which decides the exit code.
+        failure: StorageFailure,
+        /// What the storage said.
+        #[source]
+        source: BoxError,
+    },
+
     /// Problems found by `check`, some about the data: exits with the data's code.
     #[error("{}", format_problems(.problems))]
     Checked {
@@ -138,6 +156,72 @@ pub enum Error {
     /// Anything else.
     #[error("{0}")]
     Internal(String),
+
+    /// Anything else, with the error that caused it.
+    #[error("{context}")]
+    Unexpected {
+        /// What was being done.
+        context: String,
+        /// What failed.
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// Any error, kept as the cause of ours.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a storage operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageFailure {
+    /// Nothing is there to read (exit 66).
+    Missing,
+    /// The credentials in use may not do this (exit 77): a retry will not help.
+    PermissionDenied,
+    /// The output cannot be created (exit 73): a file where a folder should be, a read-only or
+    /// full disk, an invalid path.
+    CannotCreate,
+    /// Unreachable, timed out, throttled, a server error (exit 75): a retry can fix it.
+    Temporary,
+}
+
+impl StorageFailure {
+    /// The exit code of this failure.
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            StorageFailure::Missing => ExitCode::NoInput,
+            StorageFailure::PermissionDenied => ExitCode::NoPerm,
+            StorageFailure::CannotCreate => ExitCode::CantCreate,
+            StorageFailure::Temporary => ExitCode::TempFail,
+        }
+    }
+}
+
+fn storage_message(failure: &StorageFailure, context: &str, url: &str) -> String {
+    let url = if url.is_empty() { "storage" } else { url };
+    match failure {
+        StorageFailure::Missing => format!("{context}: nothing found at {url}\n  hint: check the URL and the params it uses (--date, --param), or that the data has landed"),
+        StorageFailure::PermissionDenied => format!("permission denied ({context}) at {url}\n  hint: the credentials in use may not do this there; check the bucket policy or the folder's permissions (a retry will not help)"),
+        StorageFailure::CannotCreate => format!("cannot create output ({context}) at {url}\n  hint: check that the location can hold files: a folder (not a file), not read-only, not full"),
+        StorageFailure::Temporary => format!("temporary failure in {context} ({url})\n  hint: this is usually transient; the scheduler can retry later"),
+    }
+}
+
+/// The error and every cause below it, one per line: what the command line prints.
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut seen = out.clone();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        // Many errors repeat their cause in their own message; print each text once.
+        if !seen.contains(&text) {
+            out.push_str(&format!("\n  caused by: {text}"));
+            seen.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 fn format_problems(problems: &[Problem]) -> String {
@@ -163,7 +247,8 @@ impl Error {
             Error::SourceMissing { .. } => ExitCode::NoInput,
             Error::Data { .. } => ExitCode::DataError,
             Error::Temporary { .. } => ExitCode::TempFail,
-            Error::Internal(_) => ExitCode::Internal,
+            Error::Storage { failure, .. } => failure.exit_code(),
+            Error::Internal(_) | Error::Unexpected { .. } => ExitCode::Internal,
             Error::Checked { code, .. } => *code,
             // The first failure decides, so a scheduler reacts to it as to a single date.
             Error::Dates { failed, .. } => {
@@ -199,11 +284,24 @@ impl Error {
     pub fn internal(message: impl Into<String>) -> Self {
         Error::Internal(message.into())
     }
+
+    /// An unexpected failure of `source` while doing `context`; the cause is kept.
+    pub fn caused(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Unexpected {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    /// An unexpected failure with no more context than the error itself (kept as the cause).
+    pub fn unexpected(source: impl Into<BoxError>) -> Self {
+        Error::caused("unexpected failure", source)
+    }
 }
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::Internal(format!("I/O error: {e}"))
+        Error::caused("I/O error", e)
     }
 }
 

@@ -1,20 +1,30 @@
 //! `audiences`: a batch audience segmentation engine.
 //!
-//! A job is a TOML file plus the SQL files it names. One run flows through these modules:
+//! A job is a TOML file plus the SQL files it names. One run flows down this list, and each
+//! layer imports only the layers below it:
 //!
 //! ```text
-//! job (job/)               TOML -> checked Job; typed params bound from the command line
-//!   -> storage (storage/)  URLs -> object stores: local, s3://, gs://, az://, memory://
-//!   -> sources (engine/sources.rs)   Parquet / CSV / JSON tables, Hive partitions
-//!   -> SQL steps (engine/steps.rs)   DataFusion, `$param` placeholders, each result held once
-//!   -> features (features/)           Arrow -> ndarray: transforms, null policy, scaling
-//!   -> models (models/)               k-means clusters, fitted on a sample, assigned to all
-//!   -> exports (export/)   Parquet / CSV files in a deterministic order
-//!   -> summary (summary.rs)
+//! main.rs / cli/     one file per command: parse, call, print; errors to exit codes
+//! pipeline/          the run as stages: plan (clock read once, params bound once, locations
+//!                    resolved once), static checks, steps, exports, segments, report, publish
+//! summary.rs         the run's summary for people
+//! report/ measure/   report.html; lift of each segment against its control group
+//! export/            tables to Parquet / CSV; segment files in each platform's format; manifest
+//! segments/          named sets of ids: priority, suppression, holdout (SQL)
+//! quality/           data-quality gates of sources, steps and segments
+//! steps/             one module per step kind behind one small interface: sql, incremental,
+//!                    kmeans, lookalike, ltv (and the feature matrix they share)
+//! ml/                numeric kernels: k-means, logistic regression, BG/NBD, Gamma-Gamma,
+//!                    Hungarian matching, similarity; ndarray + rayon, no SQL engine
+//! engine/            the DataFusion session (local or Ballista), sources, cleaning, drift,
+//!                    results held once, the one SQL helper and its error mapping
+//! storage/           object stores: locations, writes, lock, publication, history, retries
+//! job/               the job file as written (serde) -> the checked job, plain data for every
+//!                    step kind and export; the key table; params, templates, binding
+//! features/          Arrow -> feature matrix: transforms, null policy, scaling, their SQL form
+//! hint.rs quote.rs error.rs   leaves: nearest names and line/column; SQL quoting; errors
+//! demo/              the deterministic demo dataset with planted structure
 //! ```
-//!
-//! `pipeline` drives a run end to end; `cli` holds one file per command; `demo` generates a
-//! realistic dataset with planted structure.
 
 pub mod cli;
 pub mod demo;
@@ -22,13 +32,16 @@ pub mod engine;
 pub mod error;
 pub mod export;
 pub mod features;
+pub mod hint;
 pub mod job;
 pub mod measure;
-pub mod models;
+pub mod ml;
 pub mod pipeline;
 pub mod quality;
+pub mod quote;
 pub mod report;
 pub mod segments;
+pub mod steps;
 pub mod storage;
 pub mod summary;
 

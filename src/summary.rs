@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::engine::steps::Held;
+use crate::engine::materialise::Held;
 use crate::pipeline::RunReport;
 
 fn human_bytes(b: u64) -> String {
@@ -65,13 +65,13 @@ pub fn render(r: &RunReport) -> String {
             st.elapsed.as_secs_f64()
         );
         if let Some(m) = &st.model {
-            s.push_str(&crate::models::kmeans_step::render_profiles(m));
+            s.push_str(&crate::steps::kmeans::render_profiles(m));
         }
         if let Some(m) = &st.lookalike {
-            s.push_str(&crate::models::lookalike_step::render(m));
+            s.push_str(&crate::steps::lookalike::render(m));
         }
         if let Some(m) = &st.ltv {
-            s.push_str(&crate::models::ltv_step::render(m));
+            s.push_str(&crate::steps::ltv::render(m));
         }
         if let Some(i) = &st.incremental {
             let _ = writeln!(

@@ -120,7 +120,7 @@ pub async fn execute(args: DemoArgs) -> Result<()> {
     let job = crate::job::Job::load(&job_path)?;
     let data = std::path::absolute(&args.dir)?;
     let opts = RunOptions {
-        date: Some(DEMO_AS_OF.to_string()),
+        date: Some(as_of),
         params: vec![format!("data={}", data.display())],
         output: args.output,
         progress: true,

@@ -94,9 +94,12 @@ async fn register_run_file(
 /// Finds the run, measures every segment and writes `lift.csv` and `measurement.json`.
 pub async fn execute(args: MeasureArgs) -> Result<()> {
     let job = load_job(&args.job)?;
-    let cwd = std::env::current_dir()?;
-    let bindings = job.bind(None, &args.params, &cwd)?;
-    let root = storage::locate(&job.output_url(&bindings, args.output.as_deref(), &cwd)?)?;
+    let opts = crate::pipeline::RunOptions {
+        params: args.params.clone(),
+        output: args.output.clone(),
+        ..Default::default()
+    };
+    let root = crate::pipeline::Plan::new(&job, &opts)?.root;
     let (date, run_rel, run_id) = resolve_run(&root, &args.run).await?;
     let mut engine = Engine::new(&EngineConfig::default()).await?;
     engine.register_store(&root);
@@ -125,7 +128,10 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
         }
         None => None,
     };
-    let results = storage::locate(&crate::job::params::resolve_path(&args.results, &cwd))?;
+    let results = storage::locate(&crate::job::params::resolve_path(
+        &args.results,
+        &std::env::current_dir()?,
+    ))?;
     engine.register_store(&results);
     let shown = results.display();
     if results.store.head(&results.path).await.is_err()
@@ -222,7 +228,7 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
     .await?;
     storage::write::put_bytes(
         &dir.child("measurement.json")?,
-        serde_json::to_vec_pretty(&doc).map_err(|e| Error::internal(e.to_string()))?,
+        serde_json::to_vec_pretty(&doc).map_err(Error::unexpected)?,
     )
     .await?;
     println!("job {}  run {run_id} ({date})  results {shown}", job.name);

@@ -79,8 +79,8 @@ pub struct JobArgs {
     #[arg(value_name = "JOB")]
     pub job: PathBuf,
     /// Sets the `as_of` date param (YYYY-MM-DD).
-    #[arg(long, value_name = "YYYY-MM-DD")]
-    pub date: Option<String>,
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = crate::job::params::parse_date)]
+    pub date: Option<chrono::NaiveDate>,
     /// Sets a param, parsed by its declared type; repeat for several.
     #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
     pub params: Vec<String>,
@@ -117,7 +117,7 @@ impl JobArgs {
             None => None,
         };
         Ok(RunOptions {
-            date: self.date.clone(),
+            date: self.date,
             params: self.params.clone(),
             output: None,
             engine: EngineConfig {
@@ -132,6 +132,7 @@ impl JobArgs {
             // Incremental steps keep state only in `run`; elsewhere they are plain steps.
             no_state: true,
             state: self.state.clone(),
+            clock: Default::default(),
         })
     }
 }
@@ -190,7 +191,7 @@ pub fn main() -> i32 {
         Err(e) => {
             let code = e.exit_code();
             tracing::debug!(exit_code = code.code(), "run failed");
-            eprintln!("error: {e}");
+            eprintln!("error: {}", crate::error::with_causes(&e));
             code.code()
         }
     }

@@ -44,7 +44,7 @@ async fn show(
         .ctx
         .table(args.step.as_str())
         .await
-        .map_err(|e| Error::internal(e.to_string()))?;
+        .map_err(Error::unexpected)?;
     println!("step `{}`: {rows} rows", args.step);
     println!("schema:");
     for f in df.schema().fields() {
@@ -57,13 +57,13 @@ async fn show(
     }
     let batches = df
         .limit(0, Some(args.limit))
-        .map_err(|e| Error::internal(e.to_string()))?
+        .map_err(Error::unexpected)?
         .collect()
         .await
         .map_err(|e| execution_error(&format!("step `{}`", args.step), e))?;
     println!(
         "{}",
-        pretty_format_batches(&batches).map_err(|e| Error::internal(e.to_string()))?
+        pretty_format_batches(&batches).map_err(Error::unexpected)?
     );
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `audiences run`: one date, or each date of a range in order.
 
+use chrono::NaiveDate;
 use clap::Args;
 
 use super::{load_job, JobArgs};
@@ -18,13 +19,14 @@ pub struct RunArgs {
     #[arg(
         long,
         value_name = "YYYY-MM-DD",
+        value_parser = parse_date,
         requires = "to",
         conflicts_with = "date"
     )]
-    from: Option<String>,
+    from: Option<NaiveDate>,
     /// Last date of a backfill, included.
-    #[arg(long, value_name = "YYYY-MM-DD", requires = "from")]
-    to: Option<String>,
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date, requires = "from")]
+    to: Option<NaiveDate>,
     /// With --from/--to: go on after a failed date instead of stopping at it.
     #[arg(long, requires = "from")]
     keep_going: bool,
@@ -40,13 +42,11 @@ pub async fn execute(args: RunArgs) -> Result<()> {
     opts.output = args.output.clone();
     opts.no_state = false;
     opts.full_refresh = args.full_refresh;
-    let (Some(from), Some(to)) = (&args.from, &args.to) else {
+    let (Some(from), Some(to)) = (args.from, args.to) else {
         let report = crate::pipeline::run(&job, &opts).await?;
         print!("{}", crate::summary::render(&report));
         return Ok(());
     };
-    let from = parse_date(from).map_err(|e| Error::Usage(format!("--from: {e}")))?;
-    let to = parse_date(to).map_err(|e| Error::Usage(format!("--to: {e}")))?;
     if to < from {
         return Err(Error::Usage(format!(
             "--to {to} is before --from {from}; a range runs forward in time"
@@ -56,7 +56,7 @@ pub async fn execute(args: RunArgs) -> Result<()> {
     let mut rows: Vec<(String, String, String, String)> = Vec::new();
     let mut failed = Vec::new();
     for (i, d) in dates.iter().enumerate() {
-        opts.date = Some(d.to_string());
+        opts.date = Some(*d);
         let started = std::time::Instant::now();
         match crate::pipeline::run(&job, &opts).await {
             Ok(report) => {

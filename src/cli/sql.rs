@@ -51,7 +51,7 @@ async fn run_query(
         .await
         .map_err(|e| execution_error("query", e))?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let table = pretty_format_batches(&batches).map_err(|e| Error::internal(e.to_string()))?;
+    let table = pretty_format_batches(&batches).map_err(Error::unexpected)?;
     Ok(format!("{table}\n{rows} row(s)"))
 }
 
@@ -72,7 +72,7 @@ async fn session(
     prepared: &crate::pipeline::Prepared,
 ) -> Result<()> {
     for step in &job.steps {
-        crate::engine::steps::register_view(&prepared.engine, step, &prepared.bindings)
+        crate::steps::plan(&prepared.engine, step, &prepared.plan.bindings)
             .await
             .map_err(|p| Error::Job(vec![p]))?;
         if job.previous.iter().any(|(s, _)| *s == step.name) {
@@ -81,7 +81,7 @@ async fn session(
     }
     let ctx = &prepared.engine.ctx;
     if let Some(q) = &args.query {
-        println!("{}", run_query(ctx, q, &prepared.bindings).await?);
+        println!("{}", run_query(ctx, q, &prepared.plan.bindings).await?);
         return Ok(());
     }
     let mut rl = rustyline::DefaultEditor::new()
@@ -106,7 +106,7 @@ async fn session(
                 buf.push('\n');
                 if line.trim_end().ends_with(';') {
                     let _ = rl.add_history_entry(buf.trim());
-                    match run_query(ctx, &buf, &prepared.bindings).await {
+                    match run_query(ctx, &buf, &prepared.plan.bindings).await {
                         Ok(out) => println!("{out}"),
                         Err(e) => eprintln!("error: {e}"),
                     }

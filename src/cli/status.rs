@@ -35,24 +35,22 @@ pub struct StatusArgs {
 /// each date publishes.
 pub async fn execute(args: StatusArgs) -> Result<()> {
     let job = load_job(&args.job)?;
-    let cwd = std::env::current_dir()?;
-    let bindings = job.bind(None, &args.params, &cwd)?;
-    let url = job.output_url(&bindings, args.output.as_deref(), &cwd)?;
-    let root = storage::locate(&url)?;
-    let runs = storage::history::recent(&root, args.limit).await?;
-    println!("job {}  output {}", job.name, root.display());
     let opts = crate::pipeline::RunOptions {
+        params: args.params.clone(),
         output: args.output.clone(),
         state: args.state.clone(),
         ..Default::default()
     };
-    let state = crate::pipeline::state_location(&job, &opts, &bindings)?;
+    let plan = crate::pipeline::Plan::new(&job, &opts)?;
+    let (root, state) = (&plan.root, &plan.state);
+    let runs = storage::history::recent(root, args.limit).await?;
+    println!("job {}  output {}", job.name, root.display());
     for step in &job.steps {
         let Some(inc) = &step.incremental else {
             continue;
         };
-        let dir = crate::engine::incremental::step_state(&state, &step.name)?;
-        let held = crate::engine::incremental::held_days(&dir, &inc.column).await?;
+        let dir = crate::steps::incremental::step_state(state, &step.name)?;
+        let held = crate::steps::incremental::held_days(&dir, &inc.column).await?;
         let bytes: u64 = held.iter().map(|h| h.bytes).sum();
         match (held.first(), held.last()) {
             (Some(a), Some(b)) => println!(
@@ -86,7 +84,7 @@ pub async fn execute(args: StatusArgs) -> Result<()> {
     let mut current: BTreeMap<String, Option<String>> = BTreeMap::new();
     for r in &runs {
         if !current.contains_key(&r.date) {
-            let p = storage::publish::read_pointer(&root, &r.date).await?;
+            let p = storage::publish::read_pointer(root, &r.date).await?;
             current.insert(r.date.clone(), p.map(|p| p.run_id));
         }
     }

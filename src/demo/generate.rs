@@ -768,7 +768,7 @@ pub fn generate(cfg: &DemoConfig) -> Result<DemoStats> {
             ) as ArrayRef,
         ),
     ])
-    .map_err(|e| Error::internal(e.to_string()))?;
+    .map_err(Error::unexpected)?;
     write_parquet(&cfg.dir.join("users.parquet"), &users_batch)?;
     // Users who opted out of ad targeting: every job suppresses them from every segment file.
     let mut optouts = String::from("user_id\n");
@@ -818,7 +818,7 @@ pub fn generate(cfg: &DemoConfig) -> Result<DemoStats> {
             ) as ArrayRef,
         ),
     ])
-    .map_err(|e| Error::internal(e.to_string()))?;
+    .map_err(Error::unexpected)?;
     write_parquet(&cfg.dir.join("truth.parquet"), &truth)?;
     let buyers = all_users.iter().filter(|(_, u)| u.will_buy).count();
 
@@ -863,7 +863,7 @@ pub fn generate(cfg: &DemoConfig) -> Result<DemoStats> {
                     Arc::new(it_o().map(|(i, o)| o.qty[i]).collect::<Int32Array>()),
                 ],
             )
-            .map_err(|e| Error::internal(e.to_string()))?;
+            .map_err(Error::unexpected)?;
             write_parquet(
                 &cfg.dir.join(format!("orders/dt={dt}/part-0.parquet")),
                 &orders,
@@ -912,7 +912,7 @@ pub fn generate(cfg: &DemoConfig) -> Result<DemoStats> {
                     ),
                 ],
             )
-            .map_err(|e| Error::internal(e.to_string()))?;
+            .map_err(Error::unexpected)?;
             write_parquet(
                 &cfg.dir
                     .join(format!("social_events/dt={dt}/part-0.parquet")),

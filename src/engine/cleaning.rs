@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::datasource::TableProvider;
 
 use super::diagnostics::execution_error;
-use super::steps::param_values;
+use super::sql::param_values;
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::job::{Bindings, Source};
@@ -20,9 +20,7 @@ use crate::job::{Bindings, Source};
 /// Suffix of the table holding a cleaned source's rows as read.
 pub const RAW_SUFFIX: &str = "__raw";
 
-fn q(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
+use crate::quote::ident as q;
 
 /// True when the source declares any cleaning.
 pub fn wanted(source: &Source) -> bool {
@@ -238,7 +236,7 @@ async fn row_of(
         .sql(sql)
         .await
         .and_then(|df| df.with_param_values(param_values(bindings)))
-        .map_err(|e| Error::internal(format!("{context}: {e}")))?
+        .map_err(|e| execution_error(context, e))?
         .collect()
         .await
         .map_err(|e| execution_error(context, e))?;
@@ -247,8 +245,7 @@ async fn row_of(
     };
     let mut out = Vec::new();
     for c in b.columns() {
-        let c = datafusion::arrow::compute::cast(c, &DataType::Int64)
-            .map_err(|e| Error::internal(e.to_string()))?;
+        let c = datafusion::arrow::compute::cast(c, &DataType::Int64).map_err(Error::unexpected)?;
         let c = c.as_primitive::<Int64Type>();
         out.push(if c.is_valid(0) {
             c.value(0).max(0) as u64
@@ -301,10 +298,10 @@ pub async fn json_good_rows(
             .store
             .get(&m.location)
             .await
-            .map_err(|e| crate::storage::classify(context, m.location.as_ref(), &e))?
+            .map_err(|e| crate::storage::classify(context, m.location.as_ref(), e))?
             .bytes()
             .await
-            .map_err(|e| crate::storage::classify(context, m.location.as_ref(), &e))?;
+            .map_err(|e| crate::storage::classify(context, m.location.as_ref(), e))?;
         for line in bytes.split(|b| *b == b'\n') {
             if line.iter().all(|b| b.is_ascii_whitespace()) {
                 continue;
@@ -331,6 +328,6 @@ pub async fn json_good_rows(
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| Error::data(context.to_string(), e.to_string()))?;
     let table = datafusion::datasource::MemTable::try_new(declared.clone(), vec![batches])
-        .map_err(|e| Error::internal(e.to_string()))?;
+        .map_err(Error::unexpected)?;
     Ok((Arc::new(table), bad))
 }

@@ -5,7 +5,8 @@
 use datafusion::error::DataFusionError;
 
 use crate::error::{Error, Location, Problem};
-use crate::job::{nearest, StepSql};
+use crate::hint::nearest;
+use crate::job::StepSql;
 
 /// Extracts `(line, column)` from sqlparser's "... at Line: L, Column: C" message.
 fn parser_position(msg: &str) -> Option<(usize, usize)> {
@@ -48,7 +49,7 @@ fn find_word(text: &str, needle: &str) -> Option<(usize, usize)> {
         let before_ok = start == 0 || !is_ident(lower.as_bytes()[start - 1]);
         let after_ok = end >= lower.len() || !is_ident(lower.as_bytes()[end]);
         if before_ok && after_ok {
-            return Some(crate::job::line_col(text, start));
+            return Some(crate::hint::line_col(text, start));
         }
         from = end;
     }
@@ -164,19 +165,31 @@ fn object_store_error(err: &DataFusionError) -> Option<&object_store::Error> {
 /// Classifies an error raised while reading or computing: storage, data, memory or other.
 pub fn execution_error(context: &str, err: DataFusionError) -> Error {
     if let Some(os) = object_store_error(&err) {
-        return match os {
-            object_store::Error::NotFound { path, .. } => Error::SourceMissing {
+        if let object_store::Error::NotFound { path, .. } = os {
+            return Error::SourceMissing {
                 source_name: context.to_string(),
                 url: path.clone(),
                 detail: "the object disappeared while the run was reading it".into(),
-            },
-            other => Error::Temporary {
-                context: Some(context.to_string()),
-                message: format!("storage failed: {other}"),
-            },
+            };
+        }
+        let failure = crate::storage::failure_of(os, false);
+        return Error::Storage {
+            context: context.to_string(),
+            url: String::new(),
+            failure,
+            source: Box::new(err),
         };
     }
     let root = err.find_root();
+    if let DataFusionError::IoError(io) = root {
+        let failure = crate::storage::failure_of(io, false);
+        return Error::Storage {
+            context: context.to_string(),
+            url: String::new(),
+            failure,
+            source: Box::new(err),
+        };
+    }
     let text = root.strip_backtrace();
     match root {
         DataFusionError::ParquetError(_) => Error::data(context, format!("corrupt or unreadable Parquet data: {text}\n  hint: replace or remove the damaged file, then rerun")),
@@ -194,7 +207,6 @@ pub fn execution_error(context: &str, err: DataFusionError) -> Error {
         DataFusionError::ResourcesExhausted(_) => Error::internal(format!(
             "{context}: out of memory budget: {text}\n  hint: raise --memory-limit, or make sure the spill folder has free disk"
         )),
-        DataFusionError::IoError(_) => Error::Temporary { context: Some(context.to_string()), message: text },
         DataFusionError::Execution(m) if m.contains("Parquet") || m.contains("parquet") => {
             Error::data(context, format!("corrupt or unreadable Parquet data: {text}"))
         }

@@ -10,9 +10,10 @@
 
 pub mod cleaning;
 pub mod diagnostics;
-pub mod incremental;
+pub mod drift;
+pub mod materialise;
 pub mod sources;
-pub mod steps;
+pub mod sql;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -32,70 +33,7 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use crate::error::{Error, Result};
 use crate::storage::Location;
 
-/// Where the SQL of a run executes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum EngineKind {
-    /// In-process DataFusion (the default).
-    #[default]
-    Local,
-    /// A Ballista scheduler and one executor started inside this process: the distributed
-    /// code path on one machine (tests, trying a job before a cluster exists).
-    Standalone,
-    /// A Ballista scheduler at `host:port`.
-    Ballista {
-        /// Scheduler host.
-        host: String,
-        /// Scheduler port (Ballista's default is 50050).
-        port: u16,
-    },
-}
-
-impl EngineKind {
-    /// Parses `local`, `standalone` / `ballista://standalone`, or `ballista://HOST[:PORT]`.
-    pub fn parse(text: &str) -> std::result::Result<EngineKind, String> {
-        let t = text.trim();
-        match t {
-            "local" | "" => return Ok(EngineKind::Local),
-            "standalone" | "ballista://standalone" | "ballista-standalone" => {
-                return Ok(EngineKind::Standalone)
-            }
-            _ => {}
-        }
-        let rest = t.strip_prefix("ballista://").ok_or_else(|| {
-            format!("`{t}` is not an engine: use `local`, `standalone` or `ballista://HOST:PORT`")
-        })?;
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) => (
-                h.to_string(),
-                p.parse::<u16>()
-                    .map_err(|_| format!("`{t}`: `{p}` is not a port number"))?,
-            ),
-            None => (rest.to_string(), 50050),
-        };
-        if host.is_empty() {
-            return Err(format!(
-                "`{t}` names no scheduler host (ballista://HOST:PORT)"
-            ));
-        }
-        Ok(EngineKind::Ballista { host, port })
-    }
-
-    /// True for the Ballista engines.
-    pub fn is_distributed(&self) -> bool {
-        !matches!(self, EngineKind::Local)
-    }
-}
-
-impl std::fmt::Display for EngineKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            EngineKind::Local => write!(f, "local"),
-            EngineKind::Standalone => write!(f, "ballista://standalone"),
-            EngineKind::Ballista { host, port } => write!(f, "ballista://{host}:{port}"),
-        }
-    }
-}
+pub use crate::job::EngineKind;
 
 /// Settings of the SQL session.
 #[derive(Debug, Clone, Default)]
@@ -294,6 +232,37 @@ impl Engine {
         }
     }
 
+    /// A local session over the same runtime (object stores, memory pool) and settings, holding
+    /// every table registered so far: static checks plan against it and leave this session as
+    /// it was.
+    pub async fn planner(&self) -> Result<Engine> {
+        let ctx =
+            SessionContext::new_with_config_rt(self.ctx.copied_config(), self.ctx.runtime_env());
+        let catalog = self.ctx.catalog("datafusion");
+        if let Some(schema) = catalog.and_then(|c| c.schema("public")) {
+            for name in schema.table_names() {
+                let table = schema.table(&name).await.map_err(|e| {
+                    Error::internal(format!("table `{name}`: {}", e.strip_backtrace()))
+                })?;
+                if let Some(table) = table {
+                    ctx.register_table(name.as_str(), table).map_err(|e| {
+                        Error::internal(format!("table `{name}`: {}", e.strip_backtrace()))
+                    })?;
+                }
+            }
+        }
+        Ok(Engine {
+            ctx,
+            memory_limit: self.memory_limit,
+            kind: EngineKind::Local,
+            work: None,
+            stores: self.stores.clone(),
+            spill_base: self.spill_base.clone(),
+            scratch: std::sync::Mutex::new(None),
+            spilled: Default::default(),
+        })
+    }
+
     /// True when SQL runs on a Ballista cluster.
     pub fn is_distributed(&self) -> bool {
         self.kind.is_distributed()
@@ -342,8 +311,7 @@ impl Engine {
                     p += 1;
                 }
             }
-            let table =
-                MemTable::try_new(schema, parts).map_err(|e| Error::internal(e.to_string()))?;
+            let table = MemTable::try_new(schema, parts).map_err(Error::unexpected)?;
             self.ctx
                 .register_table(name, Arc::new(table))
                 .map_err(|e| Error::internal(format!("table `{name}`: {e}")))?;

@@ -78,14 +78,14 @@ async fn list_objects(
         match loc.store.head(&prefix).await {
             Ok(meta) => return Ok(vec![meta]),
             Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(storage::classify(source, url_text, &e)),
+            Err(e) => return Err(storage::classify(source, url_text, e)),
         }
     }
     let objects: Vec<object_store::ObjectMeta> =
         match loc.store.list(Some(&prefix)).try_collect().await {
             Ok(v) => v,
             Err(object_store::Error::NotFound { .. }) => Vec::new(),
-            Err(e) => return Err(storage::classify(source, url_text, &e)),
+            Err(e) => return Err(storage::classify(source, url_text, e)),
         };
     let objects: Vec<_> = objects
         .into_iter()
@@ -272,8 +272,8 @@ pub async fn register_source(
             .ctx
             .table(source.name.as_str())
             .await
-            .map_err(|e| Error::internal(format!("{context}: {e}")))?;
-        crate::quality::check_expected(&source.name, &shown, expected, found.schema().as_arrow())?;
+            .map_err(|e| execution_error(&context, e))?;
+        super::drift::check_expected(&source.name, &shown, expected, found.schema().as_arrow())?;
     }
     for (rule, n) in &dropped {
         if *n > 0 {

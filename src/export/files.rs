@@ -10,37 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::storage::Location;
 
-/// Compression of segment files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compress {
-    /// Plain text.
-    None,
-    /// `.gz` (no file name or time in the header, so bytes are reproducible).
-    Gzip,
-    /// `.zip` holding one text file (entry time fixed at 1980-01-01 for the same reason).
-    Zip,
-}
-
-impl Compress {
-    /// Parses the job-file value.
-    pub fn parse(s: &str) -> std::result::Result<Compress, String> {
-        match s {
-            "none" => Ok(Compress::None),
-            "gzip" | "gz" => Ok(Compress::Gzip),
-            "zip" => Ok(Compress::Zip),
-            other => Err(format!("compress `{other}` is not one of: none, gzip, zip")),
-        }
-    }
-
-    /// Name used in manifests.
-    pub fn name(self) -> &'static str {
-        match self {
-            Compress::None => "none",
-            Compress::Gzip => "gzip",
-            Compress::Zip => "zip",
-        }
-    }
-}
+pub use crate::job::platforms::Compress;
 
 /// One file written.
 #[derive(Debug, Clone, Serialize)]

@@ -70,5 +70,5 @@ pub struct Manifest {
     /// Every quality gate measured, passed or not.
     pub gates: Vec<crate::quality::GateResult>,
     /// Incremental steps: window, days computed, reused, pruned.
-    pub incremental: Vec<crate::engine::incremental::IncrementalReport>,
+    pub incremental: Vec<crate::steps::incremental::IncrementalReport>,
 }

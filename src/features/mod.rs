@@ -162,11 +162,11 @@ impl FittedFeature {
 
     /// The SQL expression of this feature over the input table.
     pub fn sql(&self) -> String {
-        let col = format!("\"{}\"", self.column.replace('"', "\"\""));
+        let col = crate::quote::ident(&self.column);
         if let Some(v) = &self.equals {
             return format!(
-                "(CASE WHEN {col} = '{}' THEN 1.0 ELSE 0.0 END)",
-                v.replace('\'', "''")
+                "(CASE WHEN {col} = {} THEN 1.0 ELSE 0.0 END)",
+                crate::quote::literal(v)
             );
         }
         let x = format!("CAST({col} AS DOUBLE)");

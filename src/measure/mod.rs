@@ -130,9 +130,7 @@ pub fn bootstrap_mean_diff(a: &[f64], b: &[f64], seed: u64) -> (f64, f64) {
     (at(0.025), at(0.975))
 }
 
-fn q(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
+use crate::quote::ident as q;
 
 /// Measures every segment of the members table `members` (segment, user_id, grp) against the
 /// results table `results` (user id column `id`, a `converted` flag or count, an optional
@@ -150,7 +148,7 @@ pub async fn measure(
         .ctx
         .table(results)
         .await
-        .map_err(|e| Error::internal(e.to_string()))?
+        .map_err(Error::unexpected)?
         .schema()
         .as_arrow()
         .clone();
@@ -337,7 +335,7 @@ pub fn to_batch(lifts: &[Lift]) -> Result<RecordBatch> {
             fl(&|l| Some(l.incremental_value)),
         ],
     )
-    .map_err(|e| Error::internal(e.to_string()))
+    .map_err(Error::unexpected)
 }
 
 #[cfg(test)]

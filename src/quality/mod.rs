@@ -14,16 +14,16 @@
 use std::collections::BTreeMap;
 
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{DataType, Date32Type, Float64Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Date32Type, Float64Type};
 use serde::Serialize;
 
 use crate::engine::diagnostics::execution_error;
 use crate::engine::sources::SourceInfo;
-use crate::engine::steps::StepResult;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::job::{Bindings, Job};
 use crate::segments::Segments;
+use crate::steps::StepResult;
 
 /// One gate's outcome.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
@@ -81,71 +81,7 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-fn q(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// Type families compared by the drift check: a width change is not drift, a kind change is.
-fn family(t: &DataType) -> &'static str {
-    match t {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string",
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64 => "int",
-        DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) => {
-            "double"
-        }
-        DataType::Boolean => "bool",
-        DataType::Date32 | DataType::Date64 => "date",
-        DataType::Timestamp(..) => "timestamp",
-        DataType::Dictionary(_, v) => family(v),
-        _ => "other",
-    }
-}
-
-/// Schema drift: every column in the source's `expect` must exist with a type of the same
-/// family. Exit 65 naming the source, each column, expected versus found.
-pub fn check_expected(source: &str, url: &str, expected: &SchemaRef, found: &Schema) -> Result<()> {
-    let mut drift = Vec::new();
-    for f in expected.fields() {
-        match found.field_with_name(f.name()) {
-            Err(_) => drift.push(format!(
-                "column `{}`: expected {}, found no such column",
-                f.name(),
-                family(f.data_type())
-            )),
-            Ok(g) if family(g.data_type()) != family(f.data_type()) => drift.push(format!(
-                "column `{}`: expected {}, found {} ({})",
-                f.name(),
-                family(f.data_type()),
-                family(g.data_type()),
-                g.data_type()
-            )),
-            Ok(_) => {}
-        }
-    }
-    if drift.is_empty() {
-        return Ok(());
-    }
-    let cols: Vec<String> = found
-        .fields()
-        .iter()
-        .map(|f| format!("{} {}", f.name(), family(f.data_type())))
-        .collect();
-    Err(Error::data(
-        format!("source `{source}` ({url})"),
-        format!(
-            "schema drift: {}\n  found columns: {}\n  hint: the data's schema changed; fix the upstream export, or update the source's `expect` and the SQL that reads it",
-            drift.join("; "),
-            cols.join(", ")
-        ),
-    ))
-}
+use crate::quote::ident as q;
 
 fn as_of_days(bindings: &Bindings) -> i64 {
     let today = chrono::Utc::now().date_naive();
@@ -174,7 +110,7 @@ pub async fn check_sources(
             .ctx
             .table(s.name.as_str())
             .await
-            .map_err(|e| Error::internal(format!("{context}: {e}")))?;
+            .map_err(|e| execution_error(&context, e))?;
         let schema = table.schema().as_arrow().clone();
         let need = |col: &str, what: &str| -> Result<()> {
             if schema.field_with_name(col).is_err() {
@@ -225,7 +161,7 @@ pub async fn check_sources(
             .ctx
             .sql(&sql)
             .await
-            .map_err(|e| Error::internal(format!("{context}: {e}")))?
+            .map_err(|e| execution_error(&context, e))?
             .collect()
             .await
             .map_err(|e| execution_error(&context, e))?;

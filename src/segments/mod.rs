@@ -16,7 +16,8 @@ use datafusion::arrow::datatypes::Int64Type;
 use serde::Serialize;
 
 use crate::engine::diagnostics::execution_error;
-use crate::engine::steps::{materialise, plan_sql};
+use crate::engine::materialise::materialise;
+use crate::engine::sql::plan_sql;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::job::{Bindings, Job, SegmentDef};
@@ -56,13 +57,7 @@ pub struct Segments {
     pub suppression_ids: u64,
 }
 
-fn lit(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
+use crate::quote::{ident as quote, literal as lit};
 
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
@@ -94,7 +89,7 @@ async fn collect_counts(engine: &Engine, sql: &str, what: &str) -> Result<Vec<(S
             b.column(0),
             &datafusion::arrow::datatypes::DataType::Utf8,
         )
-        .map_err(|e| Error::internal(e.to_string()))?;
+        .map_err(Error::unexpected)?;
         let names = names.as_string::<i32>();
         let cols: Vec<_> = (1..b.num_columns())
             .map(|i| {
@@ -102,7 +97,7 @@ async fn collect_counts(engine: &Engine, sql: &str, what: &str) -> Result<Vec<(S
                     b.column(i),
                     &datafusion::arrow::datatypes::DataType::Int64,
                 )
-                .map_err(|e| Error::internal(e.to_string()))
+                .map_err(Error::unexpected)
             })
             .collect::<Result<_>>()?;
         for r in 0..b.num_rows() {
@@ -158,7 +153,7 @@ pub async fn build(
                 engine
                     .ctx
                     .register_table(view.as_str(), df.into_view())
-                    .map_err(|e| Error::internal(e.to_string()))?;
+                    .map_err(Error::unexpected)?;
                 parts.push(format!(
                     "SELECT {} AS segment, CAST({} AS VARCHAR) AS user_id FROM {view} WHERE {} IS NOT NULL",
                     lit(&s.name),
@@ -188,7 +183,7 @@ pub async fn build(
                             format!("table `{from}` has no column `{c}`"),
                             Some(format!(
                                 "nearest columns: {}",
-                                crate::job::nearest(c, &names, 3).join(", ")
+                                crate::hint::nearest(c, &names, 3).join(", ")
                             )),
                         ));
                     }
@@ -357,7 +352,7 @@ pub async fn build(
                 .ctx
                 .table(t.as_str())
                 .await
-                .map_err(|e| Error::internal(e.to_string()))?;
+                .map_err(Error::unexpected)?;
             if df.schema().field_with_unqualified_name(id).is_err() {
                 let names: Vec<String> = df
                     .schema()
@@ -370,7 +365,7 @@ pub async fn build(
                     format!("suppression table `{t}` has no id column `{id}`"),
                     Some(format!(
                         "nearest columns: {}",
-                        crate::job::nearest(id, &names, 3).join(", ")
+                        crate::hint::nearest(id, &names, 3).join(", ")
                     )),
                 ));
             }

@@ -46,8 +46,7 @@ pub struct RunRecord {
 /// reported to the caller, which logs it: the history must never fail a run.
 pub async fn record(root: &Location, rec: &RunRecord) -> Result<()> {
     let loc = root.child(&format!("{FOLDER}/{}.json", rec.run_id))?;
-    let text =
-        serde_json::to_vec_pretty(rec).map_err(|e| crate::error::Error::internal(e.to_string()))?;
+    let text = serde_json::to_vec_pretty(rec).map_err(crate::error::Error::unexpected)?;
     super::write::put_bytes(&loc, text).await?;
     let keys = keys(root).await?;
     if keys.len() > KEEP {
@@ -66,7 +65,7 @@ async fn keys(root: &Location) -> Result<Vec<object_store::path::Path>> {
         .map_ok(|m| m.location)
         .try_collect()
         .await
-        .map_err(|e| super::classify("run history", &dir.display(), &e))
+        .map_err(|e| super::classify("run history", &dir.display(), e))
         .or_else(|e| match e {
             crate::error::Error::SourceMissing { .. } => Ok(vec![]),
             e => Err(e),

@@ -52,7 +52,7 @@ impl Lock {
             started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             run_id: run_id.to_string(),
         };
-        let body = serde_json::to_vec_pretty(&me).map_err(|e| Error::internal(e.to_string()))?;
+        let body = serde_json::to_vec_pretty(&me).map_err(Error::unexpected)?;
         for attempt in 0..2 {
             let opts = PutOptions::from(PutMode::Create);
             match loc
@@ -85,7 +85,9 @@ impl Lock {
                             tracing::warn!(lock = %loc.display(), "taking over a stale lock: {why}");
                             match loc.store.delete(&loc.path).await {
                                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                                Err(e) => return Err(super::classify("lock", &loc.display(), &e)),
+                                Err(e) => {
+                                    return Err(super::classify_write("lock", &loc.display(), e))
+                                }
                             }
                         }
                         None => {
@@ -111,7 +113,7 @@ impl Lock {
                         message: "another run took the lock at the same moment".into(),
                     })
                 }
-                Err(e) => return Err(super::classify("lock", &loc.display(), &e)),
+                Err(e) => return Err(super::classify_write("lock", &loc.display(), e)),
             }
         }
         unreachable!("the loop returns on its second attempt")
@@ -134,11 +136,11 @@ async fn read_holder(loc: &Location) -> Result<(Option<Holder>, Duration)> {
             let bytes = got
                 .bytes()
                 .await
-                .map_err(|e| super::classify("lock", &loc.display(), &e))?;
+                .map_err(|e| super::classify("lock", &loc.display(), e))?;
             let age = (chrono::Utc::now() - modified).to_std().unwrap_or_default();
             Ok((serde_json::from_slice(&bytes).ok(), age))
         }
         Err(object_store::Error::NotFound { .. }) => Ok((None, Duration::ZERO)),
-        Err(e) => Err(super::classify("lock", &loc.display(), &e)),
+        Err(e) => Err(super::classify("lock", &loc.display(), e)),
     }
 }

@@ -19,7 +19,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ObjectStore, RetryConfig};
 use url::Url;
 
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error, Result, StorageFailure};
 
 /// A location in some object store: the store, the key (path) inside it, and the URL it came from.
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ impl Location {
 pub async fn delete_prefix(loc: &Location) -> Result<usize> {
     use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
-    let err = |e: object_store::Error| classify("cleanup", &loc.display(), &e);
+    let err = |e: object_store::Error| classify_write("cleanup", &loc.display(), e);
     let objects: Vec<_> = match loc.store.list(Some(&loc.path)).try_collect().await {
         Ok(v) => v,
         Err(object_store::Error::NotFound { .. }) => return Ok(0),
@@ -206,25 +206,93 @@ pub fn locate(text: &str) -> Result<Location> {
     })
 }
 
-/// Classifies an object-store error: not found → 66, unreachable/transient → 75, else 65.
-pub fn classify(context: &str, url: &str, e: &object_store::Error) -> Error {
-    match e {
-        object_store::Error::NotFound { .. } => Error::SourceMissing {
+/// Classifies a failed read or listing: nothing there is a missing source (exit 66), permission
+/// denied or unauthenticated 77, what a retry can fix (unreachable, timed out, throttled, server
+/// errors) 75; an input that can never be read as asked (an invalid path) counts as missing.
+pub fn classify(context: &str, url: &str, e: object_store::Error) -> Error {
+    match failure_of(&e, false) {
+        StorageFailure::Missing => Error::SourceMissing {
             source_name: context.to_string(),
             url: url.to_string(),
-            detail: "no such object or folder".into(),
+            detail: e.to_string(),
         },
-        object_store::Error::Generic { .. }
-        | object_store::Error::Unauthenticated { .. }
-        | object_store::Error::PermissionDenied { .. } => Error::Temporary {
-            context: Some(format!("{context} ({url})")),
-            message: format!("storage unreachable or refused the request: {e}"),
-        },
-        _ => Error::Temporary {
-            context: Some(format!("{context} ({url})")),
-            message: e.to_string(),
+        failure => Error::Storage {
+            context: context.to_string(),
+            url: url.to_string(),
+            failure,
+            source: Box::new(e),
         },
     }
+}
+
+/// Classifies a failed write: permission denied 77, an output that cannot be created (a file
+/// where a folder should be, a read-only or full disk, an invalid path) 73, what a retry can fix
+/// 75. The cause is kept for the message's "caused by" lines.
+pub fn classify_write(context: &str, url: &str, e: impl Into<BoxError>) -> Error {
+    let source: BoxError = e.into();
+    Error::Storage {
+        context: context.to_string(),
+        url: url.to_string(),
+        failure: failure_of(&*source, true),
+        source,
+    }
+}
+
+/// Why a storage operation failed, from the first object-store or I/O error of the cause chain.
+pub fn failure_of(e: &(dyn std::error::Error + 'static), writing: bool) -> StorageFailure {
+    use std::io::ErrorKind as K;
+    let absent = if writing {
+        StorageFailure::CannotCreate
+    } else {
+        StorageFailure::Missing
+    };
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(os) = c.downcast_ref::<object_store::Error>() {
+            match os {
+                object_store::Error::NotFound { .. } => return absent,
+                object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. } => {
+                    return StorageFailure::PermissionDenied
+                }
+                // A generic error says more in its causes (an I/O error, an HTTP failure).
+                object_store::Error::Generic { .. } => {}
+                other if !retry::transient(other) => return absent,
+                _ => {}
+            }
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                K::PermissionDenied => return StorageFailure::PermissionDenied,
+                K::NotFound => return absent,
+                K::ReadOnlyFilesystem
+                | K::StorageFull
+                | K::NotADirectory
+                | K::IsADirectory
+                | K::InvalidFilename
+                | K::FileTooLarge
+                | K::AlreadyExists => return StorageFailure::CannotCreate,
+                _ => {}
+            }
+            // An I/O error may wrap the store's own error (buffered writers do).
+            if let Some(inner) = io.get_ref() {
+                let inner: &(dyn std::error::Error + 'static) = inner;
+                if inner.downcast_ref::<std::io::Error>().is_none() {
+                    let f = failure_of(inner, writing);
+                    if f != StorageFailure::Temporary {
+                        return f;
+                    }
+                }
+            }
+        }
+        // Some stores report a refusal only as a generic error whose HTTP status is in the text.
+        let text = c.to_string();
+        if text.contains("status code: 403") || text.contains("status code: 401") {
+            return StorageFailure::PermissionDenied;
+        }
+        cause = c.source();
+    }
+    StorageFailure::Temporary
 }
 
 /// Reads a whole object.
@@ -234,10 +302,95 @@ pub async fn read_bytes(loc: &Location) -> Result<Vec<u8>> {
         .store
         .get(&loc.path)
         .await
-        .map_err(|e| classify("read", &loc.display(), &e))?;
+        .map_err(|e| classify("read", &loc.display(), e))?;
     let bytes = got
         .bytes()
         .await
-        .map_err(|e| classify("read", &loc.display(), &e))?;
+        .map_err(|e| classify("read", &loc.display(), e))?;
     Ok(bytes.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ExitCode;
+    use std::io::{Error as IoError, ErrorKind};
+
+    fn generic(kind: ErrorKind) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(IoError::new(kind, "os error")),
+        }
+    }
+
+    #[test]
+    fn each_storage_failure_gets_its_code() {
+        let code = |e: Error| e.exit_code();
+        // Reads.
+        let missing = object_store::Error::NotFound {
+            path: "x".into(),
+            source: "gone".into(),
+        };
+        assert_eq!(
+            code(classify("orders", "s3://b/x", missing)),
+            ExitCode::NoInput
+        );
+        let denied = object_store::Error::PermissionDenied {
+            path: "x".into(),
+            source: "403".into(),
+        };
+        assert_eq!(
+            code(classify("orders", "s3://b/x", denied)),
+            ExitCode::NoPerm
+        );
+        let refused = object_store::Error::Generic {
+            store: "S3",
+            source: "Server returned non-2xx status code: 403 Forbidden".into(),
+        };
+        assert_eq!(
+            code(classify("orders", "s3://b/x", refused)),
+            ExitCode::NoPerm
+        );
+        let down = generic(ErrorKind::ConnectionRefused);
+        assert_eq!(
+            code(classify("orders", "s3://b/x", down)),
+            ExitCode::TempFail
+        );
+        // Writes.
+        for (kind, want) in [
+            (ErrorKind::PermissionDenied, ExitCode::NoPerm),
+            (ErrorKind::NotADirectory, ExitCode::CantCreate),
+            (ErrorKind::ReadOnlyFilesystem, ExitCode::CantCreate),
+            (ErrorKind::StorageFull, ExitCode::CantCreate),
+            (ErrorKind::TimedOut, ExitCode::TempFail),
+            (ErrorKind::ConnectionReset, ExitCode::TempFail),
+        ] {
+            let e = classify_write("write", "/out/x", generic(kind));
+            assert_eq!(e.exit_code(), want, "{kind:?}");
+        }
+        // An I/O error wrapping the store's own error (a buffered writer's).
+        let wrapped = IoError::other(object_store::Error::PermissionDenied {
+            path: "x".into(),
+            source: "no".into(),
+        });
+        assert_eq!(
+            code(classify_write("write", "/out/x", wrapped)),
+            ExitCode::NoPerm
+        );
+    }
+
+    #[test]
+    fn the_cause_is_kept_and_printed() {
+        let e = classify_write("write", "/out/x", generic(ErrorKind::NotADirectory));
+        let text = crate::error::with_causes(&e);
+        assert!(
+            text.starts_with("cannot create output (write) at /out/x"),
+            "{text}"
+        );
+        assert!(
+            text.contains("caused by: Generic LocalFileSystem error"),
+            "{text}"
+        );
+        assert!(text.contains("os error"), "{text}");
+    }
 }

@@ -45,9 +45,13 @@ pub struct RunFolder {
 }
 
 impl RunFolder {
-    /// A fresh run folder below `root` for date folder `key`.
-    pub fn new(root: &Location, key: &str) -> Result<RunFolder> {
-        let now = chrono::Utc::now();
+    /// A fresh run folder below `root` for date folder `key`, named after `now`, the run's
+    /// start.
+    pub fn new(
+        root: &Location,
+        key: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<RunFolder> {
         let suffix: u32 = rand::random();
         let run_id =
             format!("{}-{:08x}", now.format("%Y%m%dT%H%M%S%.3fZ"), suffix).replace('.', "");
@@ -63,7 +67,7 @@ impl RunFolder {
 }
 
 fn err(loc: &Location, what: &str, e: object_store::Error) -> Error {
-    super::classify(what, &loc.display(), &e)
+    super::classify(what, &loc.display(), e)
 }
 
 /// The pointer of a date folder, if the date has been published.
@@ -97,7 +101,7 @@ pub async fn publish(run: &RunFolder, manifest_sha256: &str) -> Result<Pointer> 
         published_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         manifest_sha256: manifest_sha256.to_string(),
     };
-    let text = serde_json::to_vec_pretty(&pointer).map_err(|e| Error::internal(e.to_string()))?;
+    let text = serde_json::to_vec_pretty(&pointer).map_err(Error::unexpected)?;
     let loc = run.root.child(&format!("{}/{POINTER}", run.key))?;
     super::write::put_bytes(&loc, text).await?;
     Ok(pointer)

@@ -27,11 +27,8 @@ pub struct Written {
     pub bytes: u64,
 }
 
-fn write_err(loc: &Location, e: impl std::fmt::Display) -> Error {
-    Error::Temporary {
-        context: Some(loc.display()),
-        message: format!("writing failed: {e}"),
-    }
+fn write_err(loc: &Location, e: impl Into<crate::error::BoxError>) -> Error {
+    super::classify_write("write", &loc.display(), e)
 }
 
 /// Rows per batch handed to the Parquet writer.

@@ -151,3 +151,79 @@ fn demo_job_checks_clean() {
     assert!(res.status.success(), "{text}");
     assert!(text.contains("11 steps planned"), "{text}");
 }
+
+/// A job whose export names an identities column that does not exist; every segment would fall
+/// under `min_size`, so without the static checks first the run published.
+fn job_with_bad_export_column(dir: &std::path::Path) -> std::path::PathBuf {
+    write(
+        &dir.join("in/people.csv"),
+        "user_id,email\nu1,a@x.com\nu2,b@x.com\n",
+    );
+    let job = dir.join("jobs/j.toml");
+    write(
+        &job,
+        r#"name = "j"
+output = "../out"
+[sources]
+people = { url = "../in/people.csv", format = "csv" }
+[[segment]]
+name = "all"
+query = "SELECT user_id FROM people"
+[publish]
+identities = "people"
+[[export]]
+segments = ["all"]
+format = "meta_custom_audience"
+fields = { email = "emial_address" }
+min_size = 1000
+"#,
+    );
+    job
+}
+
+#[test]
+fn run_makes_the_static_checks_first_with_checks_message_and_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = job_with_bad_export_column(tmp.path());
+    let check = bin().arg("check").arg(&job).output().unwrap();
+    let run = bin().arg("run").arg(&job).output().unwrap();
+    let (c, r) = (output_text(&check), output_text(&run));
+    assert_eq!(check.status.code(), Some(78), "{c}");
+    assert_eq!(run.status.code(), Some(78), "{r}");
+    let problem =
+        "[export 1 (meta_custom_audience)] identities table `people` has no column `emial_address`";
+    assert!(c.contains(problem), "{c}");
+    assert!(r.contains(problem), "the same message: {r}");
+    assert!(
+        !tmp.path().join("out/undated/current.json").exists(),
+        "nothing published"
+    );
+    assert!(
+        !tmp.path().join("out/undated/runs").exists()
+            || std::fs::read_dir(tmp.path().join("out/undated/runs"))
+                .unwrap()
+                .all(|e| !e.unwrap().path().join("manifest.json").exists()),
+        "no run folder with outputs"
+    );
+}
+
+#[test]
+fn a_key_of_another_step_kind_fails_check_and_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = job_with_sql(tmp.path(), "SELECT user_id, age FROM people", "");
+    let text = std::fs::read_to_string(&job).unwrap()
+        + "[[step]]\nname = \"clusters\"\nkind = \"kmeans\"\ninput = \"adults\"\nk = 2\nreach = [\"5%\"]\n";
+    std::fs::write(&job, text).unwrap();
+    for cmd in ["check", "run"] {
+        let res = bin().arg(cmd).arg(&job).output().unwrap();
+        let out = output_text(&res);
+        assert_eq!(res.status.code(), Some(78), "{cmd}: {out}");
+        assert!(out.contains("j.toml:13:1"), "{cmd}: the key's line: {out}");
+        assert!(
+            out.contains(
+                "[clusters] `reach` does not apply to a kmeans step; it applies to lookalike steps"
+            ),
+            "{cmd}: {out}"
+        );
+    }
+}

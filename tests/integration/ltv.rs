@@ -206,7 +206,7 @@ fn ltv_without_repeat_purchases_is_a_clear_error() {
 
 #[test]
 fn bgnbd_on_the_published_summary_gives_the_published_likelihood() {
-    use audiences::models::ltv::{fit_bgnbd, Summary};
+    use audiences::ml::ltv::{fit_bgnbd, Summary};
     let text = std::fs::read_to_string(
         repo().join("tests/data/cdnow/cdnow_customers_summary_with_transactions.csv"),
     )

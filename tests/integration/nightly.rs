@@ -72,6 +72,77 @@ fn date_defaults_to_yesterday_in_the_jobs_timezone() {
     );
 }
 
+/// A run started just before midnight reads the clock once: the lock, the run folder, the run
+/// id and the SQL all use the date of that one reading, though the clock has moved past
+/// midnight by the time the later stages look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_started_before_midnight_uses_one_date() {
+    use chrono::TimeZone;
+    let tmp = tempfile::tempdir().unwrap();
+    let job_path = fresh_job(tmp.path());
+    let text = std::fs::read_to_string(&job_path).unwrap().replace(
+        "checks = { fresh = { column = \"ts\", max_days = 2 } }\n",
+        "",
+    );
+    let text = text.replace(
+        "query = \"SELECT COUNT(*) AS n FROM orders WHERE ts < CAST($as_of AS TIMESTAMP)\"",
+        "query = \"SELECT CAST($as_of AS VARCHAR) AS as_of, COUNT(*) AS n FROM orders\"",
+    );
+    std::fs::write(&job_path, text).unwrap();
+    let job = audiences::job::Job::load(&job_path).unwrap();
+    // 23:59:59.900 on 2026-11-25 in Shanghai; every later reading is 200 ms on, past midnight.
+    let first = chrono::Utc
+        .with_ymd_and_hms(2026, 11, 25, 15, 59, 59)
+        .unwrap()
+        + chrono::Duration::milliseconds(900);
+    let reads = Arc::new(AtomicUsize::new(0));
+    let counter = reads.clone();
+    let clock = audiences::job::Clock::from_fn(move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst) as i64;
+        first + chrono::Duration::milliseconds(200 * n)
+    });
+    let opts = audiences::pipeline::RunOptions {
+        clock,
+        ..Default::default()
+    };
+    let report = audiences::pipeline::run(&job, &opts).await.unwrap();
+    assert!(reads.load(Ordering::SeqCst) >= 1);
+    // Yesterday at the first reading is the 24th (at any later one it would be the 25th).
+    let out = tmp.path().join("out");
+    assert!(
+        out.join("2026-11-24/current.json").exists(),
+        "published under the 24th"
+    );
+    assert!(!out.join("2026-11-25").exists(), "nothing under the 25th");
+    assert!(
+        report.run_id.starts_with("20261125T155959900Z"),
+        "{}",
+        report.run_id
+    );
+    let run_dir = published_at(&out, "2026-11-24");
+    assert!(
+        run_dir.starts_with(out.join("2026-11-24/runs")),
+        "{}",
+        run_dir.display()
+    );
+    let totals = std::fs::read_to_string(run_dir.join("totals.csv")).unwrap();
+    assert_eq!(
+        totals.lines().nth(1).unwrap().split(',').next(),
+        Some("2026-11-24"),
+        "{totals}"
+    );
+    let history = std::fs::read_to_string(
+        std::fs::read_dir(out.join("_runs"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+    )
+    .unwrap();
+    assert!(history.contains("\"date\": \"2026-11-24\""), "{history}");
+}
+
 #[test]
 fn backfill_stops_at_the_first_failure_unless_keep_going() {
     let tmp = tempfile::tempdir().unwrap();
@@ -349,7 +420,7 @@ async fn a_run_survives_a_store_failing_a_third_of_its_calls() {
     // Each run its own model state: other tests run the demo job at the same time.
     job.state = tmp.path().join("state_clean").display().to_string();
     let opts = |out: &Path| audiences::pipeline::RunOptions {
-        date: Some("2026-11-24".into()),
+        date: audiences::job::params::parse_date("2026-11-24").ok(),
         params: vec![format!("data={}", data.display())],
         output: Some(out.display().to_string()),
         ..Default::default()

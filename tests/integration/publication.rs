@@ -262,35 +262,55 @@ fn two_runs_at_once_one_wins() {
         .replace("min_size = 1", "min_size = 1\nmax_rows_per_file = 20");
     write(&job, &text);
     let out = tmp.path().join("out");
-    let spawn = || {
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("audiences"))
-            .current_dir(repo())
+    let command = || {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("audiences"));
+        c.current_dir(repo())
             .env("RUST_LOG", "audiences=warn")
             .arg("run")
             .arg(&job)
             .args(["--date", "2026-11-20", "-p", "base=20000", "--output"])
             .arg(&out)
-            .output()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
     };
-    let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(spawn);
-        let b = s.spawn(spawn);
-        (a.join().unwrap().unwrap(), b.join().unwrap().unwrap())
-    });
-    let codes = [a.status.code(), b.status.code()];
-    assert!(
-        codes.contains(&Some(0)),
-        "one run wins: {codes:?}\n{}\n{}",
-        output_text(&a),
-        output_text(&b)
-    );
-    // Either the runs overlapped (one exits 75 naming the holder) or they did not (both succeed).
-    for r in [&a, &b] {
-        if r.status.code() == Some(75) {
-            assert!(output_text(r).contains("another run of this job and date is in progress"));
-        } else {
-            assert_eq!(r.status.code(), Some(0), "{}", output_text(r));
-        }
+    // The first run takes its lock; the second starts while it is held.
+    let mut first = command().spawn().unwrap();
+    let lock = out.join("2026-11-20/_lock.json");
+    let t0 = std::time::Instant::now();
+    while !lock.exists() {
+        assert!(
+            t0.elapsed().as_secs() < 120,
+            "the first run never took its lock"
+        );
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first run ended before its lock was seen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    published_at(&out, "2026-11-20");
+    let second = command().output().unwrap();
+    // The runs overlapped: the first was still running when the second had finished.
+    let overlapped = first.try_wait().unwrap().is_none();
+    let first = first.wait_with_output().unwrap();
+    assert!(
+        overlapped,
+        "the second run ended after the first: {}",
+        output_text(&second)
+    );
+    assert_eq!(second.status.code(), Some(75), "{}", output_text(&second));
+    assert!(
+        output_text(&second).contains("another run of this job and date is in progress"),
+        "{}",
+        output_text(&second)
+    );
+    assert_eq!(first.status.code(), Some(0), "{}", output_text(&first));
+    // Exactly one publication: the date's one run folder is the one published.
+    let runs: Vec<_> = std::fs::read_dir(out.join("2026-11-20/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("manifest.json").exists())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(published_at(&out, "2026-11-20"), runs[0]);
 }

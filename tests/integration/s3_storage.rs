@@ -321,3 +321,38 @@ async fn publication_and_lock_on_s3() {
         .unwrap();
     assert!(left.is_empty(), "lock released");
 }
+
+/// Storage failures that a retry cannot fix are not "retry later": credentials the store
+/// refuses exit 77, an output that cannot be created exits 73.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_exit_77_and_an_output_that_cannot_be_created_73() {
+    let s3 = TestS3::start(&["lake"]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo_data(tmp.path(), 200);
+    upload(&s3, "lake", &data, "demo").await;
+    let mut cmd = bin();
+    cmd.env_remove("AWS_SESSION_TOKEN")
+        .envs(s3.env())
+        .env("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        .args(["run", "jobs/demo.toml", "--date", "2026-11-24"])
+        .args(["--param", "data=s3://lake/demo", "--output"])
+        .arg(tmp.path().join("out"));
+    let res = run_blocking(cmd).await;
+    let text = output_text(&res);
+    assert_eq!(res.status.code(), Some(77), "{text}");
+    assert!(text.contains("permission denied"), "{text}");
+    assert!(!text.contains("retry later"), "{text}");
+
+    // The output folder would be below a file.
+    std::fs::write(tmp.path().join("blocker"), "a file, not a folder").unwrap();
+    let mut cmd = bin();
+    cmd.args(["run", "jobs/demo.toml", "--date", "2026-11-24", "--param"])
+        .arg(format!("data={}", data.display()))
+        .arg("--output")
+        .arg(tmp.path().join("blocker/out"));
+    let res = run_blocking(cmd).await;
+    let text = output_text(&res);
+    assert_eq!(res.status.code(), Some(73), "{text}");
+    assert!(text.contains("cannot create output"), "{text}");
+    assert!(text.contains("caused by:"), "the cause is printed: {text}");
+}

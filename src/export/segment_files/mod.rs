@@ -10,10 +10,9 @@
 use std::collections::BTreeMap;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::arrow::datatypes::DataType;
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
-use rayon::prelude::*;
 use serde::Serialize;
 
 use super::files::{FileEntry, PartWriter};
@@ -104,248 +103,12 @@ pub struct SegmentExportReport {
     pub segments: Vec<SegmentEntry>,
 }
 
-fn lit(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
+mod lines;
+mod rows;
 
-fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// The SQL that produces the export's rows: segment, part, id type, field values, first user, n.
-fn rows_sql(
-    job: &Job,
-    ex: &SegmentExport,
-    eligible: &[String],
-    deltas: bool,
-    cc: Option<&str>,
-    normalised: Option<&str>,
-) -> String {
-    let id = job.publish.id.as_str();
-    let names = eligible
-        .iter()
-        .map(|s| lit(s))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut members =
-        format!("SELECT segment, user_id, grp AS part FROM {MEMBERS} WHERE segment IN ({names})");
-    if deltas {
-        members.push_str(&format!(
-            " UNION ALL SELECT c.segment, c.user_id, 'adds' AS part FROM {MEMBERS} c LEFT JOIN (SELECT segment, user_id FROM {PREVIOUS} WHERE grp = 'target') p ON c.segment = p.segment AND c.user_id = p.user_id WHERE c.grp = 'target' AND p.user_id IS NULL AND c.segment IN ({names})
-              UNION ALL SELECT p.segment, p.user_id, 'removes' AS part FROM {PREVIOUS} p LEFT JOIN (SELECT segment, user_id FROM {MEMBERS} WHERE grp = 'target') c ON c.segment = p.segment AND c.user_id = p.user_id WHERE p.grp = 'target' AND c.user_id IS NULL AND p.segment IN ({names})"
-        ));
-    }
-    let join = match &ex.identities {
-        Some(t) => format!(
-            "LEFT JOIN {} i ON m.user_id = CAST(i.{} AS VARCHAR)",
-            quote(t),
-            quote(id)
-        ),
-        None => String::new(),
-    };
-    let (join, exprs) = match normalised {
-        // The identifiers were normalised once for the whole export (see `normalise_once`).
-        Some(t) => (
-            format!("LEFT JOIN {t} i ON m.user_id = i.user_id"),
-            Some(
-                (0..ex.fields.len())
-                    .map(|i| format!("i.f{i}"))
-                    .collect::<Vec<_>>(),
-            ),
-        ),
-        None => (join, None),
-    };
-    let exprs: Vec<String> = match (ex.format, exprs) {
-        (_, Some(e)) => e,
-        (ExportFormat::Csv, None) => std::iter::once("m.user_id".to_string())
-            .chain(
-                ex.columns
-                    .iter()
-                    .map(|c| format!("CAST(i.{} AS VARCHAR)", quote(c))),
-            )
-            .collect(),
-        (_, None) => normalised_exprs(ex, cc),
-    };
-    let fcols: Vec<String> = (0..exprs.len()).map(|i| format!("f{i}")).collect();
-    let inner = format!(
-        "SELECT m.segment, m.part, m.user_id, {} FROM ({members}) m {join}",
-        exprs
-            .iter()
-            .zip(&fcols)
-            .map(|(e, f)| format!("{e} AS {f}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    if ex.format == ExportFormat::TencentAds {
-        // One identifier per row: the first id type with a valid value.
-        let case = ex
-            .fields
-            .iter()
-            .enumerate()
-            .map(|(i, f)| format!("WHEN f{i} IS NOT NULL THEN {}", lit(&f.header)))
-            .collect::<Vec<_>>()
-            .join(" ");
-        format!(
-            "SELECT segment, part, id_type, v, MIN(user_id) AS first_user, COUNT(*) AS n FROM (
-               SELECT segment, part, user_id, CASE {case} END AS id_type, COALESCE({}) AS v FROM ({inner}))
-             GROUP BY segment, part, id_type, v
-             ORDER BY segment, part, id_type NULLS FIRST, first_user, v",
-            fcols.join(", ")
-        )
-    } else {
-        let fl = fcols.join(", ");
-        format!(
-            "SELECT segment, part, CAST(NULL AS VARCHAR) AS id_type, {fl}, MIN(user_id) AS first_user, COUNT(*) AS n FROM ({inner})
-             GROUP BY segment, part, {fl}
-             ORDER BY segment, part, first_user, {fl}"
-        )
-    }
-}
-
-/// (segment, part, id type): the rows of one file set.
-type FileSetKey = (String, String, Option<String>);
-
-/// The normalised, validated value of each field over the identities row `i`.
-fn normalised_exprs(ex: &SegmentExport, cc: Option<&str>) -> Vec<String> {
-    ex.fields
-        .iter()
-        .map(|f| {
-            f.norm
-                .sql(&format!("CAST(i.{} AS VARCHAR)", quote(&f.column)), cc)
-        })
-        .collect()
-}
-
-/// Normalises every identities row once for the export and holds the result as a table, so each
-/// segment's query only joins (the identities are read and normalised once, not per segment).
-async fn normalise_once(
-    engine: &Engine,
-    job: &Job,
-    ex: &SegmentExport,
-    label: &str,
-) -> Result<Option<String>> {
-    let Some(t) = &ex.identities else {
-        return Ok(None);
-    };
-    if ex.format == ExportFormat::Csv || ex.fields.is_empty() {
-        return Ok(None);
-    }
-    let name = format!("__export_ids_{}", ex.index);
-    let cols = normalised_exprs(ex, ex.country_code.as_deref())
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| format!("{e} AS f{i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "SELECT CAST(i.{} AS VARCHAR) AS user_id, {cols} FROM {} i WHERE i.{} IS NOT NULL",
-        quote(&job.publish.id),
-        quote(t),
-        quote(&job.publish.id)
-    );
-    let df = engine
-        .ctx
-        .sql(&sql)
-        .await
-        .map_err(|e| export_problem(label, ex, e))?;
-    crate::engine::steps::materialise(engine, &name, df, label, engine.memory_limit / 4).await?;
-    Ok(Some(name))
-}
-
-/// One rendered chunk of rows.
-struct Rendered {
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
-    dropped: u64,
-    duplicates: u64,
-}
-
-fn csv_escape(v: &[u8], out: &mut Vec<u8>) {
-    if v.iter().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
-        out.push(b'"');
-        for b in v {
-            if *b == b'"' {
-                out.push(b'"');
-            }
-            out.push(*b);
-        }
-        out.push(b'"');
-    } else {
-        out.extend_from_slice(v);
-    }
-}
-
-/// Renders rows `a..b` of a batch into lines, in parallel.
-fn render(
-    batch: &RecordBatch,
-    a: usize,
-    b: usize,
-    ex: &SegmentExport,
-    hash_of_type: Option<Hash>,
-) -> Vec<Rendered> {
-    let nf = batch.num_columns() - 5;
-    let cols: Vec<_> = (0..nf)
-        .map(|i| batch.column(3 + i).as_string::<i32>())
-        .collect();
-    let n = batch
-        .column(batch.num_columns() - 1)
-        .as_primitive::<Int64Type>();
-    let tencent = ex.format == ExportFormat::TencentAds;
-    let hashes: Vec<Hash> = if ex.format == ExportFormat::Csv {
-        vec![Hash::None; nf]
-    } else {
-        ex.fields.iter().map(|f| f.hash).collect()
-    };
-    let ranges: Vec<(usize, usize)> = (a..b)
-        .step_by(2048)
-        .map(|s| (s, (s + 2048).min(b)))
-        .collect();
-    ranges
-        .into_par_iter()
-        .map(|(s, e)| {
-            let mut out = Rendered {
-                bytes: Vec::with_capacity((e - s) * 66),
-                ends: Vec::with_capacity(e - s),
-                dropped: 0,
-                duplicates: 0,
-            };
-            for r in s..e {
-                let count = n.value(r) as u64;
-                if tencent {
-                    let v = cols[0];
-                    if v.is_null(r) {
-                        out.dropped += count;
-                        continue;
-                    }
-                    hash_of_type
-                        .unwrap_or(Hash::None)
-                        .apply(v.value(r).as_bytes(), &mut out.bytes);
-                } else {
-                    if cols.iter().all(|c| c.is_null(r)) {
-                        out.dropped += count;
-                        continue;
-                    }
-                    for (i, c) in cols.iter().enumerate() {
-                        if i > 0 {
-                            out.bytes.push(b',');
-                        }
-                        if c.is_valid(r) {
-                            if hashes[i] == Hash::None {
-                                csv_escape(c.value(r).as_bytes(), &mut out.bytes);
-                            } else {
-                                hashes[i].apply(c.value(r).as_bytes(), &mut out.bytes);
-                            }
-                        }
-                    }
-                }
-                out.bytes.push(b'\n');
-                out.ends.push(out.bytes.len());
-                out.duplicates += count - 1;
-            }
-            out
-        })
-        .collect()
-}
+use crate::quote::{ident as quote, literal as lit};
+use lines::render;
+use rows::{normalise_once, rows_sql, FileSetKey};
 
 /// Writes one export of segments below `run_dir`.
 #[allow(clippy::too_many_arguments)]
@@ -663,8 +426,7 @@ fn to_utf8(batch: RecordBatch) -> Result<RecordBatch> {
             DataType::Utf8View | DataType::LargeUtf8 | DataType::Null
         ) {
             cols.push(
-                datafusion::arrow::compute::cast(c, &DataType::Utf8)
-                    .map_err(|e| Error::internal(e.to_string()))?,
+                datafusion::arrow::compute::cast(c, &DataType::Utf8).map_err(Error::unexpected)?,
             );
             fields.push(datafusion::arrow::datatypes::Field::new(
                 f.name(),
@@ -680,7 +442,7 @@ fn to_utf8(batch: RecordBatch) -> Result<RecordBatch> {
         std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
         cols,
     )
-    .map_err(|e| Error::internal(e.to_string()))
+    .map_err(Error::unexpected)
 }
 
 #[allow(clippy::too_many_arguments)]

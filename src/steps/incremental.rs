@@ -36,10 +36,12 @@ use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use super::diagnostics::execution_error;
-use super::sources::SourceInfo;
-use super::steps::plan_sql;
-use super::Engine;
+use super::{StepInputs, StepResult};
+use crate::engine::diagnostics::execution_error;
+use crate::engine::materialise::Held;
+use crate::engine::sources::SourceInfo;
+use crate::engine::sql::plan_sql;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::job::{Bindings, Incremental, ParamValue, Step, StepSql, WindowDays};
 use crate::storage::Location;
@@ -153,7 +155,7 @@ async fn read_held(dir: &Location, col: &str, day: &str) -> Result<Option<HeldDa
             let bytes = got
                 .bytes()
                 .await
-                .map_err(|e| crate::storage::classify("incremental state", &loc.display(), &e))?;
+                .map_err(|e| crate::storage::classify("incremental state", &loc.display(), e))?;
             // An unreadable record is a day to compute again, not a failure.
             Ok(serde_json::from_slice(&bytes).ok())
         }
@@ -161,7 +163,7 @@ async fn read_held(dir: &Location, col: &str, day: &str) -> Result<Option<HeldDa
         Err(e) => Err(crate::storage::classify(
             "incremental state",
             &loc.display(),
-            &e,
+            e,
         )),
     }
 }
@@ -230,7 +232,7 @@ pub async fn run(
     let original = engine
         .ctx
         .deregister_table(inc.source.as_str())
-        .map_err(|e| Error::internal(e.to_string()))?
+        .map_err(Error::unexpected)?
         .ok_or_else(|| {
             Error::internal(format!("{context}: source {} not registered", inc.source))
         })?;
@@ -239,7 +241,7 @@ pub async fn run(
         engine
             .ctx
             .register_table(hidden.as_str(), original.clone())
-            .map_err(|e| Error::internal(e.to_string()))?;
+            .map_err(Error::unexpected)?;
         // Missing days are computed a few at a time: one query over all 90 days of a large
         // source sorts more than the memory budget holds (seen at 1,000,000 demo users).
         let chunks: Vec<Vec<String>> = if missing.is_empty() {
@@ -266,12 +268,12 @@ pub async fn run(
                     "SELECT * FROM \"{hidden}\" WHERE CAST(\"{col}\" AS VARCHAR) IN ({list})"
                 ))
                 .await
-                .map_err(|e| Error::internal(format!("{context}: {e}")))?
+                .map_err(|e| execution_error(&context, e))?
                 .into_view();
             engine
                 .ctx
                 .register_table(inc.source.as_str(), view)
-                .map_err(|e| Error::internal(e.to_string()))?;
+                .map_err(Error::unexpected)?;
             let df = plan_sql(engine, &step.name, sql, bindings)
                 .await
                 .map_err(|p| Error::Job(vec![p]))?;
@@ -300,18 +302,18 @@ pub async fn run(
                         continue;
                     }
                     let days_col = cast(batch.column(idx), &DataType::Utf8)
-                        .map_err(|e| Error::internal(e.to_string()))?;
+                        .map_err(Error::unexpected)?;
                     let mut placed = 0;
                     for day in days_now {
                         let mask = eq(&days_col, &StringArray::new_scalar(day.as_str()))
-                            .map_err(|e| Error::internal(e.to_string()))?;
+                            .map_err(Error::unexpected)?;
                         let n = mask.true_count();
                         if n == 0 {
                             continue;
                         }
                         placed += n;
                         let part = filter_record_batch(&batch, &mask)
-                            .map_err(|e| Error::internal(e.to_string()))?;
+                            .map_err(Error::unexpected)?;
                         by_day.entry(day.clone()).or_default().push(part);
                     }
                     if placed < batch.num_rows() {
@@ -354,7 +356,7 @@ pub async fn run(
     engine
         .ctx
         .register_table(inc.source.as_str(), original)
-        .map_err(|e| Error::internal(e.to_string()))?;
+        .map_err(Error::unexpected)?;
     let (schema, written) = narrowed?;
 
     // Missing days without rows are held as empty days.
@@ -421,19 +423,17 @@ pub async fn run(
         .sum();
     let _ = engine.ctx.deregister_table(step.name.as_str());
     if files.is_empty() {
-        let t =
-            MemTable::try_new(schema, vec![vec![]]).map_err(|e| Error::internal(e.to_string()))?;
+        let t = MemTable::try_new(schema, vec![vec![]]).map_err(Error::unexpected)?;
         engine
             .ctx
             .register_table(step.name.as_str(), Arc::new(t))
-            .map_err(|e| Error::internal(e.to_string()))?;
+            .map_err(Error::unexpected)?;
     } else {
         let urls = files
             .iter()
             .map(|f| {
                 let loc = dir.child(f)?;
-                ListingTableUrl::parse(loc.url.as_str())
-                    .map_err(|e| Error::internal(format!("{context}: {e}")))
+                ListingTableUrl::parse(loc.url.as_str()).map_err(|e| execution_error(&context, e))
             })
             .collect::<Result<Vec<_>>>()?;
         let options = ListingOptions::new(Arc::new(
@@ -448,7 +448,7 @@ pub async fn run(
         engine
             .ctx
             .register_table(step.name.as_str(), Arc::new(table))
-            .map_err(|e| Error::internal(e.to_string()))?;
+            .map_err(Error::unexpected)?;
     }
     tracing::info!(step = %step.name, computed = missing.len(), reused, pruned, "incremental step");
     Ok((
@@ -481,7 +481,7 @@ async fn held_days_names(dir: &Location, col: &str) -> Result<Vec<String>> {
             return Err(crate::storage::classify(
                 "incremental state",
                 &dir.display(),
-                &e,
+                e,
             ))
         }
     };
@@ -496,7 +496,7 @@ async fn held_days_names(dir: &Location, col: &str) -> Result<Vec<String>> {
 }
 
 async fn put_json(loc: &Location, v: &impl Serialize) -> Result<()> {
-    let text = serde_json::to_vec_pretty(v).map_err(|e| Error::internal(e.to_string()))?;
+    let text = serde_json::to_vec_pretty(v).map_err(Error::unexpected)?;
     crate::storage::write::put_bytes(loc, text).await
 }
 
@@ -521,7 +521,7 @@ async fn write_day(
     let fp = &prints[day];
     let rel = format!("{col}={day}/part-{}.parquet", &fp[..16]);
     let loc = dir.child(&rel)?;
-    let batch = concat_batches(schema, &parts).map_err(|e| Error::internal(e.to_string()))?;
+    let batch = concat_batches(schema, &parts).map_err(Error::unexpected)?;
     let rows = batch.num_rows() as u64;
     let stream =
         RecordBatchStreamAdapter::new(schema.clone(), futures::stream::iter(vec![Ok(batch)]));
@@ -536,4 +536,29 @@ async fn write_day(
     };
     put_json(&dir.child(&format!("{col}={day}/fingerprint.json"))?, &h).await?;
     Ok(h)
+}
+
+/// Runs an incremental step from its state (see [`run`]) as a step result.
+pub async fn run_step(
+    engine: &Engine,
+    step: &Step,
+    sql: &StepSql,
+    inc: &Incremental,
+    inputs: &StepInputs<'_>,
+) -> Result<StepResult> {
+    let (rows, report) = run(
+        engine,
+        step,
+        sql,
+        inc,
+        inputs.bindings,
+        inputs.sources,
+        inputs.state,
+        inputs.full_refresh,
+    )
+    .await?;
+    Ok(StepResult {
+        incremental: Some(report),
+        ..StepResult::new(step, rows, Held::Memory(0))
+    })
 }

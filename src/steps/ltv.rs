@@ -24,21 +24,17 @@ use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Sche
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::ltv::{fit_bgnbd, fit_gamma_gamma, BgNbd, GammaGamma, Summary};
+use super::StepResult;
 use crate::engine::diagnostics::execution_error;
+use crate::engine::materialise::Held;
 use crate::engine::Engine;
+use crate::error::Problem;
 use crate::error::{Error, Result};
+use crate::job::Step;
+use crate::ml::ltv::{fit_bgnbd, fit_gamma_gamma, BgNbd, GammaGamma, Summary};
+use datafusion::datasource::MemTable;
 
-/// Configuration of an ltv step.
-#[derive(Debug, Clone)]
-pub struct LtvConfig {
-    /// The per-customer summary table.
-    pub input: String,
-    /// Its id column.
-    pub id: String,
-    /// Prediction horizon, in the summary's time unit.
-    pub horizon: f64,
-}
+pub use crate::job::models::LtvConfig;
 
 /// The fitted models and what the fit saw.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,22 +76,20 @@ pub fn output_schema(id: &str) -> Arc<Schema> {
     ]))
 }
 
-fn q(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
+use crate::quote::ident as q;
 
 async fn rows(engine: &Engine, sql: &str, context: &str) -> Result<Vec<RecordBatch>> {
     let df = engine
         .ctx
         .sql(sql)
         .await
-        .map_err(|e| Error::internal(format!("{context}: {e}")))?;
+        .map_err(|e| execution_error(context, e))?;
     df.collect().await.map_err(|e| execution_error(context, e))
 }
 
 fn f64s(b: &RecordBatch, i: usize) -> Result<Float64Array> {
     let c = datafusion::arrow::compute::cast(b.column(i), &DataType::Float64)
-        .map_err(|e| Error::internal(e.to_string()))?;
+        .map_err(Error::unexpected)?;
     Ok(c.as_primitive::<Float64Type>().clone())
 }
 
@@ -120,7 +114,7 @@ pub async fn check_input(
         if !names.iter().any(|n| n == c) {
             return Err((
                 format!("table `{}` has no column `{c}`; an ltv step reads id, frequency, recency, age and monetary", cfg.input),
-                Some(format!("nearest columns: {}", crate::job::nearest(c, &names, 3).join(", "))),
+                Some(format!("nearest columns: {}", crate::hint::nearest(c, &names, 3).join(", "))),
             ));
         }
     }
@@ -192,7 +186,7 @@ pub async fn run(engine: &Engine, name: &str, cfg: &LtvConfig) -> Result<(LtvMod
         ))
     })
     .await
-    .map_err(|e| Error::internal(e.to_string()))?
+    .map_err(Error::unexpected)?
     .map_err(|e| {
         Error::data(
             context.clone(),
@@ -215,7 +209,7 @@ pub async fn run(engine: &Engine, name: &str, cfg: &LtvConfig) -> Result<(LtvMod
     let mut cols: [Vec<f64>; 4] = Default::default();
     for b in &all {
         let idc = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8)
-            .map_err(|e| Error::internal(e.to_string()))?;
+            .map_err(Error::unexpected)?;
         let idc = idc.as_string::<i32>();
         let m = f64s(b, 4)?;
         let (x, tx, a) = (f64s(b, 1)?, f64s(b, 2)?, f64s(b, 3)?);
@@ -295,7 +289,7 @@ pub async fn run(engine: &Engine, name: &str, cfg: &LtvConfig) -> Result<(LtvMod
             Arc::new(Int32Array::from(decile)) as ArrayRef,
         ],
     )
-    .map_err(|e| Error::internal(e.to_string()))?;
+    .map_err(Error::unexpected)?;
     engine.register_batches(name, schema, vec![batch]).await?;
     Ok((model, n))
 }
@@ -308,4 +302,39 @@ pub fn render(m: &LtvModel) -> String {
         m.gamma_gamma.p, m.gamma_gamma.q, m.gamma_gamma.gamma,
         m.customers, m.no_repeat, m.age_zero, m.spend_excluded, m.horizon, m.mean_ltv
     )
+}
+
+/// Checks the step's input has a per-customer summary and registers an empty table of its
+/// output schema.
+pub async fn plan(
+    engine: &Engine,
+    step: &Step,
+    cfg: &LtvConfig,
+) -> std::result::Result<(), Problem> {
+    let problem = |message: String, hint: Option<String>| Problem {
+        location: Some(step.declared_at.clone()),
+        step: Some(step.name.clone()),
+        message,
+        hint,
+    };
+    check_input(engine, cfg)
+        .await
+        .map_err(|(m, hint)| problem(m, hint))?;
+    let table = MemTable::try_new(output_schema(&cfg.id), vec![vec![]])
+        .map_err(|e| problem(e.to_string(), None))?;
+    let _ = engine.ctx.deregister_table(step.name.as_str());
+    engine
+        .ctx
+        .register_table(step.name.as_str(), Arc::new(table))
+        .map_err(|e| problem(e.to_string(), None))?;
+    Ok(())
+}
+
+/// Fits the models and registers the predictions under the step's name.
+pub async fn run_step(engine: &Engine, step: &Step, cfg: &LtvConfig) -> Result<StepResult> {
+    let (model, rows) = run(engine, &step.name, cfg).await?;
+    Ok(StepResult {
+        ltv: Some(model),
+        ..StepResult::new(step, rows, Held::Memory(rows * 88))
+    })
 }

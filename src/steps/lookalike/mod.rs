@@ -13,7 +13,7 @@
 //! Quality, every run: per tier, the recall of the held-out seed, the lift over a random
 //! audience of the same size, and the AUC of held-out seed against candidates.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -24,233 +24,24 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use ndarray::{Array1, Array2, Axis};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
-use super::kmeans::{self, KMeansParams};
-use super::kmeans_step::{load_matrix, quote, step_err};
-use super::logistic;
+use super::matrix::{load_matrix, plan_model, step_err, Bound};
+use super::StepResult;
 use crate::engine::diagnostics::execution_error;
+use crate::engine::materialise::Held;
 use crate::engine::Engine;
+use crate::error::Problem;
 use crate::error::{Error, Result};
-use crate::features::{self, FittedFeature, NullPolicy};
+use crate::job::Step;
+use crate::ml::kmeans::{self, KMeansParams};
+use crate::ml::logistic;
+use crate::quote::ident as quote;
 
-/// Scoring method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// L2 logistic regression.
-    Logistic,
-    /// Cosine similarity to the seed's sub-centroids.
-    Similarity,
-    /// A mix of the two.
-    Blend,
-}
+mod cluster;
+mod model;
 
-/// An audience size.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Reach {
-    /// A percentage of the candidate pool.
-    Percent(f64),
-    /// An absolute number of users.
-    Count(usize),
-    /// Every candidate scoring at least this.
-    Threshold(f64),
-}
-
-impl Reach {
-    /// Parses `"5%"`, `500000` or `"score>=0.7"`.
-    pub fn parse(v: &toml::Value) -> std::result::Result<Reach, String> {
-        match v {
-            toml::Value::Integer(i) if *i > 0 => Ok(Reach::Count(*i as usize)),
-            toml::Value::String(s) if s.ends_with('%') => {
-                let p: f64 = s.trim_end_matches('%').trim().parse().map_err(|_| format!("reach `{s}` is not a percentage"))?;
-                if p > 0.0 && p <= 100.0 {
-                    Ok(Reach::Percent(p))
-                } else {
-                    Err(format!("reach `{s}` must be in (0%, 100%]"))
-                }
-            }
-            toml::Value::String(s) if s.starts_with("score>=") => {
-                let t: f64 = s["score>=".len()..].trim().parse().map_err(|_| format!("reach `{s}`: write score>=0.7"))?;
-                Ok(Reach::Threshold(t))
-            }
-            other => Err(format!("reach {other} must be a percentage (\"5%\"), a count (500000) or a threshold (\"score>=0.7\")")),
-        }
-    }
-
-    /// The tier's label.
-    pub fn label(&self) -> String {
-        match self {
-            Reach::Percent(p) => format!("{p}%"),
-            Reach::Count(n) => format!("top{n}"),
-            Reach::Threshold(t) => format!("score>={t}"),
-        }
-    }
-}
-
-/// Where the seed comes from.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SeedSource {
-    /// A table (source or step) whose id column lists the seed.
-    Table(String),
-    /// A SQL query whose first column lists the seed.
-    Query(String),
-}
-
-/// A checked lookalike step.
-#[derive(Debug, Clone)]
-pub struct LookalikeConfig {
-    /// Feature table.
-    pub input: String,
-    /// Id column.
-    pub id: String,
-    /// Features (`None`: every numeric column but the id).
-    pub features: Option<Vec<String>>,
-    /// Transforms per column.
-    pub transforms: BTreeMap<String, Vec<String>>,
-    /// Null policy.
-    pub nulls: NullPolicy,
-    /// The seed.
-    pub seed: SeedSource,
-    /// Tables whose ids are never in the audience (the seed always is excluded).
-    pub exclude: Vec<String>,
-    /// Method.
-    pub method: Method,
-    /// Negatives sampled per seed user (logistic).
-    pub negatives: usize,
-    /// Inverse L2 strength (scikit-learn's C).
-    pub c: f64,
-    /// Seed of the random sampling.
-    pub seed_value: u64,
-    /// Tiers, nested.
-    pub reach: Vec<Reach>,
-    /// Smallest seed accepted.
-    pub min_seed: usize,
-    /// On a cluster engine: the most rows fitted on (the seed first, then a hash sample).
-    pub sample_rows: usize,
-    /// Score in memory or with the generated SQL.
-    pub assign: super::kmeans_step::AssignMode,
-}
-
-/// Quality of one tier.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TierQuality {
-    /// Tier label.
-    pub tier: String,
-    /// Users in the tier.
-    pub users: usize,
-    /// Share of the held-out seed ranked inside the tier (of the pool plus held-out seed).
-    pub recall: f64,
-    /// Recall divided by the tier's share of that pool (1.0 = random).
-    pub lift: f64,
-}
-
-/// The saved model and its quality report.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LookalikeModel {
-    /// Model kind (`lookalike`).
-    pub kind: String,
-    /// Step name.
-    pub step: String,
-    /// Method.
-    pub method: Method,
-    /// Id column.
-    pub id: String,
-    /// Feature transform.
-    pub features: Vec<FittedFeature>,
-    /// Logistic weights and intercept (logistic and blend).
-    pub weights: Option<Vec<f64>>,
-    /// Logistic intercept.
-    pub intercept: Option<f64>,
-    /// Seed sub-centroids (similarity and blend).
-    pub centroids: Option<Vec<Vec<f64>>>,
-    /// Logistic weight in a blend.
-    pub blend_weight: Option<f64>,
-    /// Seed ids given.
-    pub seed_given: usize,
-    /// Seed ids not in the feature table.
-    pub seed_missing: usize,
-    /// Seed users used for fitting.
-    pub seed_train: usize,
-    /// Seed users held out for evaluation.
-    pub seed_holdout: usize,
-    /// Negatives sampled.
-    pub negatives: usize,
-    /// Candidates excluded by `exclude` (seed not counted).
-    pub excluded: usize,
-    /// Candidates scored.
-    pub candidates: usize,
-    /// AUC of held-out seed against candidates.
-    pub auc: f64,
-    /// Per-tier quality.
-    pub tiers: Vec<TierQuality>,
-}
-
-impl LookalikeModel {
-    /// The SQL expression of the score over the input table's columns.
-    pub fn score_sql(&self) -> String {
-        let z: Vec<String> = self.features.iter().map(|f| f.sql()).collect();
-        let logit = |w: &[f64], b: f64| {
-            let mut e = features::lit(b);
-            for (zj, wj) in z.iter().zip(w) {
-                e = format!("({e} + {} * {zj})", features::lit(*wj));
-            }
-            format!("(1.0 / (1.0 + exp(-{e})))")
-        };
-        let sim = |cs: &[Vec<f64>]| {
-            let norm = format!(
-                "sqrt({})",
-                z.iter()
-                    .map(|zj| format!("{zj} * {zj}"))
-                    .collect::<Vec<_>>()
-                    .join(" + ")
-            );
-            let per: Vec<String> = cs
-                .iter()
-                .map(|c| {
-                    let cn: f64 = c.iter().map(|v| v * v).sum::<f64>().sqrt();
-                    let dot = z
-                        .iter()
-                        .zip(c)
-                        .map(|(zj, cj)| format!("{} * {zj}", features::lit(*cj)))
-                        .collect::<Vec<_>>()
-                        .join(" + ");
-                    format!(
-                        "(CASE WHEN {norm} > 0 THEN (({dot}) / ({norm} * {})) ELSE 0.0 END)",
-                        features::lit(cn)
-                    )
-                })
-                .collect();
-            let best = if per.len() == 1 {
-                per[0].clone()
-            } else {
-                format!("greatest({})", per.join(", "))
-            };
-            format!("(({best} + 1.0) / 2.0)")
-        };
-        match self.method {
-            Method::Logistic => logit(
-                self.weights.as_deref().unwrap_or(&[]),
-                self.intercept.unwrap_or(0.0),
-            ),
-            Method::Similarity => sim(self.centroids.as_deref().unwrap_or(&[])),
-            Method::Blend => {
-                let w = self.blend_weight.unwrap_or(0.5);
-                format!(
-                    "({} * {} + {} * {})",
-                    features::lit(w),
-                    logit(
-                        self.weights.as_deref().unwrap_or(&[]),
-                        self.intercept.unwrap_or(0.0)
-                    ),
-                    features::lit(1.0 - w),
-                    sim(self.centroids.as_deref().unwrap_or(&[]))
-                )
-            }
-        }
-    }
-}
+pub use crate::job::models::{AssignMode, LookalikeConfig, Method, Reach, SeedSource};
+pub use model::{render, LookalikeModel, TierQuality};
 
 async fn id_set(engine: &Engine, step: &str, sql: &str, what: &str) -> Result<HashSet<String>> {
     let df = engine
@@ -267,65 +58,11 @@ async fn id_set(engine: &Engine, step: &str, sql: &str, what: &str) -> Result<Ha
         if b.num_columns() == 0 {
             continue;
         }
-        let c = cast(b.column(0), &DataType::Utf8).map_err(|e| Error::internal(e.to_string()))?;
+        let c = cast(b.column(0), &DataType::Utf8).map_err(Error::unexpected)?;
         let s = c.as_any().downcast_ref::<StringArray>().expect("utf8");
         out.extend(s.iter().flatten().map(str::to_string));
     }
     Ok(out)
-}
-
-fn cosine_scores(x: &Array2<f64>, centroids: &Array2<f64>) -> Vec<f64> {
-    let norms: Vec<f64> = centroids
-        .rows()
-        .into_iter()
-        .map(|c| c.dot(&c).sqrt())
-        .collect();
-    (0..x.nrows())
-        .map(|i| {
-            let r = x.row(i);
-            let mut nn = 0.0;
-            for v in r.iter() {
-                nn += v * v;
-            }
-            let rn = nn.sqrt();
-            let mut best = f64::NEG_INFINITY;
-            for (c, cn) in centroids.rows().into_iter().zip(&norms) {
-                let mut dot = 0.0;
-                for (cj, zj) in c.iter().zip(r.iter()) {
-                    dot += cj * zj;
-                }
-                let s = if rn > 0.0 { dot / (rn * cn) } else { 0.0 };
-                best = best.max(s);
-            }
-            (best + 1.0) / 2.0
-        })
-        .collect()
-}
-
-/// Area under the ROC curve of positives vs negatives (ties count half).
-pub fn auc(pos: &[f64], neg: &[f64]) -> f64 {
-    if pos.is_empty() || neg.is_empty() {
-        return f64::NAN;
-    }
-    let mut all: Vec<(f64, bool)> = pos
-        .iter()
-        .map(|&s| (s, true))
-        .chain(neg.iter().map(|&s| (s, false)))
-        .collect();
-    all.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut rank_sum = 0.0;
-    let mut i = 0;
-    while i < all.len() {
-        let mut j = i;
-        while j < all.len() && all[j].0 == all[i].0 {
-            j += 1;
-        }
-        let avg = (i + j + 1) as f64 / 2.0; // 1-based average rank
-        rank_sum += all[i..j].iter().filter(|(_, p)| *p).count() as f64 * avg;
-        i = j;
-    }
-    let np = pos.len() as f64;
-    (rank_sum - np * (np + 1.0) / 2.0) / (np * neg.len() as f64)
 }
 
 /// Sizes of the tiers over a ranked pool of `n` scores (descending).
@@ -381,7 +118,7 @@ pub async fn run(
     } else {
         None
     };
-    let bound = keep_sql.as_ref().map(|k| super::kmeans_step::Bound {
+    let bound = keep_sql.as_ref().map(|k| Bound {
         rows: cfg.sample_rows,
         seed: cfg.seed_value,
         keep: Some(k.clone()),
@@ -531,12 +268,12 @@ pub async fn run(
     // Scores of every row: in memory, or with the generated SQL (on a cluster the rows here are
     // the fitting sample, scored in memory; the cluster scores everyone below).
     let assign = if distributed {
-        super::kmeans_step::AssignMode::Memory
+        AssignMode::Memory
     } else {
         cfg.assign
     };
     let scores: Vec<f64> = match assign {
-        super::kmeans_step::AssignMode::Memory => tokio::task::block_in_place(|| {
+        AssignMode::Memory => tokio::task::block_in_place(|| {
             let lr = model.weights.as_ref().map(|w| logistic::Logistic {
                 weights: Array1::from(w.clone()),
                 intercept: model.intercept.unwrap_or(0.0),
@@ -546,7 +283,7 @@ pub async fn run(
             let p_sim = model.centroids.as_ref().map(|cs| {
                 let c = Array2::from_shape_vec((cs.len(), cs[0].len()), cs.concat())
                     .expect("centroids");
-                cosine_scores(&m.x, &c)
+                crate::ml::similarity::best_cosine(&m.x, &c)
             });
             match (cfg.method, p_lr, p_sim) {
                 (Method::Logistic, Some(p), _) => p,
@@ -561,7 +298,7 @@ pub async fn run(
                 _ => vec![0.0; n],
             }
         }),
-        super::kmeans_step::AssignMode::Sql => {
+        AssignMode::Sql => {
             let q = format!(
                 "SELECT {id}, {} AS score FROM {} ORDER BY {id}",
                 model.score_sql(),
@@ -601,7 +338,7 @@ pub async fn run(
     // Quality: held-out seed ranked among the candidates.
     let pos: Vec<f64> = holdout.iter().map(|&i| scores[i]).collect();
     let neg: Vec<f64> = candidates.iter().map(|&i| scores[i]).collect();
-    model.auc = auc(&pos, &neg);
+    model.auc = crate::ml::similarity::auc(&pos, &neg);
     let mut pool: Vec<f64> = pos.iter().chain(neg.iter()).copied().collect();
     pool.sort_by(|a, b| b.total_cmp(a));
     let pool_sizes = tier_sizes(&cfg.reach, &pool);
@@ -664,7 +401,8 @@ pub async fn run(
         .collect();
     if let Some(keep) = &keep_sql {
         let rows =
-            score_on_cluster(engine, name, cfg, &model, keep, &sizes, &tiers_by_size, n).await?;
+            cluster::score_on_cluster(engine, name, cfg, &model, keep, &sizes, &tiers_by_size, n)
+                .await?;
         return Ok((model, rows));
     }
     let schema = output_schema(&cfg.id);
@@ -677,13 +415,18 @@ pub async fn run(
             Arc::new(out_tier),
         ],
     )
-    .map_err(|e| Error::internal(e.to_string()))?;
+    .map_err(Error::unexpected)?;
     engine.register_batches(name, schema, vec![batch]).await?;
     Ok((model, max))
 }
 
 /// The id column of an exclusion table: the step's id column when it has one, else its first.
-async fn exclusion_column(engine: &Engine, step: &str, table: &str, id: &str) -> Result<String> {
+pub(super) async fn exclusion_column(
+    engine: &Engine,
+    step: &str,
+    table: &str,
+    id: &str,
+) -> Result<String> {
     let df = engine.ctx.table(table).await.map_err(|_| {
         step_err(
             step,
@@ -698,147 +441,55 @@ async fn exclusion_column(engine: &Engine, step: &str, table: &str, id: &str) ->
     })
 }
 
-/// On a cluster: scores every candidate with the generated SQL and writes the audience there.
-/// Tier sizes come from the fitting sample when it held every row (then they equal the local
-/// engine's), else from counts over all candidates computed by the cluster.
-#[allow(clippy::too_many_arguments)]
-async fn score_on_cluster(
+/// Checks the seed query, the exclusion tables, the input and its features, and registers an
+/// empty table of the step's output schema.
+pub async fn plan(
     engine: &Engine,
-    name: &str,
+    step: &Step,
     cfg: &LookalikeConfig,
-    model: &LookalikeModel,
-    keep: &str,
-    sample_sizes: &[usize],
-    tiers_by_size: &[(usize, String)],
-    sample_rows: usize,
-) -> Result<usize> {
-    let context = format!("step `{name}`");
-    let id = quote(&cfg.id);
-    let mut filters = vec![format!(
-        "NOT EXISTS (SELECT 1 FROM ({keep}) k WHERE k.__keep = CAST(i.{id} AS VARCHAR))"
-    )];
-    for (n, t) in cfg.exclude.iter().enumerate() {
-        let col = exclusion_column(engine, name, t, &cfg.id).await?;
-        filters.push(format!(
-            "NOT EXISTS (SELECT 1 FROM {} x{n} WHERE CAST(x{n}.{} AS VARCHAR) = CAST(i.{id} AS VARCHAR))",
-            quote(t),
-            quote(&col)
-        ));
-    }
-    let candidates = format!(
-        "SELECT CAST(i.{id} AS VARCHAR) AS {id}, {} AS \"score\" FROM {} i WHERE {}",
-        model.score_sql(),
-        quote(&cfg.input),
-        filters.join(" AND ")
-    );
-    let total = engine
-        .ctx
-        .sql(&format!("SELECT * FROM {} ", quote(&cfg.input)))
-        .await
-        .map_err(|e| Error::internal(format!("{context}: {e}")))?
-        .count()
-        .await
-        .map_err(|e| execution_error(&context, e))?;
-    let sizes: Vec<usize> = if total <= sample_rows {
-        sample_sizes.to_vec()
-    } else {
-        // Counts over every candidate, for percentages and thresholds.
-        let mut sums = vec!["COUNT(*) AS n".to_string()];
-        for (i, r) in cfg.reach.iter().enumerate() {
-            if let Reach::Threshold(t) = r {
-                sums.push(format!(
-                    "SUM(CASE WHEN \"score\" >= {} THEN 1 ELSE 0 END) AS t{i}",
-                    features::lit(*t)
-                ));
-            }
-        }
-        let b = engine
-            .ctx
-            .sql(&format!("SELECT {} FROM ({candidates}) c", sums.join(", ")))
-            .await
-            .map_err(|e| Error::internal(format!("{context}: tier counts: {e}")))?
-            .collect()
-            .await
-            .map_err(|e| execution_error(&context, e))?;
-        let value = |col: &str| -> usize {
-            b.first()
-                .and_then(|b| b.column_by_name(col))
-                .and_then(|a| cast(a, &DataType::Int64).ok())
-                .and_then(|a| {
-                    a.as_any().downcast_ref::<Int64Array>().map(|x| {
-                        if x.is_null(0) {
-                            0
-                        } else {
-                            x.value(0)
-                        }
-                    })
-                })
-                .unwrap_or(0) as usize
-        };
-        let n = value("n");
-        cfg.reach
-            .iter()
-            .enumerate()
-            .map(|(i, r)| match r {
-                Reach::Percent(p) => ((n as f64) * p / 100.0).ceil() as usize,
-                Reach::Count(c) => *c,
-                Reach::Threshold(_) => value(&format!("t{i}")),
-            })
-            .map(|s| s.min(n))
-            .collect()
+) -> std::result::Result<(), Problem> {
+    let problem = |message: String| Problem {
+        location: Some(step.declared_at.clone()),
+        step: Some(step.name.clone()),
+        message,
+        hint: None,
     };
-    let mut by_size: Vec<(usize, String)> = sizes
-        .iter()
-        .zip(&cfg.reach)
-        .map(|(s, r)| (*s, r.label()))
-        .collect();
-    if total <= sample_rows {
-        by_size = tiers_by_size.to_vec();
-    }
-    by_size.sort_by_key(|t| t.0);
-    let max = by_size.last().map(|t| t.0).unwrap_or(0);
-    let cases: Vec<String> = by_size
-        .iter()
-        .map(|(s, l)| format!("WHEN \"rank\" <= {s} THEN '{}'", l.replace('\'', "''")))
-        .collect();
-    let sql = format!(
-        "SELECT {id}, \"score\", \"rank\", CASE {} END AS \"tier\" FROM (\n  SELECT {id}, \"score\", CAST(ROW_NUMBER() OVER (ORDER BY \"score\" DESC, {id} ASC) AS BIGINT) AS \"rank\" FROM ({candidates}) c\n) r WHERE \"rank\" <= {max}",
-        if cases.is_empty() { "WHEN false THEN ''".to_string() } else { cases.join(" ") }
-    );
-    let df = engine.ctx.sql(&sql).await.map_err(|e| {
-        Error::internal(format!(
-            "{context}: generated scoring SQL failed to plan: {e}"
-        ))
-    })?;
+    let seed_sql = match &cfg.seed {
+        SeedSource::Table(t) => format!("SELECT * FROM {}", quote(t)),
+        SeedSource::Query(q) => q.clone(),
+    };
     engine
-        .write_on_cluster_as(name, df, &context, output_schema(&cfg.id))
+        .ctx
+        .sql(&seed_sql)
         .await
+        .map_err(|e| problem(format!("seed: {}", e.strip_backtrace())))?;
+    for t in &cfg.exclude {
+        engine
+            .ctx
+            .table(t.as_str())
+            .await
+            .map_err(|_| problem(format!("exclusion table `{t}` does not exist")))?;
+    }
+    let schema = output_schema(&cfg.id);
+    plan_model(
+        engine,
+        step,
+        &cfg.input,
+        &cfg.id,
+        &cfg.features,
+        &cfg.transforms,
+        schema,
+    )
+    .await
 }
 
-/// The quality report as text for the run summary.
-pub fn render(model: &LookalikeModel) -> String {
-    let mut s = format!(
-        "    {} on {} seed users ({} held out, {} not found, {} negatives), {} candidates, {} excluded; AUC {:.3}{}\n",
-        format!("{:?}", model.method).to_lowercase(),
-        model.seed_train,
-        model.seed_holdout,
-        model.seed_missing,
-        model.negatives,
-        model.candidates,
-        model.excluded,
-        model.auc,
-        if model.auc < 0.6 { "  WARNING: below 0.6" } else { "" }
-    );
-    for t in &model.tiers {
-        s.push_str(&format!(
-            "    tier {:<10} {:>9} users  recall of held-out seed {:>5.1}%  lift {:.2}x\n",
-            t.tier,
-            t.users,
-            t.recall * 100.0,
-            t.lift
-        ));
-    }
-    s
+/// Fits and scores the audience and registers it under the step's name.
+pub async fn run_step(engine: &Engine, step: &Step, cfg: &LookalikeConfig) -> Result<StepResult> {
+    let (model, rows) = run(engine, &step.name, cfg).await?;
+    Ok(StepResult {
+        lookalike: Some(model),
+        ..StepResult::new(step, rows, Held::Memory(rows * 40))
+    })
 }
 
 #[cfg(test)]
@@ -846,9 +497,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auc_and_reach() {
-        assert_eq!(auc(&[3.0, 4.0], &[1.0, 2.0]), 1.0);
-        assert_eq!(auc(&[1.0], &[1.0]), 0.5);
+    fn reach_tiers() {
         assert_eq!(
             Reach::parse(&toml::Value::String("5%".into())).unwrap(),
             Reach::Percent(5.0)

@@ -1,0 +1,165 @@
+//! The checked configuration of each model step kind: plain data read from the job file.
+//! Fitting and applying the models is the business of the step modules.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::features::NullPolicy;
+
+/// How many clusters.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KChoice {
+    /// Exactly this many.
+    Fixed(usize),
+    /// The best by silhouette in this inclusive range.
+    Auto(usize, usize),
+}
+
+/// Where rows are assigned to clusters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssignMode {
+    /// In this process, from the feature matrix.
+    Memory,
+    /// By the SQL engine, with the generated expression.
+    Sql,
+}
+
+/// A checked k-means step.
+#[derive(Debug, Clone)]
+pub struct KMeansConfig {
+    /// Input table.
+    pub input: String,
+    /// Id column.
+    pub id: String,
+    /// Feature columns (`None`: every numeric column but the id).
+    pub features: Option<Vec<String>>,
+    /// Transforms per column (`*` for the rest).
+    pub transforms: BTreeMap<String, Vec<String>>,
+    /// Null policy.
+    pub nulls: NullPolicy,
+    /// k.
+    pub k: KChoice,
+    /// Maximum Lloyd iterations.
+    pub max_iter: usize,
+    /// Relative tolerance.
+    pub tol: f64,
+    /// Restarts.
+    pub n_init: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Fitting sample size.
+    pub sample_rows: usize,
+    /// Assignment mode.
+    pub assign: AssignMode,
+}
+
+/// Scoring method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// L2 logistic regression.
+    Logistic,
+    /// Cosine similarity to the seed's sub-centroids.
+    Similarity,
+    /// A mix of the two.
+    Blend,
+}
+
+/// An audience size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reach {
+    /// A percentage of the candidate pool.
+    Percent(f64),
+    /// An absolute number of users.
+    Count(usize),
+    /// Every candidate scoring at least this.
+    Threshold(f64),
+}
+
+impl Reach {
+    /// Parses `"5%"`, `500000` or `"score>=0.7"`.
+    pub fn parse(v: &toml::Value) -> std::result::Result<Reach, String> {
+        match v {
+            toml::Value::Integer(i) if *i > 0 => Ok(Reach::Count(*i as usize)),
+            toml::Value::String(s) if s.ends_with('%') => {
+                let p: f64 = s.trim_end_matches('%').trim().parse().map_err(|_| format!("reach `{s}` is not a percentage"))?;
+                if p > 0.0 && p <= 100.0 {
+                    Ok(Reach::Percent(p))
+                } else {
+                    Err(format!("reach `{s}` must be in (0%, 100%]"))
+                }
+            }
+            toml::Value::String(s) if s.starts_with("score>=") => {
+                let t: f64 = s["score>=".len()..].trim().parse().map_err(|_| format!("reach `{s}`: write score>=0.7"))?;
+                Ok(Reach::Threshold(t))
+            }
+            other => Err(format!("reach {other} must be a percentage (\"5%\"), a count (500000) or a threshold (\"score>=0.7\")")),
+        }
+    }
+
+    /// The tier's label.
+    pub fn label(&self) -> String {
+        match self {
+            Reach::Percent(p) => format!("{p}%"),
+            Reach::Count(n) => format!("top{n}"),
+            Reach::Threshold(t) => format!("score>={t}"),
+        }
+    }
+}
+
+/// Where the seed comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SeedSource {
+    /// A table (source or step) whose id column lists the seed.
+    Table(String),
+    /// A SQL query whose first column lists the seed.
+    Query(String),
+}
+
+/// A checked lookalike step.
+#[derive(Debug, Clone)]
+pub struct LookalikeConfig {
+    /// Feature table.
+    pub input: String,
+    /// Id column.
+    pub id: String,
+    /// Features (`None`: every numeric column but the id).
+    pub features: Option<Vec<String>>,
+    /// Transforms per column.
+    pub transforms: BTreeMap<String, Vec<String>>,
+    /// Null policy.
+    pub nulls: NullPolicy,
+    /// The seed.
+    pub seed: SeedSource,
+    /// Tables whose ids are never in the audience (the seed always is excluded).
+    pub exclude: Vec<String>,
+    /// Method.
+    pub method: Method,
+    /// Negatives sampled per seed user (logistic).
+    pub negatives: usize,
+    /// Inverse L2 strength (scikit-learn's C).
+    pub c: f64,
+    /// Seed of the random sampling.
+    pub seed_value: u64,
+    /// Tiers, nested.
+    pub reach: Vec<Reach>,
+    /// Smallest seed accepted.
+    pub min_seed: usize,
+    /// On a cluster engine: the most rows fitted on (the seed first, then a hash sample).
+    pub sample_rows: usize,
+    /// Score in memory or with the generated SQL.
+    pub assign: AssignMode,
+}
+
+/// Configuration of an ltv step.
+#[derive(Debug, Clone)]
+pub struct LtvConfig {
+    /// The per-customer summary table.
+    pub input: String,
+    /// Its id column.
+    pub id: String,
+    /// Prediction horizon, in the summary's time unit.
+    pub horizon: f64,
+}

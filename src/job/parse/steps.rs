@@ -1,0 +1,202 @@
+//! The `[[step]]` entries: names, kinds, each kind's configuration, and sql steps' SQL and
+//! incremental setting.
+
+use toml::Spanned;
+
+use super::models::{kmeans_config, lookalike_config, ltv_config};
+use super::{valid_table_name, Ctx};
+use crate::job::spec::{ParamType, StepSpec};
+use crate::job::{Incremental, ParamDecl, Source, Step, StepKind, WindowDays};
+
+/// Checks every step in run order.
+pub(super) fn check(
+    ctx: &mut Ctx,
+    raw: &[Spanned<StepSpec>],
+    sources: &[Source],
+    params: &[ParamDecl],
+) -> Vec<Step> {
+    let mut steps: Vec<Step> = Vec::new();
+    let mut table_names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
+    for st in raw {
+        let spec = st.get_ref();
+        let offset = st.span().start;
+        let sname = spec.name.as_str();
+        if !valid_table_name(sname) {
+            ctx.problem(offset, Some(sname), format!("step name `{sname}` must be letters, digits and `_`, not starting with a digit (it is a SQL table name)"), None);
+        }
+        if table_names.iter().any(|t| t == sname) {
+            ctx.problem(
+                offset,
+                Some(sname),
+                format!("a source or step named `{sname}` already exists"),
+                Some("give each step a unique name".into()),
+            );
+        }
+        table_names.push(sname.to_string());
+        let kind_name = spec.kind.as_deref().unwrap_or("sql");
+        let kind = match kind_name {
+            "sql" => sql_step(ctx, offset, spec),
+            "kmeans" => kmeans_config(spec).map(StepKind::KMeans).map_err(Some),
+            "lookalike" => lookalike_config(spec)
+                .map(StepKind::Lookalike)
+                .map_err(Some),
+            "ltv" => ltv_config(spec).map(StepKind::Ltv).map_err(Some),
+            other => {
+                ctx.problem(
+                    offset,
+                    Some(sname),
+                    format!("unknown step kind `{other}`"),
+                    Some(format!(
+                        "known kinds: {}",
+                        crate::job::keys::STEP_KINDS.join(", ")
+                    )),
+                );
+                Err(None)
+            }
+        };
+        let incremental = match kind_name {
+            "sql" => incremental(ctx, offset, spec, sources, params),
+            _ => None,
+        };
+        match kind {
+            Ok(kind) => steps.push(Step {
+                name: sname.to_string(),
+                kind,
+                declared_at: ctx.at(offset),
+                rows: (spec.min_rows, spec.max_rows),
+                incremental,
+                transient: spec.transient,
+            }),
+            Err(Some(message)) => ctx.problem(offset, Some(sname), message, None),
+            Err(None) => {}
+        }
+    }
+    steps
+}
+
+/// The SQL of a sql step; `Err(None)` when the problem is already reported.
+fn sql_step(ctx: &mut Ctx, offset: usize, spec: &StepSpec) -> Result<StepKind, Option<String>> {
+    let sql = match (&spec.sql, &spec.query) {
+        (Some(f), None) => ctx.sql_file(offset, &spec.name, f).ok_or(None)?,
+        (None, Some(q)) => ctx.inline_sql(offset, q),
+        (Some(_), Some(_)) => {
+            return Err(Some(
+                "a step has either `sql` (a file) or `query` (inline), not both".into(),
+            ))
+        }
+        (None, None) => {
+            return Err(Some(
+                "a sql step needs `sql = \"path/to/file.sql\"` or `query = \"SELECT ...\"`".into(),
+            ))
+        }
+    };
+    Ok(StepKind::Sql(sql))
+}
+
+/// The checked `incremental` setting of a sql step.
+fn incremental(
+    ctx: &mut Ctx,
+    offset: usize,
+    spec: &StepSpec,
+    sources: &[Source],
+    params: &[ParamDecl],
+) -> Option<Incremental> {
+    let inc = spec.incremental.as_ref()?;
+    let sname = spec.name.as_str();
+    let src = sources.iter().find(|s| s.name == inc.source);
+    let column = inc
+        .column
+        .clone()
+        .or_else(|| src.and_then(|s| s.partitions.first().cloned()));
+    let days = match &inc.days {
+        toml::Value::Integer(n) if *n > 0 => Some(WindowDays::Fixed(*n)),
+        toml::Value::String(p)
+            if params
+                .iter()
+                .any(|d| &d.name == p && d.ty == ParamType::Int) =>
+        {
+            Some(WindowDays::Param(p.clone()))
+        }
+        other => {
+            ctx.problem(offset, Some(sname), format!("incremental.days `{other}` is neither a positive number nor the name of an int param"), None);
+            None
+        }
+    };
+    match (src, column, days) {
+        (None, _, _) => {
+            ctx.problem(
+                offset,
+                Some(sname),
+                format!(
+                    "incremental.source `{}` is not a source of this job",
+                    inc.source
+                ),
+                None,
+            );
+            None
+        }
+        (Some(s), Some(column), Some(days)) if s.partitions.contains(&column) => {
+            Some(Incremental {
+                source: inc.source.clone(),
+                days,
+                column,
+            })
+        }
+        (Some(s), _, Some(_)) => {
+            ctx.problem(offset, Some(sname), format!("incremental: source `{}` has no day partition column to narrow (partitions: {:?})", s.name, s.partitions), Some("declare the source's day folders, e.g. partitions = [\"dt\"], and name it in incremental.column if it is not the first".into()));
+            None
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::job::{Job, StepKind, WindowDays};
+
+    fn parse(steps: &str) -> Result<Job, String> {
+        let text = format!("name = \"x\"\n[params]\nwindow = {{ type = \"int\", default = 7 }}\n[sources]\nev = {{ url = \"ev/\", format = \"parquet\", partitions = [\"dt\"] }}\n{steps}");
+        Job::parse(&text, "x.toml", Path::new("/tmp")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn sql_steps_and_their_window() {
+        let job = parse("[[step]]\nname = \"a\"\nquery = \"SELECT 1\"\nincremental = { source = \"ev\", days = \"window\" }\n").unwrap();
+        let StepKind::Sql(sql) = &job.steps[0].kind else {
+            panic!()
+        };
+        assert_eq!((sql.first_line, sql.first_column), (8, 10));
+        let inc = job.steps[0].incremental.as_ref().unwrap();
+        assert!(matches!(&inc.days, WindowDays::Param(p) if p == "window"));
+        assert_eq!(inc.column, "dt");
+    }
+
+    #[test]
+    fn step_problems_reported_together() {
+        let msg = parse("[[step]]\nname = \"ev\"\nquery = \"SELECT 1\"\n[[step]]\nname = \"b\"\n[[step]]\nname = \"c\"\nkind = \"forest\"\n[[step]]\nname = \"d\"\nquery = \"SELECT 1\"\nincremental = { source = \"nope\", days = 0 }\n").unwrap_err();
+        assert!(
+            msg.contains("a source or step named `ev` already exists"),
+            "{msg}"
+        );
+        assert!(msg.contains("a sql step needs `sql"), "{msg}");
+        assert!(msg.contains("unknown step kind `forest`"), "{msg}");
+        assert!(msg.contains("incremental.days `0`"), "{msg}");
+        assert!(msg.contains("incremental.source `nope`"), "{msg}");
+    }
+
+    #[test]
+    fn model_steps_checked() {
+        let msg =
+            parse("[[step]]\nname = \"c\"\nkind = \"kmeans\"\ninput = \"ev\"\nk_range = [5, 3]\n")
+                .unwrap_err();
+        assert!(msg.contains("k_range [5, 3] must be increasing"), "{msg}");
+        let msg =
+            parse("[[step]]\nname = \"l\"\nkind = \"lookalike\"\ninput = \"ev\"\n").unwrap_err();
+        assert!(msg.contains("needs `seed`"), "{msg}");
+        let job = parse("[[step]]\nname = \"v\"\nkind = \"ltv\"\ninput = \"ev\"\nhorizon = 26.0\n")
+            .unwrap();
+        assert!(matches!(&job.steps[0].kind, StepKind::Ltv(c) if c.horizon == 26.0));
+    }
+}

@@ -1,0 +1,9 @@
+//! Numeric kernels: k-means, L2 logistic regression, BG/NBD and Gamma-Gamma, Hungarian matching.
+//! ndarray and rayon only; no SQL engine: the step kinds (`steps/`) feed them matrices and turn
+//! what they fit into tables and SQL.
+
+pub mod hungarian;
+pub mod kmeans;
+pub mod logistic;
+pub mod ltv;
+pub mod similarity;

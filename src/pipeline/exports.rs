@@ -1,0 +1,95 @@
+//! The exports stages: tables written to Parquet or CSV, and segment files in each platform's
+//! format (with adds and removes against the previous published run when asked).
+
+use super::Prepared;
+use crate::error::{Error, Result};
+use crate::export::segment_files::{self, SegmentExportReport, PREVIOUS};
+use crate::export::{run_export, ExportResult};
+use crate::job::Job;
+use crate::segments::Segments;
+use crate::storage::publish::RunFolder;
+
+/// Writes every table export into the run folder (or its absolute destination).
+pub async fn tables(
+    job: &Job,
+    prepared: &mut Prepared,
+    run: &RunFolder,
+) -> Result<Vec<ExportResult>> {
+    let mut out = Vec::new();
+    for e in job.exports.iter().filter(|e| e.segments.is_none()) {
+        let bindings = prepared.plan.bindings.clone();
+        let r = run_export(&mut prepared.engine, job, e, &bindings, &run.dir).await?;
+        tracing::info!(table = %r.table, url = %r.url, rows = r.rows, "export written");
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// Writes every export of segments; warnings (segments too small to export) go to `warnings`.
+pub async fn segment_files(
+    job: &Job,
+    prepared: &mut Prepared,
+    run: &RunFolder,
+    segs: &Segments,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<SegmentExportReport>> {
+    let previous = register_previous_segments(job, prepared, run).await?;
+    let mut out = Vec::new();
+    for e in &job.exports {
+        let Some(se) = &e.segments else { continue };
+        let to = job.render_relative(&e.to, &prepared.plan.bindings)?;
+        let r = segment_files::write(
+            &prepared.engine,
+            job,
+            se,
+            to.trim_matches('/'),
+            segs,
+            &run.dir,
+            previous.as_deref(),
+            warnings,
+        )
+        .await?;
+        for s in &r.segments {
+            tracing::info!(export = %r.format, segment = %s.segment, rows = ?s.rows, dropped = s.dropped_invalid, "segment files written");
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// When an export writes deltas: the previous published run's membership table, registered for
+/// the writers; returns that run's id.
+async fn register_previous_segments(
+    job: &Job,
+    prepared: &mut Prepared,
+    run: &RunFolder,
+) -> Result<Option<String>> {
+    let wants_deltas = job
+        .exports
+        .iter()
+        .any(|e| e.segments.as_ref().is_some_and(|s| s.deltas));
+    if !wants_deltas {
+        return Ok(None);
+    }
+    let Some((_, ptr)) = crate::storage::publish::previous(&run.root, &run.key).await? else {
+        return Ok(None);
+    };
+    let loc = run.root.child(&format!("{}/segments.parquet", ptr.run))?;
+    prepared.engine.register_store(&loc);
+    prepared
+        .engine
+        .ctx
+        .register_parquet(
+            PREVIOUS,
+            loc.url.as_str(),
+            datafusion::prelude::ParquetReadOptions::default(),
+        )
+        .await
+        .map_err(|e| {
+            Error::data(
+                loc.display(),
+                format!("the previous run's segments.parquet cannot be read: {e}"),
+            )
+        })?;
+    Ok(Some(ptr.run_id.clone()))
+}

@@ -1,0 +1,158 @@
+//! The steps stage: every step in order (sql, incremental, models), `previous_<step>` tables
+//! from the previous published run, and transient tables released once nothing reads them.
+
+use std::time::Duration;
+
+use super::{Prepared, RunOptions};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::job::Job;
+use crate::steps::{StepInputs, StepResult};
+use crate::storage;
+
+fn progress_bar(opts: &RunOptions, len: usize) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !opts.progress || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = indicatif::ProgressBar::new(len as u64);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    pb.enable_steady_tick(Duration::from_millis(200));
+    Some(pb)
+}
+
+/// Runs steps in order up to and including `until` (all when `None`).
+pub async fn run_steps(
+    job: &Job,
+    prepared: &Prepared,
+    opts: &RunOptions,
+    until: Option<&str>,
+) -> Result<Vec<StepResult>> {
+    if let Some(u) = until {
+        if !job.steps.iter().any(|s| s.name == u) {
+            let names: Vec<String> = job.steps.iter().map(|s| s.name.clone()).collect();
+            return Err(Error::Usage(format!(
+                "job `{}` has no step `{u}` (steps: {})",
+                job.name,
+                names.join(", ")
+            )));
+        }
+    }
+    let plan = &prepared.plan;
+    let inputs = StepInputs {
+        bindings: &plan.bindings,
+        spill_threshold: prepared.engine.memory_limit / 4,
+        state: &plan.state,
+        incremental_state: !opts.no_state,
+        full_refresh: opts.full_refresh,
+        sources: &prepared.sources,
+    };
+    let pb = progress_bar(opts, job.steps.len());
+    // The previous published run, for steps listed in `previous`.
+    let previous_run = if job.previous.is_empty() {
+        None
+    } else {
+        crate::storage::publish::previous(&plan.root, &plan.key)
+            .await?
+            .map(|(_, p)| (plan.root.clone(), p))
+    };
+    let mut results = Vec::new();
+    let mut released: Vec<&str> = Vec::new();
+    for (idx, step) in job.steps.iter().enumerate() {
+        if let Some(pb) = &pb {
+            pb.set_message(format!("step {}", step.name));
+        }
+        tracing::info!(step = %step.name, "step started");
+        let r = crate::steps::run(&prepared.engine, step, &inputs).await?;
+        tracing::info!(step = %step.name, rows = r.rows, ms = r.elapsed.as_millis() as u64, "step finished");
+        results.push(r);
+        if let Some((_, to)) = job.previous.iter().find(|(s, _)| *s == step.name) {
+            register_previous(&prepared.engine, &step.name, to, previous_run.as_ref()).await?;
+        }
+        if let Some(pb) = &pb {
+            pb.inc(1);
+        }
+        if until == Some(step.name.as_str()) {
+            break;
+        }
+        release_transient(job, idx, &prepared.engine, &mut released);
+    }
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    Ok(results)
+}
+
+/// Drops from memory the transient steps up to `idx` that no later part of the job names:
+/// the rest of the job (later steps, segments, exports, gates, ...) is searched for the table
+/// name as a whole word, so a table is kept whenever anything might read it.
+fn release_transient<'a>(job: &'a Job, idx: usize, engine: &Engine, released: &mut Vec<&'a str>) {
+    let pending: Vec<&str> = job.steps[..=idx]
+        .iter()
+        .filter(|s| s.transient && !released.contains(&s.name.as_str()))
+        .map(|s| s.name.as_str())
+        .collect();
+    if pending.is_empty() {
+        return;
+    }
+    let mut rest = job.clone();
+    rest.steps.drain(..=idx);
+    let rest = format!("{rest:?}").to_lowercase();
+    for name in pending {
+        if !names_word(&rest, &name.to_lowercase()) {
+            let _ = engine.ctx.deregister_table(name);
+            tracing::info!(step = %name, "transient table released: nothing later reads it");
+            released.push(name);
+        }
+    }
+}
+
+/// Whether `word` occurs in `text` with no identifier character on either side.
+fn names_word(text: &str, word: &str) -> bool {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(word).any(|(i, _)| {
+        !text[..i].chars().next_back().is_some_and(ident)
+            && !text[i + word.len()..].chars().next().is_some_and(ident)
+    })
+}
+
+/// Registers `previous_<step>`: the step's Parquet export in the previous published run, or an
+/// empty table of the step's schema when there is none (the first run).
+pub async fn register_previous(
+    engine: &Engine,
+    step: &str,
+    to: &str,
+    previous: Option<&(storage::Location, crate::storage::publish::Pointer)>,
+) -> Result<()> {
+    let name = format!("previous_{step}");
+    let _ = engine.ctx.deregister_table(name.as_str());
+    if let Some((root, ptr)) = previous {
+        let loc = root.child(&format!("{}/{to}", ptr.run))?;
+        if crate::storage::read_bytes(&loc).await.is_ok() {
+            engine
+                .ctx
+                .register_parquet(
+                    name.as_str(),
+                    loc.url.as_str(),
+                    datafusion::prelude::ParquetReadOptions::default(),
+                )
+                .await
+                .map_err(|e| {
+                    Error::data(
+                        loc.display(),
+                        format!("the previous run's `{step}` cannot be read: {e}"),
+                    )
+                })?;
+            tracing::info!(step, run = %ptr.run_id, "previous run's table registered as {name}");
+            return Ok(());
+        }
+    }
+    let df = engine.ctx.table(step).await.map_err(Error::unexpected)?;
+    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+    engine.register_batches(&name, schema, vec![]).await
+}
