@@ -1,7 +1,6 @@
 //! `audiences measure`: campaign results against a published run's target and control groups.
 
 use clap::Args;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use object_store::ObjectStoreExt;
 
 use super::load_job;
@@ -188,9 +187,9 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
 
     let dir = root.child(&format!("{date}/measurements/{run_id}"))?;
     let batch = crate::measure::to_batch(&lifts)?;
-    let stream =
-        RecordBatchStreamAdapter::new(batch.schema(), futures::stream::iter(vec![Ok(batch)]));
-    storage::write::write_csv(&dir.child("lift.csv")?, Box::pin(stream)).await?;
+    let schema = batch.schema();
+    let stream = storage::write::in_memory(vec![batch]);
+    storage::write::write_csv(&dir.child("lift.csv")?, schema, stream).await?;
     let doc = serde_json::json!({
         "job": job.name,
         "date": date,

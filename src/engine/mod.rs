@@ -319,11 +319,8 @@ impl Engine {
         }
         let dir = self.work_dir(name)?;
         let file = dir.child("part-0.parquet")?;
-        let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-            schema.clone(),
-            futures::stream::iter(batches.into_iter().map(Ok)),
-        );
-        crate::storage::write::write_parquet(&file, schema.clone(), Box::pin(stream)).await?;
+        let stream = crate::storage::write::in_memory(batches);
+        crate::storage::write::write_parquet(&file, schema.clone(), stream).await?;
         self.register_listing(name, &dir, schema).await
     }
 

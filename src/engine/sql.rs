@@ -14,6 +14,8 @@ use super::Engine;
 use crate::error::{Problem, Result};
 use crate::job::{Bindings, StepSql};
 pub use crate::quote::{ident, literal};
+use crate::storage::write::Batches;
+use futures::StreamExt;
 
 /// The bound params as DataFusion's typed placeholder values.
 pub fn param_values(bindings: &Bindings) -> ParamValues {
@@ -54,6 +56,19 @@ pub async fn plan_sql(
         .into_optimized_plan()
         .map_err(|e| sql_problem(step, sql, &e))?;
     Ok(df)
+}
+
+/// Executes `df` as a stream of batches whose errors are mapped like every other query's (for
+/// the writers in `storage::write`).
+pub async fn execute(df: DataFrame, context: &str) -> Result<Batches> {
+    let stream = df
+        .execute_stream()
+        .await
+        .map_err(|e| execution_error(context, e))?;
+    let context = context.to_string();
+    Ok(stream
+        .map(move |b| b.map_err(|e| execution_error(&context, e)))
+        .boxed())
 }
 
 /// Runs a query of the engine's own (no params) into batches; `context` names it in errors.

@@ -75,10 +75,7 @@ pub async fn run_export(
         Error::job_msg(
             None,
             format!("{context}: table `{}` has no column `{c}`", export.table),
-            Some(format!(
-                "nearest columns: {}",
-                crate::hint::nearest(c, &names, 3).join(", ")
-            )),
+            Some(crate::hint::nearest_columns(c, &names)),
         )
     };
     if let Some(cols) = &export.columns {
@@ -118,13 +115,10 @@ pub async fn run_export(
     }
     let df = df.sort(sort).map_err(|e| execution_error(&context, e))?;
     let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-    let stream = df
-        .execute_stream()
-        .await
-        .map_err(|e| execution_error(&context, e))?;
+    let stream = crate::engine::sql::execute(df, &context).await?;
     let written = match export.format {
         ExportFormat::Parquet => write::write_parquet(&loc, schema, stream).await?,
-        ExportFormat::Csv => write::write_csv(&loc, stream).await?,
+        ExportFormat::Csv => write::write_csv(&loc, schema, stream).await?,
         other => {
             return Err(Error::internal(format!(
                 "{context}: format {} exports segments, not tables",

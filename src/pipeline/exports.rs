@@ -71,7 +71,7 @@ async fn register_previous_segments(
     if !wants_deltas {
         return Ok(None);
     }
-    let Some((_, ptr)) = crate::storage::publish::previous(&run.root, &run.key).await? else {
+    let Some(ptr) = prepared.plan.previous_run().await?.cloned() else {
         return Ok(None);
     };
     let loc = run.root.child(&format!("{}/segments.parquet", ptr.run))?;

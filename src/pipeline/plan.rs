@@ -11,6 +11,7 @@ use crate::engine::sources::{register_source, SourceInfo};
 use crate::engine::{Engine, EngineConfig};
 use crate::error::Result;
 use crate::job::{Bindings, Job};
+use crate::storage::publish::Pointer;
 use crate::storage::{self, Location};
 
 /// What a run decided before reading anything.
@@ -28,6 +29,8 @@ pub struct Plan {
     pub state: Location,
     /// The SQL engine's settings: the command line's, with the job's engine and settings.
     pub engine: EngineConfig,
+    /// The previous published run (an earlier date), looked up once when first asked for.
+    previous: tokio::sync::OnceCell<Option<Pointer>>,
 }
 
 /// The current directory, the base of relative paths given on the command line.
@@ -64,7 +67,24 @@ impl Plan {
             root,
             state,
             engine,
+            previous: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// The run published for the latest date before this one, if any: what `previous` steps,
+    /// size gates and deltas compare with. Looked up once per run.
+    pub async fn previous_run(&self) -> Result<Option<&Pointer>> {
+        let found = self
+            .previous
+            .get_or_try_init(|| async {
+                Ok::<_, crate::error::Error>(
+                    storage::publish::previous(&self.root, &self.key)
+                        .await?
+                        .map(|(_, p)| p),
+                )
+            })
+            .await?;
+        Ok(found.as_ref())
     }
 }
 

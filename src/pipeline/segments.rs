@@ -27,7 +27,7 @@ pub async fn build(
         tracing::info!(segment = %c.name, target = c.target, control = c.control, suppressed = c.suppressed, "segment built");
     }
     let previous_sizes = if job.segments.iter().any(|s| s.gates.max_change.is_some()) {
-        previous_segment_sizes(run).await?
+        previous_segment_sizes(prepared, run).await?
     } else {
         None
     };
@@ -40,17 +40,17 @@ pub async fn build(
         .await
         .map_err(|e| execution_error("segments", e))?;
     let schema = Arc::new(df.schema().as_arrow().clone());
-    let stream = df
-        .execute_stream()
-        .await
-        .map_err(|e| execution_error("segments", e))?;
+    let stream = crate::engine::sql::execute(df, "segments").await?;
     write::write_parquet(&run.dir.child("segments.parquet")?, schema, stream).await?;
     Ok((segs, gates))
 }
 
 /// Target size of each segment in the previous published run (an earlier date), if any.
-async fn previous_segment_sizes(run: &RunFolder) -> Result<Option<BTreeMap<String, u64>>> {
-    let Some((_, ptr)) = storage::publish::previous(&run.root, &run.key).await? else {
+async fn previous_segment_sizes(
+    prepared: &Prepared,
+    run: &RunFolder,
+) -> Result<Option<BTreeMap<String, u64>>> {
+    let Some(ptr) = prepared.plan.previous_run().await? else {
         return Ok(None);
     };
     let loc = run.root.child(&format!("{}/manifest.json", ptr.run))?;

@@ -57,9 +57,9 @@ pub async fn run_steps(
     let previous_run = if job.previous.is_empty() {
         None
     } else {
-        crate::storage::publish::previous(&plan.root, &plan.key)
+        plan.previous_run()
             .await?
-            .map(|(_, p)| (plan.root.clone(), p))
+            .map(|p| (plan.root.clone(), p.clone()))
     };
     let mut results = Vec::new();
     let mut released: Vec<&str> = Vec::new();

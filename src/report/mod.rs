@@ -15,7 +15,7 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use plotters::prelude::*;
 
 use crate::engine::Engine;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::measure::Lift;
 
 mod lift;
@@ -57,14 +57,7 @@ pub struct ReportData {
 const STAGES: [&str; 5] = ["none", "awareness", "intent", "conversion", "advocacy"];
 
 async fn rows(engine: &Engine, sql: &str) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
-    engine
-        .ctx
-        .sql(sql)
-        .await
-        .map_err(|e| Error::internal(format!("report: {e}")))?
-        .collect()
-        .await
-        .map_err(|e| Error::internal(format!("report: {e}")))
+    crate::engine::sql::collect(engine, sql, "report").await
 }
 
 fn text_col(b: &datafusion::arrow::array::RecordBatch, i: usize) -> Vec<String> {

@@ -15,7 +15,6 @@ use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Int64Type;
 use serde::Serialize;
 
-use crate::engine::diagnostics::execution_error;
 use crate::engine::materialise::materialise;
 use crate::engine::sql::plan_sql;
 use crate::engine::Engine;
@@ -77,12 +76,7 @@ pub fn matches(pattern: &str, name: &str, group_of: Option<&str>) -> bool {
 }
 
 async fn collect_counts(engine: &Engine, sql: &str, what: &str) -> Result<Vec<(String, Vec<i64>)>> {
-    let df = engine
-        .ctx
-        .sql(sql)
-        .await
-        .map_err(|e| Error::internal(format!("{what}: {e}")))?;
-    let batches = df.collect().await.map_err(|e| execution_error(what, e))?;
+    let batches = crate::engine::sql::collect(engine, sql, what).await?;
     let mut out = Vec::new();
     for b in batches {
         let names = datafusion::arrow::compute::cast(
@@ -181,10 +175,7 @@ pub async fn build(
                         return Err(Error::job_msg(
                             Some(&label),
                             format!("table `{from}` has no column `{c}`"),
-                            Some(format!(
-                                "nearest columns: {}",
-                                crate::hint::nearest(c, &names, 3).join(", ")
-                            )),
+                            Some(crate::hint::nearest_columns(c, &names)),
                         ));
                     }
                 }
@@ -363,10 +354,7 @@ pub async fn build(
                 return Err(Error::job_msg(
                     Some("publish"),
                     format!("suppression table `{t}` has no id column `{id}`"),
-                    Some(format!(
-                        "nearest columns: {}",
-                        crate::hint::nearest(id, &names, 3).join(", ")
-                    )),
+                    Some(crate::hint::nearest_columns(id, &names)),
                 ));
             }
         }

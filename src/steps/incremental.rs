@@ -30,7 +30,6 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::datasource::MemTable;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
@@ -523,9 +522,8 @@ async fn write_day(
     let loc = dir.child(&rel)?;
     let batch = concat_batches(schema, &parts).map_err(Error::unexpected)?;
     let rows = batch.num_rows() as u64;
-    let stream =
-        RecordBatchStreamAdapter::new(schema.clone(), futures::stream::iter(vec![Ok(batch)]));
-    let w = crate::storage::write::write_parquet(&loc, schema.clone(), Box::pin(stream)).await?;
+    let stream = crate::storage::write::in_memory(vec![batch]);
+    let w = crate::storage::write::write_parquet(&loc, schema.clone(), stream).await?;
     let h = HeldDay {
         day: day.to_string(),
         fingerprint: fp.clone(),

@@ -25,7 +25,6 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::StepResult;
-use crate::engine::diagnostics::execution_error;
 use crate::engine::materialise::Held;
 use crate::engine::Engine;
 use crate::error::Problem;
@@ -78,15 +77,6 @@ pub fn output_schema(id: &str) -> Arc<Schema> {
 
 use crate::quote::ident as q;
 
-async fn rows(engine: &Engine, sql: &str, context: &str) -> Result<Vec<RecordBatch>> {
-    let df = engine
-        .ctx
-        .sql(sql)
-        .await
-        .map_err(|e| execution_error(context, e))?;
-    df.collect().await.map_err(|e| execution_error(context, e))
-}
-
 fn f64s(b: &RecordBatch, i: usize) -> Result<Float64Array> {
     let c = datafusion::arrow::compute::cast(b.column(i), &DataType::Float64)
         .map_err(Error::unexpected)?;
@@ -114,7 +104,7 @@ pub async fn check_input(
         if !names.iter().any(|n| n == c) {
             return Err((
                 format!("table `{}` has no column `{c}`; an ltv step reads id, frequency, recency, age and monetary", cfg.input),
-                Some(format!("nearest columns: {}", crate::hint::nearest(c, &names, 3).join(", "))),
+                Some(crate::hint::nearest_columns(c, &names)),
             ));
         }
     }
@@ -128,7 +118,7 @@ pub async fn run(engine: &Engine, name: &str, cfg: &LtvConfig) -> Result<(LtvMod
         .await
         .map_err(|(m, hint)| Error::job_msg(Some(name), m, hint))?;
     let t = q(&cfg.input);
-    let bad = rows(
+    let bad = crate::engine::sql::collect(
         engine,
         &format!(
             "SELECT COUNT(*) FROM {t} WHERE frequency IS NULL OR recency IS NULL OR age IS NULL \
@@ -146,7 +136,7 @@ pub async fn run(engine: &Engine, name: &str, cfg: &LtvConfig) -> Result<(LtvMod
         ));
     }
     // Identical summaries grouped with weights: the fit costs the distinct rows.
-    let grouped = rows(
+    let grouped = crate::engine::sql::collect(
         engine,
         &format!("SELECT CAST(frequency AS DOUBLE), CAST(recency AS DOUBLE), CAST(age AS DOUBLE), COUNT(*) FROM {t} WHERE age > 0 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"),
         &context,
@@ -165,7 +155,7 @@ pub async fn run(engine: &Engine, name: &str, cfg: &LtvConfig) -> Result<(LtvMod
             });
         }
     }
-    let spend = rows(
+    let spend = crate::engine::sql::collect(
         engine,
         &format!("SELECT CAST(frequency AS DOUBLE), CAST(monetary AS DOUBLE), COUNT(*) FROM {t} WHERE frequency > 0 AND age > 0 AND monetary > 0 AND NOT isnan(CAST(monetary AS DOUBLE)) GROUP BY 1, 2 ORDER BY 1, 2"),
         &context,
@@ -196,7 +186,7 @@ pub async fn run(engine: &Engine, name: &str, cfg: &LtvConfig) -> Result<(LtvMod
     let ((bg, distinct), gg) = (bg, gg);
 
     // Predict every customer, in parallel.
-    let all = rows(
+    let all = crate::engine::sql::collect(
         engine,
         &format!(
             "SELECT CAST({} AS VARCHAR), frequency, recency, age, monetary FROM {t} ORDER BY 1",

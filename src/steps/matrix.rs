@@ -40,10 +40,7 @@ pub fn feature_specs(
         return Err(step_err(
             step,
             format!("input `{}` has no id column `{}`", cfg.input, cfg.id),
-            Some(format!(
-                "nearest columns: {}",
-                crate::hint::nearest(cfg.id, &names, 3).join(", ")
-            )),
+            Some(crate::hint::nearest_columns(cfg.id, &names)),
         ));
     }
     let columns: Vec<String> = match &cfg.features {
@@ -68,10 +65,7 @@ pub fn feature_specs(
             return Err(step_err(
                 step,
                 format!("feature column `{c}` is not in input `{}`", cfg.input),
-                Some(format!(
-                    "nearest columns: {}",
-                    crate::hint::nearest(c, &names, 3).join(", ")
-                )),
+                Some(crate::hint::nearest_columns(c, &names)),
             ));
         };
         let list = cfg

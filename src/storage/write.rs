@@ -9,7 +9,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::parquet::arrow::async_writer::AsyncArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
-use datafusion::physical_plan::SendableRecordBatchStream;
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::buffered::BufWriter;
 use object_store::ObjectStoreExt;
@@ -44,11 +44,20 @@ pub fn parquet_properties() -> WriterProperties {
         .build()
 }
 
+/// Batches to write, each a result of the crate's own: the SQL engine's errors are mapped by
+/// the caller (`engine::sql::execute`), so storage needs nothing of the engine.
+pub type Batches = BoxStream<'static, Result<RecordBatch>>;
+
+/// Batches already in memory, as a stream to write.
+pub fn in_memory(batches: Vec<RecordBatch>) -> Batches {
+    futures::stream::iter(batches.into_iter().map(Ok)).boxed()
+}
+
 /// Streams record batches into one Parquet object.
 pub async fn write_parquet(
     loc: &Location,
     schema: SchemaRef,
-    mut stream: SendableRecordBatchStream,
+    mut stream: Batches,
 ) -> Result<Written> {
     let writer = BufWriter::new(loc.store.clone(), loc.path.clone());
     let mut w =
@@ -61,27 +70,31 @@ pub async fn write_parquet(
     let mut rows = 0u64;
     // Page boundaries follow the batches written: re-chunk to a fixed size so the file's bytes
     // depend only on its rows, not on how the engine happened to batch them.
-    let mut chunks = BatchCoalescer::new(stream.schema(), WRITE_BATCH_ROWS);
+    // The chunks take the batches' own schema (which may differ from the declared one in
+    // nullability), as the writer has always been given them.
+    let mut chunks: Option<BatchCoalescer> = None;
     loop {
         let next = stream.next().await;
         let done = next.is_none();
         match next {
             Some(batch) => {
-                let batch = batch.map_err(|e| {
-                    crate::engine::diagnostics::execution_error(
-                        &format!("export to {}", loc.display()),
-                        e,
-                    )
-                })?;
+                let batch = batch?;
                 rows += batch.num_rows() as u64;
-                chunks.push_batch(batch).map_err(|e| write_err(loc, e))?;
+                chunks
+                    .get_or_insert_with(|| BatchCoalescer::new(batch.schema(), WRITE_BATCH_ROWS))
+                    .push_batch(batch)
+                    .map_err(|e| write_err(loc, e))?;
             }
-            None => chunks
-                .finish_buffered_batch()
-                .map_err(|e| write_err(loc, e))?,
+            None => {
+                if let Some(c) = chunks.as_mut() {
+                    c.finish_buffered_batch().map_err(|e| write_err(loc, e))?;
+                }
+            }
         }
-        while let Some(b) = chunks.next_completed_batch() {
-            w.write(&b).await.map_err(|e| write_err(loc, e))?;
+        if let Some(c) = chunks.as_mut() {
+            while let Some(b) = c.next_completed_batch() {
+                w.write(&b).await.map_err(|e| write_err(loc, e))?;
+            }
         }
         if done {
             break;
@@ -98,15 +111,13 @@ pub async fn write_parquet(
 }
 
 /// Streams record batches into one CSV object with a header row.
-pub async fn write_csv(loc: &Location, mut stream: SendableRecordBatchStream) -> Result<Written> {
+pub async fn write_csv(loc: &Location, schema: SchemaRef, mut stream: Batches) -> Result<Written> {
     let mut out = BufWriter::new(loc.store.clone(), loc.path.clone());
     let mut rows = 0u64;
     let mut bytes = 0u64;
     let mut first = true;
     while let Some(batch) = stream.next().await {
-        let batch: RecordBatch = batch.map_err(|e| {
-            crate::engine::diagnostics::execution_error(&format!("export to {}", loc.display()), e)
-        })?;
+        let batch: RecordBatch = batch?;
         rows += batch.num_rows() as u64;
         let mut buf = Vec::new();
         {
@@ -119,7 +130,6 @@ pub async fn write_csv(loc: &Location, mut stream: SendableRecordBatchStream) ->
     }
     if first {
         // No batch at all: still write the header so the file is a valid, empty CSV.
-        let schema = stream.schema();
         let header = schema
             .fields()
             .iter()

@@ -222,20 +222,24 @@ fn cluster_ids_stay_stable_when_few_users_change() {
     assert!(share >= 0.9, "users keeping their cluster id: {share:.3}");
 }
 
-fn assert_job_error(extra: &str, features: Option<&str>, expect: &[&str]) {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = demo_data(tmp.path(), 300);
-    let job = kmeans_job(tmp.path(), extra, "");
-    if let Some(f) = features {
-        let text = std::fs::read_to_string(&job).unwrap();
-        let start = text.find("features = [").unwrap();
-        let end = start + text[start..].find(']').unwrap() + 1;
-        let text = format!("{}features = {f}{}", &text[..start], &text[end..]).replace("transforms = { \"*\" = \"log1p\", recency_days = \"standardize\", age = \"standardize\" }", "");
-        std::fs::write(&job, text).unwrap();
+/// A job clustering a small CSV of `n` users: two count columns, a string column and a
+/// constant one; the kmeans step takes `keys`.
+fn small_kmeans_job(n: usize, keys: &str) -> JobDir {
+    let mut csv = String::from("user_id,orders,amount,gender,zero\n");
+    for i in 0..n {
+        let g = if i % 2 == 0 { "f" } else { "m" };
+        csv.push_str(&format!("u{i},{},{}.5,{g},0\n", i % 7, (i * 13) % 101));
     }
-    let res = run_job(&job, &data, &[]);
-    let text = output_text(&res);
-    assert_eq!(res.status.code(), Some(78), "{text}");
+    JobDir::new(&format!(
+        "name = \"km\"\n[sources]\nt = {{ url = \"../in/t.csv\", format = \"csv\", schema = \"user_id string, orders double, amount double, gender string, zero double\" }}\n[[step]]\nname = \"clusters\"\nkind = \"kmeans\"\ninput = \"t\"\n{keys}\n"
+    ))
+    .file("in/t.csv", &csv)
+}
+
+fn assert_job_error(keys: &str, expect: &[&str]) {
+    let ran = small_kmeans_job(300, keys).run("run", &[]);
+    let text = ran.text();
+    assert_eq!(ran.code(), Some(78), "{text}");
     assert!(text.contains("[clusters]"), "names the step: {text}");
     for e in expect {
         assert!(text.contains(e), "expected {e:?} in: {text}");
@@ -245,8 +249,7 @@ fn assert_job_error(extra: &str, features: Option<&str>, expect: &[&str]) {
 #[test]
 fn non_numeric_feature_is_an_error_naming_the_column() {
     assert_job_error(
-        "k = 3",
-        Some(r#"["orders_90d", "gender"]"#),
+        "k = 3\nfeatures = [\"orders\", \"gender\"]",
         &["`gender`", "not numeric", "onehot"],
     );
 }
@@ -255,38 +258,24 @@ fn non_numeric_feature_is_an_error_naming_the_column() {
 fn constant_feature_is_an_error_naming_the_column() {
     // `zero` is 0 for every user: zero variance.
     assert_job_error(
-        "k = 3",
-        Some(r#"["orders_90d", "brand_shares_90d", "zero"]"#),
+        "k = 3\nfeatures = [\"orders\", \"amount\", \"zero\"]",
         &["`zero`"],
     );
 }
 
 #[test]
 fn k_larger_than_rows_is_an_error() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = demo_data(tmp.path(), 300);
-    let job = kmeans_job(tmp.path(), "k = 5000", "");
-    let res = run_job(&job, &data, &[]);
-    let text = output_text(&res);
-    assert_eq!(res.status.code(), Some(78), "{text}");
-    assert!(
-        text.contains("k = 5000 is larger than the 300 rows"),
-        "{text}"
+    assert_job_error(
+        "k = 5000\nfeatures = [\"orders\", \"amount\"]",
+        &["k = 5000 is larger than the 300 rows"],
     );
 }
 
 #[test]
 fn bad_kmeans_keys_are_job_errors() {
-    let tmp = tempfile::tempdir().unwrap();
-    let job = kmeans_job(tmp.path(), "k = 3\nnulls = \"guess\"", "");
-    let res = bin()
-        .arg("check")
-        .arg(&job)
-        .args(["--param", "data=/x"])
-        .output()
-        .unwrap();
-    let text = output_text(&res);
-    assert_eq!(res.status.code(), Some(78), "{text}");
+    let ran = small_kmeans_job(10, "k = 3\nnulls = \"guess\"").run("check", &[]);
+    let text = ran.text();
+    assert_eq!(ran.code(), Some(78), "{text}");
     assert!(text.contains("nulls = \"guess\""), "{text}");
 }
 

@@ -123,3 +123,83 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     }
     out
 }
+
+/// A job folder of a test's own: `jobs/j.toml`, the files it names, and `out/` for its runs.
+/// Relative paths in the job file are relative to `jobs/`, so `../in/t.csv` is `in/t.csv` here.
+pub struct JobDir {
+    dir: tempfile::TempDir,
+}
+
+/// A finished command of a [`JobDir`].
+pub struct Ran {
+    /// What the process printed and how it ended.
+    pub output: std::process::Output,
+    /// The output folder it wrote below.
+    pub out: PathBuf,
+}
+
+impl JobDir {
+    /// A job folder holding `job` as `jobs/j.toml` (its `output` defaults to `../out`).
+    pub fn new(job: &str) -> JobDir {
+        let dir = tempfile::tempdir().unwrap();
+        let text = if job.contains("\noutput =") || job.starts_with("output =") {
+            job.to_string()
+        } else {
+            // `output` is a top-level key: it goes before the first table.
+            match job.find("\n[") {
+                Some(i) => format!("{}\noutput = \"../out\"{}", &job[..i], &job[i..]),
+                None => format!("{job}\noutput = \"../out\"\n"),
+            }
+        };
+        write(&dir.path().join("jobs/j.toml"), &text);
+        JobDir { dir }
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The job file.
+    pub fn job(&self) -> PathBuf {
+        self.path().join("jobs/j.toml")
+    }
+
+    /// Writes `text` at `rel` below the folder.
+    pub fn file(self, rel: &str, text: &str) -> JobDir {
+        write(&self.path().join(rel), text);
+        self
+    }
+
+    /// Runs `audiences <command> jobs/j.toml <args>`.
+    pub fn run(&self, command: &str, args: &[&str]) -> Ran {
+        let output = bin()
+            .arg(command)
+            .arg(self.job())
+            .args(args)
+            .output()
+            .unwrap();
+        Ran {
+            output,
+            out: self.path().join("out"),
+        }
+    }
+}
+
+impl Ran {
+    /// The exit code.
+    pub fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+
+    /// stdout + stderr.
+    pub fn text(&self) -> String {
+        output_text(&self.output)
+    }
+
+    /// The run folder published for `date` (`undated` for a job without `as_of`).
+    pub fn published(&self, date: &str) -> PathBuf {
+        assert_eq!(self.code(), Some(0), "{}", self.text());
+        published_at(&self.out, date)
+    }
+}

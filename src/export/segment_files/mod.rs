@@ -496,10 +496,7 @@ async fn write_parquet_sets(
                 .await
                 .map_err(|e| export_problem(&label, ex, e))?;
             let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-            let stream = df
-                .execute_stream()
-                .await
-                .map_err(|e| execution_error(&label, e))?;
+            let stream = crate::engine::sql::execute(df, &label).await?;
             let rel = format!("{to}/{seg}/{part}/{seg}.parquet");
             let loc = run_dir.child(&rel)?;
             let w = crate::storage::write::write_parquet(&loc, schema, stream).await?;

@@ -127,3 +127,57 @@ pub(super) fn previous(ctx: &mut Ctx, raw: &[String], exports: &[Export]) -> Vec
 
     previous
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::job::{ExportFormat, Job};
+
+    fn parse(body: &str) -> Result<Job, String> {
+        let text = format!("name = \"x\"\n[sources]\nusers = {{ url = \"u/\", format = \"parquet\" }}\n[[segment]]\nname = \"all\"\nquery = \"SELECT user_id FROM users\"\n[publish]\nidentities = \"users\"\n{body}");
+        Job::parse(&text, "x.toml", Path::new("/tmp")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn table_and_segment_exports() {
+        let job = parse("[[export]]\ntable = \"users\"\nto = \"users.csv\"\n[[export]]\nsegments = [\"*\"]\nformat = \"tencent_ads\"\nids = [{ type = \"HASH_IMEI\", column = \"imei\" }]\n").unwrap();
+        assert_eq!(job.exports[0].format, ExportFormat::Csv);
+        let se = job.exports[1].segments.as_ref().unwrap();
+        assert_eq!(job.exports[1].to, "tencent_ads");
+        assert_eq!(se.identities.as_deref(), Some("users"));
+        assert_eq!(se.fields[0].header, "HASH_IMEI");
+    }
+
+    #[test]
+    fn export_problems_reported_together() {
+        let msg = parse("[[export]]\ntable = \"usres\"\nto = \"u.txt\"\n[[export]]\nsegments = [\"al\"]\nformat = \"meta_custom_audience\"\nfields = { emial = \"email\" }\n[[export]]\nsegments = [\"all\"]\n[[export]]\ntable = \"users\"\nsegments = [\"all\"]\nformat = \"csv\"\n").unwrap_err();
+        assert!(msg.contains("export of unknown table `usres`"), "{msg}");
+        assert!(msg.contains("cannot tell the format of `u.txt`"), "{msg}");
+        assert!(msg.contains("export names unknown segment `al`"), "{msg}");
+        assert!(
+            msg.contains("field `emial` is not one of this platform's fields"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("an export of segments needs `format`"),
+            "{msg}"
+        );
+        assert!(msg.contains("either `table`"), "{msg}");
+    }
+
+    #[test]
+    fn previous_needs_a_parquet_export_in_the_run_folder() {
+        let text = "name = \"x\"\nprevious = [\"users\"]\n[sources]\nusers = { url = \"u/\", format = \"parquet\" }\n[[export]]\ntable = \"users\"\nto = \"users.csv\"\n";
+        let msg = Job::parse(text, "x.toml", Path::new("/tmp"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("`previous` names `users`"), "{msg}");
+        let ok = text.replace("users.csv", "users.parquet");
+        let job = Job::parse(&ok, "x.toml", Path::new("/tmp")).unwrap();
+        assert_eq!(
+            job.previous,
+            vec![("users".to_string(), "users.parquet".to_string())]
+        );
+    }
+}

@@ -3,6 +3,7 @@
 //! once with `file:line:col`.
 
 mod exports;
+mod keys;
 mod models;
 mod params;
 mod publish;
@@ -14,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::spec::JobSpec;
-use super::{keys, template, EngineKind, Job, StepSql};
+use super::{template, EngineKind, Job, StepSql};
 use crate::error::{Error, Location, Problem, Result};
 use crate::hint::line_col;
 
@@ -137,7 +138,7 @@ pub(super) fn job(text: &str, file: &str, dir: &Path) -> Result<Job> {
         .collect();
     let sources = sources::check(&mut ctx, &raw.sources, &template_names);
     let steps = steps::check(&mut ctx, &raw.steps, &sources, &params);
-    keys::check_written(&mut ctx, &raw);
+    keys::check(&mut ctx, &raw);
     let table_names: Vec<String> = sources
         .iter()
         .map(|s| s.name.clone())

@@ -81,3 +81,46 @@ pub(super) fn check(
 
     publish
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::job::Job;
+
+    fn parse(publish: &str) -> Result<Job, String> {
+        let text = format!("name = \"x\"\n[sources]\nusers = {{ url = \"u/\", format = \"parquet\" }}\n[[segment]]\nname = \"vip\"\nquery = \"SELECT 1\"\n[[segment]]\nname = \"cluster\"\nfrom = \"users\"\nby = \"c\"\n[publish]\n{publish}");
+        Job::parse(&text, "x.toml", Path::new("/tmp")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn publication_settings() {
+        let job = parse("identities = \"users\"\npriority = [[\"vip\", \"cluster_*\"]]\nkeep_runs = 3\nlock_timeout_minutes = 5\n").unwrap();
+        assert_eq!(job.publish.identities.as_deref(), Some("users"));
+        assert_eq!(job.publish.keep_runs, 3);
+        assert_eq!(job.publish.lock_timeout.as_secs(), 300);
+        assert_eq!(job.publish.id, "user_id");
+    }
+
+    #[test]
+    fn publication_problems_reported_together() {
+        let msg = parse(
+            "identities = \"usres\"\npriority = [[\"vip\", \"vpi\"], [\"vip\"]]\nkeep_runs = 0\n",
+        )
+        .unwrap_err();
+        assert!(
+            msg.contains("[publish] names unknown table `usres`"),
+            "{msg}"
+        );
+        assert!(msg.contains("did you mean `users`?"), "{msg}");
+        assert!(
+            msg.contains("priority list names unknown segment `vpi`"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("segment `vip` appears in more than one priority list"),
+            "{msg}"
+        );
+        assert!(msg.contains("keep_runs must be at least 1"), "{msg}");
+    }
+}

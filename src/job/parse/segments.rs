@@ -72,6 +72,16 @@ pub(super) fn check(
                 None
             }
         };
+        let max_change = match &spec.max_change {
+            None => None,
+            Some(t) => match parse_ratio(&toml::Value::String(t.clone())) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    ctx.problem(offset, Some(gname), format!("max_change: {e}"), None);
+                    None
+                }
+            },
+        };
         if let Some(def) = def {
             segments.push(Segment {
                 name: gname.to_string(),
@@ -85,20 +95,52 @@ pub(super) fn check(
                 gates: SegmentGates {
                     min_size: spec.min_size,
                     max_size: spec.max_size,
-                    max_change: match &spec.max_change {
-                        None => None,
-                        Some(t) => match parse_ratio(&toml::Value::String(t.clone())) {
-                            Ok(v) => Some(v),
-                            Err(e) => {
-                                ctx.problem(offset, Some(gname), format!("max_change: {e}"), None);
-                                None
-                            }
-                        },
-                    },
+                    max_change,
                 },
             });
         }
     }
 
     segments
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::job::{Job, SegmentDef};
+
+    fn parse(body: &str) -> Result<Job, String> {
+        let text = format!(
+            "name = \"x\"\n[sources]\nt = {{ url = \"t/\", format = \"parquet\" }}\n{body}"
+        );
+        Job::parse(&text, "x.toml", Path::new("/tmp")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn holdout_and_salt_default_to_publish() {
+        let job = parse("[[segment]]\nname = \"a\"\nquery = \"SELECT user_id FROM t\"\n[[segment]]\nname = \"b\"\nfrom = \"t\"\nby = \"c\"\nholdout = \"20%\"\nsalt = \"own\"\n[publish]\nholdout = \"10%\"\nsalt = \"job\"\n").unwrap();
+        assert_eq!(job.segments[0].holdout, 0.1);
+        assert_eq!(job.segments[0].salt.as_deref(), Some("job"));
+        assert_eq!(job.segments[1].holdout, 0.2);
+        assert_eq!(job.segments[1].salt.as_deref(), Some("own"));
+        assert!(
+            matches!(&job.segments[1].def, SegmentDef::PerValue { from, by } if from == "t" && by == "c")
+        );
+    }
+
+    #[test]
+    fn segment_problems_reported_together() {
+        let msg = parse("[[segment]]\nname = \"a b\"\nquery = \"SELECT 1\"\n[[segment]]\nname = \"c\"\nfrom = \"tt\"\nby = \"x\"\n[[segment]]\nname = \"c\"\nquery = \"SELECT 1\"\nsql = \"f.sql\"\nmax_change = \"lots\"\n[[segment]]\nname = \"d\"\nquery = \"SELECT 1\"\nholdout = \"100%\"\n").unwrap_err();
+        assert!(msg.contains("segment name `a b`"), "{msg}");
+        assert!(msg.contains("reads unknown table `tt`"), "{msg}");
+        assert!(msg.contains("did you mean `t`?"), "{msg}");
+        assert!(msg.contains("a segment named `c` already exists"), "{msg}");
+        assert!(msg.contains("exactly one of `query`"), "{msg}");
+        assert!(msg.contains("max_change:"), "{msg}");
+        assert!(
+            msg.contains("holdout: `100%` must be at least 0% and below 100%"),
+            "{msg}"
+        );
+    }
 }
