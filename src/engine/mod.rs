@@ -263,6 +263,18 @@ impl Engine {
         })
     }
 
+    /// Registers the Parquet object at `loc` as table `name`; `what` names it in the error.
+    pub async fn register_parquet_at(&self, name: &str, loc: &Location, what: &str) -> Result<()> {
+        self.ctx
+            .register_parquet(
+                name,
+                loc.url.as_str(),
+                datafusion::prelude::ParquetReadOptions::default(),
+            )
+            .await
+            .map_err(|e| Error::data(loc.display(), format!("{what} cannot be read: {e}")))
+    }
+
     /// True when SQL runs on a Ballista cluster.
     pub fn is_distributed(&self) -> bool {
         self.kind.is_distributed()

@@ -71,6 +71,15 @@ pub async fn execute(df: DataFrame, context: &str) -> Result<Batches> {
         .boxed())
 }
 
+/// The column names of a query's result, in order.
+pub fn column_names(df: &DataFrame) -> Vec<String> {
+    df.schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect()
+}
+
 /// Runs a query of the engine's own (no params) into batches; `context` names it in errors.
 pub async fn collect(engine: &Engine, sql: &str, context: &str) -> Result<Vec<RecordBatch>> {
     engine

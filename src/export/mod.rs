@@ -66,12 +66,7 @@ pub async fn run_export(
         .await
         .map_err(|e| Error::job_msg(None, format!("{context}: {e}"), None))?;
     let bad_column = |c: &str, df: &datafusion::prelude::DataFrame| {
-        let names: Vec<String> = df
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
+        let names = crate::engine::sql::column_names(df);
         Error::job_msg(
             None,
             format!("{context}: table `{}` has no column `{c}`", export.table),

@@ -105,13 +105,7 @@ async fn plan_after_sources(
     }
     // Segments: plan each query; check split columns, identities and export columns.
     let id = job.publish.id.as_str();
-    let columns_of = |df: &datafusion::prelude::DataFrame| -> Vec<String> {
-        df.schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect()
-    };
+    let columns_of = crate::engine::sql::column_names;
     for seg in &job.segments {
         let label = format!("segment {}", seg.name);
         match &seg.def {

@@ -2,7 +2,7 @@
 //! format (with adds and removes against the previous published run when asked).
 
 use super::Prepared;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::export::segment_files::{self, SegmentExportReport, PREVIOUS};
 use crate::export::{run_export, ExportResult};
 use crate::job::Job;
@@ -78,18 +78,7 @@ async fn register_previous_segments(
     prepared.engine.register_store(&loc);
     prepared
         .engine
-        .ctx
-        .register_parquet(
-            PREVIOUS,
-            loc.url.as_str(),
-            datafusion::prelude::ParquetReadOptions::default(),
-        )
-        .await
-        .map_err(|e| {
-            Error::data(
-                loc.display(),
-                format!("the previous run's segments.parquet cannot be read: {e}"),
-            )
-        })?;
+        .register_parquet_at(PREVIOUS, &loc, "the previous run's segments.parquet")
+        .await?;
     Ok(Some(ptr.run_id.clone()))
 }

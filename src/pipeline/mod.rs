@@ -224,6 +224,7 @@ async fn run_locked(
         job,
         &prepared.plan.bindings,
         &prepared.sources,
+        prepared.plan.now.date_naive(),
     )
     .await?;
     crate::quality::enforce("source", &gates)?;

@@ -135,19 +135,8 @@ pub async fn register_previous(
         let loc = root.child(&format!("{}/{to}", ptr.run))?;
         if crate::storage::read_bytes(&loc).await.is_ok() {
             engine
-                .ctx
-                .register_parquet(
-                    name.as_str(),
-                    loc.url.as_str(),
-                    datafusion::prelude::ParquetReadOptions::default(),
-                )
-                .await
-                .map_err(|e| {
-                    Error::data(
-                        loc.display(),
-                        format!("the previous run's `{step}` cannot be read: {e}"),
-                    )
-                })?;
+                .register_parquet_at(&name, &loc, &format!("the previous run's `{step}`"))
+                .await?;
             tracing::info!(step, run = %ptr.run_id, "previous run's table registered as {name}");
             return Ok(());
         }

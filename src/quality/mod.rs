@@ -83,8 +83,9 @@ fn fmt_num(v: f64) -> String {
 
 use crate::quote::ident as q;
 
-fn as_of_days(bindings: &Bindings) -> i64 {
-    let today = chrono::Utc::now().date_naive();
+/// Days since 1970 of `as_of`, or of `today` (the run's one reading of the clock) for a job
+/// without one.
+fn as_of_days(bindings: &Bindings, today: chrono::NaiveDate) -> i64 {
     let d = bindings
         .get("as_of")
         .and_then(|v| crate::job::params::parse_date(&v.to_template_text()).ok())
@@ -92,12 +93,14 @@ fn as_of_days(bindings: &Bindings) -> i64 {
     (d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days()
 }
 
-/// Measures the gates of every source that declares some.
+/// Measures the gates of every source that declares some; `today` stands in for `as_of` in a
+/// job without one.
 pub async fn check_sources(
     engine: &Engine,
     job: &Job,
     bindings: &Bindings,
     infos: &[SourceInfo],
+    today: chrono::NaiveDate,
 ) -> Result<Vec<GateResult>> {
     let mut out = Vec::new();
     for s in &job.sources {
@@ -222,7 +225,7 @@ pub async fn check_sources(
         if let Some((col, max_days)) = &c.fresh {
             let a = b.column(n - 1).as_primitive::<Date32Type>();
             let age = if a.is_valid(0) {
-                (as_of_days(bindings) - a.value(0) as i64) as f64
+                (as_of_days(bindings, today) - a.value(0) as i64) as f64
             } else {
                 f64::INFINITY
             };

@@ -117,12 +117,7 @@ pub async fn gather(
         let Ok(t) = engine.ctx.table(r.name.as_str()).await else {
             continue;
         };
-        let cols: Vec<String> = t
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
+        let cols: Vec<String> = crate::engine::sql::column_names(&t).into_iter().collect();
         let has = |c: &str| cols.iter().any(|x| x == c);
         if r.ltv.is_some() {
             for b in rows(

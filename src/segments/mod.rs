@@ -164,12 +164,7 @@ pub async fn build(
                         None,
                     )
                 })?;
-                let names: Vec<String> = table
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().clone())
-                    .collect();
+                let names = crate::engine::sql::column_names(&table);
                 for c in [by.as_str(), id] {
                     if !names.iter().any(|n| n == c) {
                         return Err(Error::job_msg(
@@ -345,12 +340,7 @@ pub async fn build(
                 .await
                 .map_err(Error::unexpected)?;
             if df.schema().field_with_unqualified_name(id).is_err() {
-                let names: Vec<String> = df
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().clone())
-                    .collect();
+                let names = crate::engine::sql::column_names(&df);
                 return Err(Error::job_msg(
                     Some("publish"),
                     format!("suppression table `{t}` has no id column `{id}`"),

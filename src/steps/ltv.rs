@@ -94,12 +94,7 @@ pub async fn check_input(
         .table(cfg.input.as_str())
         .await
         .map_err(|_| (format!("input table `{}` does not exist", cfg.input), None))?;
-    let names: Vec<String> = table
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
+    let names = crate::engine::sql::column_names(&table);
     for c in [cfg.id.as_str(), "frequency", "recency", "age", "monetary"] {
         if !names.iter().any(|n| n == c) {
             return Err((
@@ -301,12 +296,7 @@ pub async fn plan(
     step: &Step,
     cfg: &LtvConfig,
 ) -> std::result::Result<(), Problem> {
-    let problem = |message: String, hint: Option<String>| Problem {
-        location: Some(step.declared_at.clone()),
-        step: Some(step.name.clone()),
-        message,
-        hint,
-    };
+    let problem = |message: String, hint: Option<String>| super::problem(step, message, hint);
     check_input(engine, cfg)
         .await
         .map_err(|(m, hint)| problem(m, hint))?;

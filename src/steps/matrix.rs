@@ -214,12 +214,7 @@ pub async fn plan_model(
     transforms: &std::collections::BTreeMap<String, Vec<String>>,
     schema: SchemaRef,
 ) -> std::result::Result<(), Problem> {
-    let problem = |message: String, hint: Option<String>| Problem {
-        location: Some(step.declared_at.clone()),
-        step: Some(step.name.clone()),
-        message,
-        hint,
-    };
+    let problem = |message: String, hint: Option<String>| super::problem(step, message, hint);
     let df = engine.ctx.table(input).await.map_err(|_| {
         problem(
             format!("input table `{input}` does not exist"),

@@ -63,6 +63,16 @@ impl StepResult {
     }
 }
 
+/// A problem of `step`, located where the job file declares it.
+pub fn problem(step: &Step, message: String, hint: Option<String>) -> Problem {
+    Problem {
+        location: Some(step.declared_at.clone()),
+        step: Some(step.name.clone()),
+        message,
+        hint,
+    }
+}
+
 /// What a step's run reads besides its own configuration.
 pub struct StepInputs<'a> {
     /// The run's params.

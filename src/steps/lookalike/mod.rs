@@ -448,12 +448,7 @@ pub async fn plan(
     step: &Step,
     cfg: &LookalikeConfig,
 ) -> std::result::Result<(), Problem> {
-    let problem = |message: String| Problem {
-        location: Some(step.declared_at.clone()),
-        step: Some(step.name.clone()),
-        message,
-        hint: None,
-    };
+    let problem = |message: String| super::problem(step, message, None);
     let seed_sql = match &cfg.seed {
         SeedSource::Table(t) => format!("SELECT * FROM {}", quote(t)),
         SeedSource::Query(q) => q.clone(),
