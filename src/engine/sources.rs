@@ -282,14 +282,12 @@ pub async fn register_source(
     }
 
     // An empty source is worth a warning: a job over an empty day is usually a late upload.
-    let probe = engine
-        .ctx
-        .sql(&format!("SELECT 1 FROM \"{}\" LIMIT 1", source.name))
-        .await
-        .map_err(|e| execution_error(&context, e))?
-        .collect()
-        .await
-        .map_err(|e| execution_error(&context, e))?;
+    let probe = crate::engine::sql::collect(
+        engine,
+        &format!("SELECT 1 FROM \"{}\" LIMIT 1", source.name),
+        &context,
+    )
+    .await?;
     let empty = probe.iter().map(|b| b.num_rows()).sum::<usize>() == 0;
     if empty {
         tracing::warn!(source = %source.name, url = %shown, "source is empty; the run continues");

@@ -160,14 +160,7 @@ pub async fn check_sources(
         };
         exprs.push(fresh_expr);
         let sql = format!("SELECT {} FROM {}", exprs.join(", "), q(&s.name));
-        let batches = engine
-            .ctx
-            .sql(&sql)
-            .await
-            .map_err(|e| execution_error(&context, e))?
-            .collect()
-            .await
-            .map_err(|e| execution_error(&context, e))?;
+        let batches = crate::engine::sql::collect(engine, &sql, &context).await?;
         let b = batches
             .iter()
             .find(|b| b.num_rows() > 0)

@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 
 use super::matrix::{load_matrix, plan_model, step_err, Bound};
 use super::StepResult;
-use crate::engine::diagnostics::execution_error;
 use crate::engine::materialise::Held;
 use crate::engine::Engine;
 use crate::error::Problem;
@@ -296,15 +295,12 @@ pub async fn run(
                 tracing::warn!(step = name, "assign = \"sql\" assigns rows with missing values too (imputed); the in-memory path drops them");
             }
             let sql = model_base.assignment_sql(&cfg.input);
-            let out = engine.ctx.sql(&sql).await.map_err(|e| {
-                Error::internal(format!(
-                    "{context}: generated assignment SQL failed to plan: {e}"
-                ))
-            })?;
-            let out = out
-                .collect()
-                .await
-                .map_err(|e| execution_error(&context, e))?;
+            let out = crate::engine::sql::collect(
+                engine,
+                &sql,
+                &format!("{context}: generated assignment SQL"),
+            )
+            .await?;
             out.into_iter()
                 .map(|b| {
                     let idc = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8)

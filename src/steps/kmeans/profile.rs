@@ -7,7 +7,6 @@ use datafusion::arrow::array::{Array, Float64Array, Int32Array, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
 
 use super::{KMeansConfig, KMeansModel};
-use crate::engine::diagnostics::execution_error;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::quote::ident as quote;
@@ -73,14 +72,7 @@ pub(super) async fn profile(
     let run = |q: String| {
         let context = context.clone();
         async move {
-            let b = engine
-                .ctx
-                .sql(&q)
-                .await
-                .map_err(|e| execution_error(&context, e))?
-                .collect()
-                .await
-                .map_err(|e| execution_error(&context, e))?;
+            let b = crate::engine::sql::collect(engine, &q, &context).await?;
             Ok::<_, Error>(b)
         }
     };

@@ -65,14 +65,12 @@ pub(super) async fn score_on_cluster(
                 ));
             }
         }
-        let b = engine
-            .ctx
-            .sql(&format!("SELECT {} FROM ({candidates}) c", sums.join(", ")))
-            .await
-            .map_err(|e| Error::internal(format!("{context}: tier counts: {e}")))?
-            .collect()
-            .await
-            .map_err(|e| execution_error(&context, e))?;
+        let b = crate::engine::sql::collect(
+            engine,
+            &format!("SELECT {} FROM ({candidates}) c", sums.join(", ")),
+            &format!("{context}: tier counts"),
+        )
+        .await?;
         let value = |col: &str| -> usize {
             b.first()
                 .and_then(|b| b.column_by_name(col))

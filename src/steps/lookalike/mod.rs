@@ -305,16 +305,12 @@ pub async fn run(
                 quote(&cfg.input),
                 id = quote(&cfg.id)
             );
-            let b = engine
-                .ctx
-                .sql(&q)
-                .await
-                .map_err(|e| {
-                    Error::internal(format!("{context}: generated scoring SQL failed: {e}"))
-                })?
-                .collect()
-                .await
-                .map_err(|e| execution_error(&context, e))?;
+            let b = crate::engine::sql::collect(
+                engine,
+                &q,
+                &format!("{context}: generated scoring SQL"),
+            )
+            .await?;
             let mut out = Vec::with_capacity(n);
             for batch in b {
                 let s = batch
