@@ -110,6 +110,9 @@ pub enum Error {
         context: Option<String>,
         /// What is wrong and what to do.
         message: String,
+        /// The error that found it (a Parquet or CSV reader's), when there is one.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// Storage could not be reached, or another run holds the lock: retry later.
@@ -277,6 +280,7 @@ impl Error {
         Error::Data {
             context: Some(context.into()),
             message: message.into(),
+            source: None,
         }
     }
 

@@ -191,7 +191,7 @@ pub fn execution_error(context: &str, err: DataFusionError) -> Error {
         };
     }
     let text = root.strip_backtrace();
-    match root {
+    let mut made = match root {
         DataFusionError::ParquetError(_) => Error::data(context, format!("corrupt or unreadable Parquet data: {text}\n  hint: replace or remove the damaged file, then rerun")),
         DataFusionError::ArrowError(ae, _) => match ae.as_ref() {
             datafusion::arrow::error::ArrowError::ParseError(_)
@@ -211,12 +211,33 @@ pub fn execution_error(context: &str, err: DataFusionError) -> Error {
             Error::data(context, format!("corrupt or unreadable Parquet data: {text}"))
         }
         _ => Error::internal(format!("{context}: {text}")),
+    };
+    // Bad data keeps the reader's error as its cause.
+    if let Error::Data { source, .. } = &mut made {
+        *source = Some(Box::new(err));
     }
+    made
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_data_keeps_the_readers_error_as_its_cause() {
+        let err = DataFusionError::ParquetError(Box::new(
+            datafusion::parquet::errors::ParquetError::General("bad footer".into()),
+        ));
+        let e = execution_error("source `orders`", err);
+        assert_eq!(e.exit_code(), crate::error::ExitCode::DataError);
+        assert!(std::error::Error::source(&e).is_some());
+        let text = crate::error::with_causes(&e);
+        assert!(
+            text.contains("corrupt or unreadable Parquet data"),
+            "{text}"
+        );
+        assert!(text.contains("bad footer"), "{text}");
+    }
 
     #[test]
     fn parses_parser_positions() {

@@ -70,6 +70,7 @@ pub fn enforce(stage: &str, results: &[GateResult]) -> Result<()> {
             "{}\n  hint: nothing was published; look at the input, or change the threshold in the job file if the data is right",
             failed.join("\n  ")
         ),
+        source: None,
     })
 }
 
