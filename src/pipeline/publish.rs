@@ -128,9 +128,7 @@ pub async fn publish(
 
     // Models go into the state folder only once the run is published, so the next run matches
     // its clusters to these.
-    let state = plan.state.clone();
-    prepared.engine.register_store(&state);
-    save_models(&state, &out.steps, true).await?;
+    save_models(&plan.state, &out.steps, true).await?;
     match storage::publish::cleanup(run, job.publish.keep_runs).await {
         Ok(removed) => {
             for r in removed {
