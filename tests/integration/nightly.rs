@@ -106,7 +106,11 @@ async fn a_run_started_before_midnight_uses_one_date() {
         ..Default::default()
     };
     let report = audiences::pipeline::run(&job, &opts).await.unwrap();
-    assert_eq!(reads.load(Ordering::SeqCst), 1, "the clock is read once per run");
+    assert_eq!(
+        reads.load(Ordering::SeqCst),
+        1,
+        "the clock is read once per run"
+    );
     // Yesterday at the first reading is the 24th (at any later one it would be the 25th).
     let out = tmp.path().join("out");
     assert!(
