@@ -99,8 +99,11 @@ pub enum Error {
         source_name: String,
         /// Resolved URL.
         url: String,
-        /// What the storage said.
+        /// What is missing, in words.
         detail: String,
+        /// The storage's own error, when there was one.
+        #[source]
+        cause: Option<BoxError>,
     },
 
     /// Input data is bad: a corrupt file, an unparsable row, a failed quality gate.

@@ -49,6 +49,7 @@ async fn resolve_run(root: &storage::Location, text: &str) -> Result<(String, St
                 source_name: format!("published run of {text}"),
                 url: format!("{}/{text}", root.display()),
                 detail: "the date has no publication".into(),
+                cause: None,
             })?;
         return Ok((text.to_string(), ptr.run, ptr.run_id));
     }
@@ -61,6 +62,7 @@ async fn resolve_run(root: &storage::Location, text: &str) -> Result<(String, St
             url: root.display(),
             detail: "no published run with this id in the run history (see `audiences status`)"
                 .into(),
+            cause: None,
         })?;
     let rel = format!("{}/runs/{}", rec.date, rec.run_id);
     Ok((rec.date, rel, rec.run_id))
@@ -75,11 +77,12 @@ async fn register_run_file(
 ) -> Result<()> {
     let loc = root.child(rel)?;
     // A HEAD, not a read: the file may be large.
-    if loc.store.head(&loc.path).await.is_err() {
+    if let Err(e) = loc.store.head(&loc.path).await {
         return Err(Error::SourceMissing {
             source_name: name.to_string(),
             url: loc.display(),
             detail: "the run has no such file".into(),
+            cause: Some(Box::new(e)),
         });
     }
     engine
@@ -145,6 +148,7 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
             source_name: "campaign results".into(),
             url: shown,
             detail: "no file there".into(),
+            cause: None,
         });
     }
     let registered = if shown.ends_with(".csv") {

@@ -170,6 +170,7 @@ pub fn execution_error(context: &str, err: DataFusionError) -> Error {
                 source_name: context.to_string(),
                 url: path.clone(),
                 detail: "the object disappeared while the run was reading it".into(),
+                cause: Some(Box::new(err)),
             };
         }
         let failure = crate::storage::failure_of(os, false);

@@ -99,6 +99,7 @@ async fn list_objects(
             source_name: source.to_string(),
             url: url_text.to_string(),
             detail: "no files there".into(),
+            cause: None,
         });
     }
     Ok(objects)

@@ -214,7 +214,8 @@ pub fn classify(context: &str, url: &str, e: object_store::Error) -> Error {
         StorageFailure::Missing => Error::SourceMissing {
             source_name: context.to_string(),
             url: url.to_string(),
-            detail: e.to_string(),
+            detail: "nothing there".into(),
+            cause: Some(Box::new(e)),
         },
         failure => Error::Storage {
             context: context.to_string(),

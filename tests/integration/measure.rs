@@ -241,6 +241,19 @@ fn measure_by_run_id_and_bad_results() {
         .unwrap();
     assert_eq!(res.status.code(), Some(66), "{}", output_text(&res));
 
+    // A breakdown by a file the run does not have: missing, with the store's own words as cause.
+    let res = bin()
+        .arg("measure")
+        .arg(&job)
+        .args(["--run", run_id, "--by", "no_such_export.tier", "--results"])
+        .arg(tmp.path().join("r.csv"))
+        .output()
+        .unwrap();
+    let text = output_text(&res);
+    assert_eq!(res.status.code(), Some(66), "{text}");
+    assert!(text.contains("no_such_export.parquet"), "{text}");
+    assert!(text.contains("caused by:"), "the store's error is kept: {text}");
+
     write(&tmp.path().join("bad.csv"), "user_id,bought\nu0001,1\n");
     let res = bin()
         .arg("measure")
