@@ -64,6 +64,9 @@ pub fn render(r: &RunReport) -> String {
             st.rows,
             st.elapsed.as_secs_f64()
         );
+        if let Some(u) = &st.model_use {
+            let _ = writeln!(s, "    model: {}", u.describe());
+        }
         if let Some(m) = &st.model {
             s.push_str(&crate::steps::kmeans::render_profiles(m));
         }

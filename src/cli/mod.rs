@@ -129,6 +129,7 @@ impl JobArgs {
             },
             progress: true,
             full_refresh: false,
+            refit: false,
             // Incremental steps keep state only in `run`; elsewhere they are plain steps.
             no_state: true,
             state: self.state.clone(),

@@ -37,7 +37,8 @@ async fn show(
     opts: &crate::pipeline::RunOptions,
     args: &PreviewArgs,
 ) -> Result<()> {
-    let results = crate::pipeline::run_steps(job, prepared, opts, Some(&args.step)).await?;
+    let results =
+        crate::pipeline::run_steps(job, prepared, opts, Some(&args.step), "preview").await?;
     let rows = results.last().map(|r| r.rows).unwrap_or(0);
     let df = prepared
         .engine

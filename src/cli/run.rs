@@ -33,6 +33,9 @@ pub struct RunArgs {
     /// Recompute every day of the incremental steps instead of reusing the state.
     #[arg(long)]
     full_refresh: bool,
+    /// Fit every model step again, whatever its `refit` policy says.
+    #[arg(long)]
+    refit: bool,
 }
 
 /// Runs the job (once, or per date) and prints the summary.
@@ -42,6 +45,7 @@ pub async fn execute(args: RunArgs) -> Result<()> {
     opts.output = args.output.clone();
     opts.no_state = false;
     opts.full_refresh = args.full_refresh;
+    opts.refit = args.refit;
     let (Some(from), Some(to)) = (args.from, args.to) else {
         let report = crate::pipeline::run(&job, &opts).await?;
         print!("{}", crate::summary::render(&report));

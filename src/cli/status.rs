@@ -77,6 +77,36 @@ pub async fn execute(args: StatusArgs) -> Result<()> {
             }
         }
     }
+    for step in &job.steps {
+        if matches!(step.kind, crate::job::StepKind::Sql(_)) {
+            continue;
+        }
+        let kept: Option<crate::steps::refit::Kept<serde_json::Value>> =
+            crate::steps::refit::load(state, &step.name).await;
+        let policy = match step.refit.every_days {
+            None => "refit on every run".to_string(),
+            Some(d) => format!("refit every {d} days"),
+        };
+        match kept {
+            Some(k) => {
+                let next = step
+                    .refit
+                    .every_days
+                    .map(|d| {
+                        format!(
+                            ", next fit for {}",
+                            k.fitted_on + chrono::Days::new(u64::from(d))
+                        )
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "model step {}: kept model fitted by run {} for {} on {} input rows ({policy}{next})",
+                    step.name, k.run_id, k.fitted_on, k.input.rows
+                );
+            }
+            None => println!("model step {}: no model kept yet ({policy})", step.name),
+        }
+    }
     if runs.is_empty() {
         println!("no runs recorded yet");
         return Ok(());

@@ -32,6 +32,9 @@ pub struct StepEntry {
     pub rows: usize,
     /// Seconds.
     pub seconds: f64,
+    /// For a model step: fitted in this run, or the run and date whose model it applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<crate::steps::refit::ModelUse>,
 }
 
 /// The whole manifest.

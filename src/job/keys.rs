@@ -46,6 +46,8 @@ pub const STEP_KEYS: &[(&str, &[&str])] = &[
     ("reach", &["lookalike"]),
     ("min_seed", &["lookalike"]),
     ("horizon", &["ltv"]),
+    ("refit", MODELS),
+    ("refit_drift", MODELS),
 ];
 
 /// The export kinds: the export of a table, or segments in one format.

@@ -117,6 +117,8 @@ pub struct Step {
     pub incremental: Option<Incremental>,
     /// An intermediate table, dropped from memory once no later part of the job names it.
     pub transient: bool,
+    /// When a model step fits again (model kinds only).
+    pub refit: models::Refit,
 }
 
 /// A checked `incremental` setting.

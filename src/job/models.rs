@@ -7,6 +7,44 @@ use serde::{Deserialize, Serialize};
 
 use crate::features::NullPolicy;
 
+/// When a model step fits its model again; on other runs the model kept from the last fit is
+/// applied to the new input.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Refit {
+    /// Fit again once the kept model is this many days old (`None`: fit on every run).
+    pub every_days: Option<u32>,
+    /// Fit sooner when the input's row count or a feature's mean moved by more than this share
+    /// of its value at the last fit (`None`: no drift check).
+    pub drift: Option<f64>,
+}
+
+impl Refit {
+    /// `"always"`, `"daily"`, `"weekly"`, `"every N days"`.
+    pub fn parse_every(text: &str) -> std::result::Result<Option<u32>, String> {
+        let t = text.trim().to_ascii_lowercase();
+        let days = match t.as_str() {
+            "always" => return Ok(None),
+            "daily" => 1,
+            "weekly" => 7,
+            _ => {
+                let n = t
+                    .strip_prefix("every ")
+                    .and_then(|r| r.strip_suffix(" days").or_else(|| r.strip_suffix(" day")))
+                    .and_then(|n| n.trim().parse::<u32>().ok());
+                match n {
+                    Some(n) if n >= 1 => n,
+                    _ => {
+                        return Err(format!(
+                            "refit = \"{text}\" must be \"always\", \"daily\", \"weekly\" or \"every N days\""
+                        ))
+                    }
+                }
+            }
+        };
+        Ok(Some(days))
+    }
+}
+
 /// How many clusters.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KChoice {

@@ -408,6 +408,14 @@ pub struct StepSpec {
     /// expression, run by the SQL engine).
     #[serde(default)]
     pub assign: Option<String>,
+    /// Model steps: when the model is fitted again: `"always"` (default), `"daily"`,
+    /// `"weekly"` or `"every N days"`; other runs apply the model kept from the last fit.
+    #[serde(default)]
+    pub refit: Option<String>,
+    /// Model steps: fit sooner when the input's row count or a feature's mean moved by more
+    /// than this share since the last fit, e.g. `"10%"`.
+    #[serde(default)]
+    pub refit_drift: Option<String>,
 }
 
 /// One transform or a list of them.

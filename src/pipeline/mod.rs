@@ -56,6 +56,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// `--full-refresh`: recompute every day of incremental steps.
     pub full_refresh: bool,
+    /// `--refit`: fit every model step, whatever its refit policy.
+    pub refit: bool,
     /// Run incremental steps as plain steps over their whole window, without state (previews,
     /// queries).
     pub no_state: bool,
@@ -228,7 +230,7 @@ async fn run_locked(
     )
     .await?;
     crate::quality::enforce("source", &gates)?;
-    let steps = run_steps(job, prepared, opts, None).await?;
+    let steps = run_steps(job, prepared, opts, None, &run.run_id).await?;
     let step_gates = crate::quality::check_steps(job, &steps);
     crate::quality::enforce("step", &step_gates)?;
     gates.extend(step_gates);

@@ -88,6 +88,14 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// The run's date: its `as_of`, or the day the run started for a job without one.
+    pub fn day(&self) -> chrono::NaiveDate {
+        chrono::NaiveDate::parse_from_str(&self.key, "%Y-%m-%d")
+            .unwrap_or_else(|_| self.now.date_naive())
+    }
+}
+
 /// The date folder of a run: the `as_of` date, or `undated` for a job without one.
 pub fn date_key(bindings: &Bindings) -> String {
     bindings

@@ -42,15 +42,26 @@ fn model_json(r: &StepResult) -> Result<Option<Vec<u8>>> {
         .map_err(|e| Error::internal(format!("model of step `{}`: {e}", r.name)))
 }
 
-/// Writes each fitted model as `models/<step>.json` below `dir`; `only_kept` writes only the
-/// models a next run reads (k-means, for stable cluster ids).
-async fn save_models(dir: &storage::Location, steps: &[StepResult], only_kept: bool) -> Result<()> {
+/// Writes the model each step used as `models/<step>.json` below the run folder.
+async fn save_models(dir: &storage::Location, steps: &[StepResult]) -> Result<()> {
     for r in steps {
-        if only_kept && r.model.is_none() {
-            continue;
-        }
         if let Some(text) = model_json(r)? {
             write::put_bytes(&dir.child(&format!("models/{}.json", r.name))?, text).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Keeps each model fitted in this run in the state folder, with what its refit policy reads
+/// next time (and k-means' ids, which the next fit continues).
+async fn keep_models(state: &storage::Location, steps: &[StepResult]) -> Result<()> {
+    for r in steps {
+        if let Some(bytes) = &r.keep {
+            write::put_bytes(
+                &state.child(&format!("models/{}.json", r.name))?,
+                bytes.clone(),
+            )
+            .await?;
         }
     }
     Ok(())
@@ -66,7 +77,7 @@ pub async fn publish(
     stages: Stages,
 ) -> Result<RunReport> {
     let output = &run.dir;
-    save_models(output, &out.steps, false).await?;
+    save_models(output, &out.steps).await?;
     let plan = &prepared.plan;
     let out_prefix = output.display();
     let manifest = Manifest {
@@ -89,6 +100,7 @@ pub async fn publish(
                 name: s.name.clone(),
                 rows: s.rows,
                 seconds: (s.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+                model: s.model_use.clone(),
             })
             .collect(),
         tables: out
@@ -126,9 +138,9 @@ pub async fn publish(
     storage::publish::publish(run, &sha).await?;
     tracing::info!(run_id = %run.run_id, folder = %output.display(), "published");
 
-    // Models go into the state folder only once the run is published, so the next run matches
-    // its clusters to these.
-    save_models(&plan.state, &out.steps, true).await?;
+    // Models go into the state folder only once the run is published: a failed run never
+    // leaves a model the next run would apply.
+    keep_models(&plan.state, &out.steps).await?;
     match storage::publish::cleanup(run, job.publish.keep_runs).await {
         Ok(removed) => {
             for r in removed {

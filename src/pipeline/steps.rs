@@ -32,6 +32,7 @@ pub async fn run_steps(
     prepared: &Prepared,
     opts: &RunOptions,
     until: Option<&str>,
+    run_id: &str,
 ) -> Result<Vec<StepResult>> {
     if let Some(u) = until {
         if !job.steps.iter().any(|s| s.name == u) {
@@ -51,6 +52,11 @@ pub async fn run_steps(
         incremental_state: !opts.no_state,
         full_refresh: opts.full_refresh,
         sources: &prepared.sources,
+        facts: crate::steps::refit::RunFacts {
+            run_id,
+            day: plan.day(),
+            force: opts.refit,
+        },
     };
     let pb = progress_bar(opts, job.steps.len());
     // The previous published run, for steps listed in `previous`.

@@ -24,7 +24,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Sche
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::StepResult;
+use super::refit;
+use super::{StepInputs, StepResult};
 use crate::engine::materialise::Held;
 use crate::engine::Engine;
 use crate::error::Problem;
@@ -107,7 +108,12 @@ pub async fn check_input(
 }
 
 /// Runs the step and registers its output table as `name`.
-pub async fn run(engine: &Engine, name: &str, cfg: &LtvConfig) -> Result<(LtvModel, usize)> {
+pub async fn run(
+    engine: &Engine,
+    name: &str,
+    cfg: &LtvConfig,
+    kept: Option<&LtvModel>,
+) -> Result<(LtvModel, usize)> {
     let context = format!("step `{name}`");
     check_input(engine, cfg)
         .await
@@ -130,55 +136,10 @@ pub async fn run(engine: &Engine, name: &str, cfg: &LtvConfig) -> Result<(LtvMod
             format!("{n_bad} rows of `{}` are not customer summaries (null or negative values, recency after age, or recency without a repeat purchase); fix the summary SQL", cfg.input),
         ));
     }
-    // Identical summaries grouped with weights: the fit costs the distinct rows.
-    let grouped = crate::engine::sql::collect(
-        engine,
-        &format!("SELECT CAST(frequency AS DOUBLE), CAST(recency AS DOUBLE), CAST(age AS DOUBLE), COUNT(*) FROM {t} WHERE age > 0 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"),
-        &context,
-    )
-    .await?;
-    let mut data = Vec::new();
-    for b in &grouped {
-        let (x, tx, a) = (f64s(b, 0)?, f64s(b, 1)?, f64s(b, 2)?);
-        let w = b.column(3).as_primitive::<Int64Type>();
-        for i in 0..b.num_rows() {
-            data.push(Summary {
-                x: x.value(i),
-                t_x: tx.value(i),
-                t: a.value(i),
-                weight: w.value(i) as f64,
-            });
-        }
-    }
-    let spend = crate::engine::sql::collect(
-        engine,
-        &format!("SELECT CAST(frequency AS DOUBLE), CAST(monetary AS DOUBLE), COUNT(*) FROM {t} WHERE frequency > 0 AND age > 0 AND monetary > 0 AND NOT isnan(CAST(monetary AS DOUBLE)) GROUP BY 1, 2 ORDER BY 1, 2"),
-        &context,
-    )
-    .await?;
-    let mut gg_data = Vec::new();
-    for b in &spend {
-        let (x, m) = (f64s(b, 0)?, f64s(b, 1)?);
-        let w = b.column(2).as_primitive::<Int64Type>();
-        for i in 0..b.num_rows() {
-            gg_data.push((x.value(i), m.value(i), w.value(i) as f64));
-        }
-    }
-    let (bg, gg) = tokio::task::spawn_blocking(move || -> std::result::Result<_, String> {
-        Ok((
-            fit_bgnbd(&data).map(|m| (m, data.len()))?,
-            fit_gamma_gamma(&gg_data)?,
-        ))
-    })
-    .await
-    .map_err(Error::unexpected)?
-    .map_err(|e| {
-        Error::data(
-            context.clone(),
-            format!("{e}; check that the summary holds enough customers with repeat purchases"),
-        )
-    })?;
-    let ((bg, distinct), gg) = (bg, gg);
+    let ((bg, distinct), gg) = match kept {
+        Some(k) => ((k.bgnbd, k.distinct_summaries as usize), k.gamma_gamma),
+        None => fit(engine, &context, &t).await?,
+    };
 
     // Predict every customer, in parallel.
     let all = crate::engine::sql::collect(
@@ -279,6 +240,62 @@ pub async fn run(engine: &Engine, name: &str, cfg: &LtvConfig) -> Result<(LtvMod
     Ok((model, n))
 }
 
+/// Fits BG/NBD on the distinct summaries and Gamma-Gamma on the repeat buyers' spend:
+/// ((BG/NBD, distinct summaries), Gamma-Gamma).
+async fn fit(engine: &Engine, context: &str, t: &str) -> Result<((BgNbd, usize), GammaGamma)> {
+    let context = context.to_string();
+    // Identical summaries grouped with weights: the fit costs the distinct rows.
+    let grouped = crate::engine::sql::collect(
+        engine,
+        &format!("SELECT CAST(frequency AS DOUBLE), CAST(recency AS DOUBLE), CAST(age AS DOUBLE), COUNT(*) FROM {t} WHERE age > 0 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"),
+        &context,
+    )
+    .await?;
+    let mut data = Vec::new();
+    for b in &grouped {
+        let (x, tx, a) = (f64s(b, 0)?, f64s(b, 1)?, f64s(b, 2)?);
+        let w = b.column(3).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            data.push(Summary {
+                x: x.value(i),
+                t_x: tx.value(i),
+                t: a.value(i),
+                weight: w.value(i) as f64,
+            });
+        }
+    }
+    let spend = crate::engine::sql::collect(
+        engine,
+        &format!("SELECT CAST(frequency AS DOUBLE), CAST(monetary AS DOUBLE), COUNT(*) FROM {t} WHERE frequency > 0 AND age > 0 AND monetary > 0 AND NOT isnan(CAST(monetary AS DOUBLE)) GROUP BY 1, 2 ORDER BY 1, 2"),
+        &context,
+    )
+    .await?;
+    let mut gg_data = Vec::new();
+    for b in &spend {
+        let (x, m) = (f64s(b, 0)?, f64s(b, 1)?);
+        let w = b.column(2).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            gg_data.push((x.value(i), m.value(i), w.value(i) as f64));
+        }
+    }
+    let (bg, gg) = tokio::task::spawn_blocking(move || -> std::result::Result<_, String> {
+        Ok((
+            fit_bgnbd(&data).map(|m| (m, data.len()))?,
+            fit_gamma_gamma(&gg_data)?,
+        ))
+    })
+    .await
+    .map_err(Error::unexpected)?
+    .map_err(|e| {
+        Error::data(
+            context.clone(),
+            format!("{e}; check that the summary holds enough customers with repeat purchases"),
+        )
+    })?;
+
+    Ok((bg, gg))
+}
+
 /// The model as summary lines.
 pub fn render(m: &LtvModel) -> String {
     format!(
@@ -310,11 +327,33 @@ pub async fn plan(
     Ok(())
 }
 
-/// Fits the models and registers the predictions under the step's name.
-pub async fn run_step(engine: &Engine, step: &Step, cfg: &LtvConfig) -> Result<StepResult> {
-    let (model, rows) = run(engine, &step.name, cfg).await?;
+/// Fits the models (or applies the kept ones, as the refit policy decides) and registers the
+/// predictions under the step's name.
+pub async fn run_step(
+    engine: &Engine,
+    step: &Step,
+    cfg: &LtvConfig,
+    inputs: &StepInputs<'_>,
+) -> Result<StepResult> {
+    let name = step.name.as_str();
+    let out = refit::fit_or_apply(
+        engine,
+        step,
+        inputs,
+        &cfg.input,
+        |_: &LtvModel| {
+            ["frequency", "recency", "age", "monetary"]
+                .map(String::from)
+                .to_vec()
+        },
+        |kept| async move { run(engine, name, cfg, Some(&kept)).await },
+        |_| async move { run(engine, name, cfg, None).await },
+    )
+    .await?;
     Ok(StepResult {
-        ltv: Some(model),
-        ..StepResult::new(step, rows, Held::Memory(rows * 88))
+        ltv: Some(out.model),
+        model_use: Some(out.model_use),
+        keep: out.keep,
+        ..StepResult::new(step, out.rows, Held::Memory(out.rows * 88))
     })
 }

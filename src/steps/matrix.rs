@@ -176,24 +176,39 @@ pub async fn load_matrix(
                 .map_err(|e| Error::internal(format!("{context}: sample query: {e}")))?;
         }
     }
-    let batches = df
-        .select_columns(&cols.iter().map(String::as_str).collect::<Vec<_>>())
+    let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
+    let batches = read_sorted(df, &cols, id, &context).await?;
+    tokio::task::block_in_place(|| features::build(&batches, id, &specs, nulls))
+        .map_err(|e| feature_error(name, e, ""))
+}
+
+/// `columns` of a model step's input, sorted by id so the sample, the fit and the output do
+/// not depend on scan order.
+async fn read_sorted(
+    df: datafusion::dataframe::DataFrame,
+    columns: &[&str],
+    id: &str,
+    context: &str,
+) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+    df.select_columns(columns)
         .and_then(|d| {
             d.sort(vec![
                 datafusion::logical_expr::col(quote(id)).sort(true, false)
             ])
         })
-        .map_err(|e| execution_error(&context, e))?
+        .map_err(|e| execution_error(context, e))?
         .collect()
         .await
-        .map_err(|e| execution_error(&context, e))?;
-    tokio::task::block_in_place(|| features::build(&batches, id, &specs, nulls)).map_err(|e| {
-        let message = match &e.column {
-            Some(c) => format!("column `{c}`: {}", e.message),
-            None => e.message.clone(),
-        };
-        step_err(name, message, None)
-    })
+        .map_err(|e| execution_error(context, e))
+}
+
+/// A feature-building error as the step's job error; `then` says what the step was doing.
+fn feature_error(name: &str, e: features::FeatureError, then: &str) -> Error {
+    let message = match &e.column {
+        Some(c) => format!("column `{c}`: {}", e.message),
+        None => e.message.clone(),
+    };
+    step_err(name, format!("{message}{then}"), None)
 }
 
 struct FeatureSel<'a> {
@@ -238,4 +253,47 @@ pub async fn plan_model(
         .register_table(step.name.as_str(), Arc::new(table))
         .map_err(|e| problem(e.to_string(), None))?;
     Ok(())
+}
+
+/// The feature matrix of `input` under a kept model's fitted transform, rows sorted by id as
+/// at the fit (see [`features::apply`]).
+pub async fn apply_matrix(
+    engine: &Engine,
+    name: &str,
+    input: &str,
+    id: &str,
+    fitted: &[features::FittedFeature],
+    nulls: NullPolicy,
+) -> Result<features::FeatureMatrix> {
+    let context = format!("step `{name}`");
+    let df = engine
+        .ctx
+        .table(input)
+        .await
+        .map_err(|_| step_err(name, format!("input table `{input}` does not exist"), None))?;
+    let mut cols: Vec<&str> = vec![id];
+    for f in fitted {
+        if !cols.contains(&f.column.as_str()) {
+            cols.push(&f.column);
+        }
+    }
+    let batches = read_sorted(df, &cols, id, &context).await?;
+    tokio::task::block_in_place(|| features::apply(&batches, id, fitted, nulls)).map_err(|e| {
+        feature_error(
+            name,
+            e,
+            " (applying the kept model; `--refit` fits a new one)",
+        )
+    })
+}
+
+/// The source columns of the numeric features, in feature order, each once.
+pub fn numeric_columns(features: &[features::FittedFeature]) -> Vec<String> {
+    let mut cols: Vec<String> = Vec::new();
+    for f in features {
+        if f.equals.is_none() && !cols.contains(&f.column) {
+            cols.push(f.column.clone());
+        }
+    }
+    cols
 }

@@ -15,6 +15,7 @@ pub mod kmeans;
 pub mod lookalike;
 pub mod ltv;
 pub mod matrix;
+pub mod refit;
 pub mod sql;
 
 use std::time::{Duration, Instant};
@@ -45,6 +46,10 @@ pub struct StepResult {
     pub ltv: Option<ltv::LtvModel>,
     /// What an incremental step computed and reused.
     pub incremental: Option<incremental::IncrementalReport>,
+    /// Which model a model step used: fitted in this run or kept from an earlier one.
+    pub model_use: Option<refit::ModelUse>,
+    /// A freshly fitted model to keep in the state folder once the run is published.
+    pub keep: Option<Vec<u8>>,
 }
 
 impl StepResult {
@@ -59,6 +64,8 @@ impl StepResult {
             lookalike: None,
             ltv: None,
             incremental: None,
+            model_use: None,
+            keep: None,
         }
     }
 }
@@ -74,6 +81,7 @@ pub fn problem(step: &Step, message: String, hint: Option<String>) -> Problem {
 }
 
 /// What a step's run reads besides its own configuration.
+#[derive(Clone)]
 pub struct StepInputs<'a> {
     /// The run's params.
     pub bindings: &'a Bindings,
@@ -88,6 +96,8 @@ pub struct StepInputs<'a> {
     pub full_refresh: bool,
     /// What the sources held (incremental steps fingerprint their days with it).
     pub sources: &'a [SourceInfo],
+    /// The run's id and date, and `--refit`: what model steps' refit decisions read.
+    pub facts: refit::RunFacts<'a>,
 }
 
 /// Checks a step against the tables registered so far and registers a stand-in of its result.
@@ -116,9 +126,9 @@ pub async fn run(engine: &Engine, step: &Step, inputs: &StepInputs<'_>) -> Resul
             }
             _ => sql::run(engine, step, q, inputs).await?,
         },
-        StepKind::KMeans(cfg) => kmeans::run_step(engine, step, cfg, inputs.state).await?,
-        StepKind::Lookalike(cfg) => lookalike::run_step(engine, step, cfg).await?,
-        StepKind::Ltv(cfg) => ltv::run_step(engine, step, cfg).await?,
+        StepKind::KMeans(cfg) => kmeans::run_step(engine, step, cfg, inputs).await?,
+        StepKind::Lookalike(cfg) => lookalike::run_step(engine, step, cfg, inputs).await?,
+        StepKind::Ltv(cfg) => ltv::run_step(engine, step, cfg, inputs).await?,
     };
     result.elapsed = start.elapsed();
     Ok(result)

@@ -12,7 +12,7 @@ const USERS: usize = 3000;
 /// The demo job, written beside the test's data with its SQL paths made absolute, small
 /// segments exported (so a few thousand users make segment files), and, unless `incremental`,
 /// without its `incremental` settings.
-fn demo_job(dir: &Path, incremental: bool) -> PathBuf {
+pub(crate) fn demo_job(dir: &Path, incremental: bool) -> PathBuf {
     let job = dir.join(if incremental {
         "jobs/demo.toml"
     } else {
@@ -41,7 +41,7 @@ fn demo_job(dir: &Path, incremental: bool) -> PathBuf {
     job
 }
 
-fn run(data: &Path, out: &Path, date: &str, extra: &[&str]) -> std::process::Output {
+pub(crate) fn run(data: &Path, out: &Path, date: &str, extra: &[&str]) -> std::process::Output {
     let job = demo_job(data.parent().unwrap(), true);
     bin()
         .arg("run")
@@ -55,7 +55,7 @@ fn run(data: &Path, out: &Path, date: &str, extra: &[&str]) -> std::process::Out
         .unwrap()
 }
 
-fn ok(res: std::process::Output) -> String {
+pub(crate) fn ok(res: std::process::Output) -> String {
     let text = output_text(&res);
     assert!(res.status.success(), "{text}");
     text
@@ -63,7 +63,7 @@ fn ok(res: std::process::Output) -> String {
 
 /// Data files of a published run (features, segment membership, segment files but the deltas,
 /// which depend on the previous run by design).
-fn outputs(out: &Path, date: &str) -> BTreeMap<PathBuf, Vec<u8>> {
+pub(crate) fn outputs(out: &Path, date: &str) -> BTreeMap<PathBuf, Vec<u8>> {
     snapshot(&published_at(out, date))
         .into_iter()
         .filter(|(p, _)| {

@@ -16,6 +16,7 @@ mod nightly;
 mod publication;
 mod quality;
 mod reference;
+mod refit;
 mod run;
 mod s3_storage;
 mod segments;

@@ -252,7 +252,10 @@ fn measure_by_run_id_and_bad_results() {
     let text = output_text(&res);
     assert_eq!(res.status.code(), Some(66), "{text}");
     assert!(text.contains("no_such_export.parquet"), "{text}");
-    assert!(text.contains("caused by:"), "the store's error is kept: {text}");
+    assert!(
+        text.contains("caused by:"),
+        "the store's error is kept: {text}"
+    );
 
     write(&tmp.path().join("bad.csv"), "user_id,bought\nu0001,1\n");
     let res = bin()

@@ -5,6 +5,7 @@ use toml::Spanned;
 
 use super::models::{kmeans_config, lookalike_config, ltv_config};
 use super::{valid_table_name, Ctx};
+use crate::job::models::Refit;
 use crate::job::spec::{ParamType, StepSpec};
 use crate::job::{Incremental, ParamDecl, Source, Step, StepKind, WindowDays};
 
@@ -58,6 +59,7 @@ pub(super) fn check(
             "sql" => incremental(ctx, offset, spec, sources, params),
             _ => None,
         };
+        let refit = refit(ctx, offset, spec);
         match kind {
             Ok(kind) => steps.push(Step {
                 name: sname.to_string(),
@@ -66,12 +68,38 @@ pub(super) fn check(
                 rows: (spec.min_rows, spec.max_rows),
                 incremental,
                 transient: spec.transient,
+                refit,
             }),
             Err(Some(message)) => ctx.problem(offset, Some(sname), message, None),
             Err(None) => {}
         }
     }
     steps
+}
+
+/// The checked `refit` and `refit_drift` of a model step (the key table keeps them off sql
+/// steps).
+fn refit(ctx: &mut Ctx, offset: usize, spec: &StepSpec) -> Refit {
+    let mut out = Refit::default();
+    if let Some(text) = &spec.refit {
+        match Refit::parse_every(text) {
+            Ok(every) => out.every_days = every,
+            Err(m) => ctx.problem(offset, Some(&spec.name), m, None),
+        }
+    }
+    if let Some(text) = &spec.refit_drift {
+        match super::parse_share(text) {
+            Ok(v) if v > 0.0 => out.drift = Some(v),
+            Ok(_) => ctx.problem(
+                offset,
+                Some(&spec.name),
+                format!("refit_drift = \"{text}\" must be above 0%"),
+                None,
+            ),
+            Err(m) => ctx.problem(offset, Some(&spec.name), format!("refit_drift: {m}"), None),
+        }
+    }
+    out
 }
 
 /// The SQL of a sql step; `Err(None)` when the problem is already reported.
@@ -171,6 +199,34 @@ mod tests {
         let inc = job.steps[0].incremental.as_ref().unwrap();
         assert!(matches!(&inc.days, WindowDays::Param(p) if p == "window"));
         assert_eq!(inc.column, "dt");
+    }
+
+    #[test]
+    fn refit_policies_of_model_steps() {
+        let model = "[[step]]\nname = \"t\"\nquery = \"SELECT 'a' AS user_id, 1.0 AS x\"\n[[step]]\nname = \"m\"\nkind = \"kmeans\"\ninput = \"t\"\nk = 2\n";
+        let job = parse(&format!(
+            "{model}refit = \"every 3 days\"\nrefit_drift = \"10%\"\n"
+        ))
+        .unwrap();
+        assert_eq!(job.steps[1].refit.every_days, Some(3));
+        assert_eq!(job.steps[1].refit.drift, Some(0.1));
+        assert_eq!(job.steps[0].refit.every_days, None, "always by default");
+        let msg = parse(&format!(
+            "{model}refit = \"sometimes\"\nrefit_drift = \"0%\"\n"
+        ))
+        .unwrap_err();
+        assert!(msg.contains("refit = \"sometimes\" must be"), "{msg}");
+        assert!(
+            msg.contains("refit_drift = \"0%\" must be above 0%"),
+            "{msg}"
+        );
+        assert!(msg.contains("x.toml:9:1"), "located at the step: {msg}");
+        let msg = parse("[[step]]\nname = \"a\"\nquery = \"SELECT 1\"\nrefit = \"weekly\"\n")
+            .unwrap_err();
+        assert!(
+            msg.contains("`refit`") && msg.contains("kmeans, lookalike, ltv"),
+            "{msg}"
+        );
     }
 
     #[test]

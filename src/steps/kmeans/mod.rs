@@ -6,13 +6,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Float64Array, Int32Array, RecordBatch};
+use datafusion::arrow::array::{ArrayRef, Float64Array, Int32Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-use super::matrix::{load_matrix, plan_model, step_err, Bound};
-use super::StepResult;
+use super::matrix::{apply_matrix, load_matrix, numeric_columns, plan_model, step_err, Bound};
+use super::refit;
+use super::{StepInputs, StepResult};
 use crate::engine::materialise::Held;
 use crate::engine::Engine;
 use crate::error::Problem;
@@ -165,7 +166,6 @@ pub async fn run(
     cfg: &KMeansConfig,
     previous: Option<&KMeansModel>,
 ) -> Result<KMeansOutcome> {
-    let context = format!("step `{name}`");
     // On a cluster only the fitting sample reaches this process; the SQL form assigns rows.
     let bound = engine.is_distributed().then_some(Bound {
         rows: cfg.sample_rows,
@@ -253,48 +253,93 @@ pub async fn run(
             .collect(),
     };
 
+    if cfg.nulls == NullPolicy::Drop && m.dropped_rows > 0 && cfg.assign == AssignMode::Sql {
+        tracing::warn!(step = name, "assign = \"sql\" assigns rows with missing values too (imputed); the in-memory path drops them");
+    }
+    let matrix = if !engine.is_distributed() && cfg.assign == AssignMode::Memory {
+        Some((m.ids, m.x))
+    } else {
+        drop(m);
+        None
+    };
+    assign_and_profile(engine, name, cfg, model_base, matrix).await
+}
+
+/// Applies a kept model to today's input: the same assignment as on the night it was fitted,
+/// with its transform, centroids and ids; sizes and profiles are of today's rows.
+pub async fn apply(
+    engine: &Engine,
+    name: &str,
+    cfg: &KMeansConfig,
+    model: KMeansModel,
+) -> Result<KMeansOutcome> {
+    let matrix = if !engine.is_distributed() && cfg.assign == AssignMode::Memory {
+        let m = apply_matrix(
+            engine,
+            name,
+            &cfg.input,
+            &cfg.id,
+            &model.features,
+            cfg.nulls,
+        )
+        .await?;
+        Some((m.ids, m.x))
+    } else {
+        None
+    };
+    assign_and_profile(engine, name, cfg, model, matrix).await
+}
+
+/// Assigns every row to the model's clusters (in memory from `matrix` when given, else with
+/// the generated SQL, on the cluster when the engine is one), registers the output table and
+/// fills the profiles.
+async fn assign_and_profile(
+    engine: &Engine,
+    name: &str,
+    cfg: &KMeansConfig,
+    mut model: KMeansModel,
+    matrix: Option<(StringArray, Array2<f64>)>,
+) -> Result<KMeansOutcome> {
+    let context = format!("step `{name}`");
+    let schema = output_schema(&cfg.id);
     if engine.is_distributed() {
         let sql = format!(
             "SELECT CAST({id} AS VARCHAR) AS {id}, \"cluster\", \"distance\" FROM ({}) a",
-            model_base.assignment_sql(&cfg.input),
+            model.assignment_sql(&cfg.input),
             id = quote(&cfg.id)
         );
-        drop(m);
         let df = engine.ctx.sql(&sql).await.map_err(|e| {
             Error::internal(format!(
                 "{context}: generated assignment SQL failed to plan: {e}"
             ))
         })?;
         let n_out = engine
-            .write_on_cluster_as(name, df, &context, output_schema(&cfg.id))
+            .write_on_cluster_as(name, df, &context, schema)
             .await?;
-        let mut model_base = model_base;
-        model_base.rows = n_out;
-        let model = profile::profile(engine, name, cfg, model_base).await?;
+        model.rows = n_out;
+        let model = profile::profile(engine, name, cfg, model).await?;
         return Ok(KMeansOutcome { model, rows: n_out });
     }
-    let schema = output_schema(&cfg.id);
-    let batches: Vec<RecordBatch> = match cfg.assign {
-        AssignMode::Memory => {
+    let batches: Vec<RecordBatch> = match matrix {
+        Some((row_ids, x)) => {
+            let (ids, centroids) = model.centroids();
             let (labels, dist) =
-                tokio::task::block_in_place(|| kmeans::assign(m.x.view(), &fit.centroids));
+                tokio::task::block_in_place(|| kmeans::assign(x.view(), &centroids));
+            drop(x);
             let cluster =
                 Int32Array::from(labels.iter().map(|&l| ids[l as usize]).collect::<Vec<_>>());
             vec![RecordBatch::try_new(
                 schema.clone(),
                 vec![
-                    Arc::new(m.ids.clone()) as ArrayRef,
+                    Arc::new(row_ids) as ArrayRef,
                     Arc::new(cluster),
                     Arc::new(Float64Array::from(dist)),
                 ],
             )
             .map_err(Error::unexpected)?]
         }
-        AssignMode::Sql => {
-            if cfg.nulls == NullPolicy::Drop && m.dropped_rows > 0 {
-                tracing::warn!(step = name, "assign = \"sql\" assigns rows with missing values too (imputed); the in-memory path drops them");
-            }
-            let sql = model_base.assignment_sql(&cfg.input);
+        None => {
+            let sql = model.assignment_sql(&cfg.input);
             let out = crate::engine::sql::collect(
                 engine,
                 &sql,
@@ -314,11 +359,9 @@ pub async fn run(
                 .collect::<Result<Vec<_>>>()?
         }
     };
-    drop(m);
     let n_out: usize = batches.iter().map(|b| b.num_rows()).sum();
     engine.register_batches(name, schema, batches).await?;
-
-    let model = profile::profile(engine, name, cfg, model_base).await?;
+    let model = profile::profile(engine, name, cfg, model).await?;
     Ok(KMeansOutcome { model, rows: n_out })
 }
 
@@ -418,24 +461,46 @@ pub async fn plan(
     .await
 }
 
-/// Runs the step, matching its clusters to the model the previous run kept in `state`.
+/// Runs the step: fits (matching its clusters to the kept model's ids) or applies the kept
+/// model, as the step's refit policy decides.
 pub async fn run_step(
     engine: &Engine,
     step: &Step,
     cfg: &KMeansConfig,
-    state: &Location,
+    inputs: &StepInputs<'_>,
 ) -> Result<StepResult> {
-    let previous = previous_model(state, &step.name).await;
-    let out = run(engine, &step.name, cfg, previous.as_ref()).await?;
+    let name = step.name.as_str();
+    let out = refit::fit_or_apply(
+        engine,
+        step,
+        inputs,
+        &cfg.input,
+        |m: &KMeansModel| numeric_columns(&m.features),
+        |kept| async move {
+            let o = apply(engine, name, cfg, kept).await?;
+            Ok((o.model, o.rows))
+        },
+        |kept| async move {
+            let previous = match kept {
+                Some(k) => Some(k),
+                None => previous_model(inputs.state, name).await,
+            };
+            let o = run(engine, name, cfg, previous.as_ref()).await?;
+            Ok((o.model, o.rows))
+        },
+    )
+    .await?;
     Ok(StepResult {
         model: Some(out.model),
+        model_use: Some(out.model_use),
+        keep: out.keep,
         ..StepResult::new(step, out.rows, Held::Memory(out.rows * 24))
     })
 }
 
-/// The model a previous run kept for `step`, if any (an unreadable one is ignored with a
-/// warning: the clusters are then numbered afresh).
-pub async fn previous_model(state: &Location, step: &str) -> Option<KMeansModel> {
+/// A bare model, as versions before refit schedules kept it, still gives its cluster ids to
+/// the next fit (an unreadable one is ignored: the clusters are then numbered afresh).
+async fn previous_model(state: &Location, step: &str) -> Option<KMeansModel> {
     use object_store::ObjectStoreExt;
     let loc = state.child(&format!("models/{step}.json")).ok()?;
     let bytes = loc.store.get(&loc.path).await.ok()?.bytes().await.ok()?;

@@ -25,8 +25,9 @@ use ndarray::{Array1, Array2, Axis};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::matrix::{load_matrix, plan_model, step_err, Bound};
-use super::StepResult;
+use super::matrix::{apply_matrix, load_matrix, numeric_columns, plan_model, step_err, Bound};
+use super::refit;
+use super::{StepInputs, StepResult};
 use crate::engine::diagnostics::execution_error;
 use crate::engine::materialise::Held;
 use crate::engine::Engine;
@@ -95,6 +96,7 @@ pub async fn run(
     engine: &Engine,
     name: &str,
     cfg: &LookalikeConfig,
+    kept: Option<&LookalikeModel>,
 ) -> Result<(LookalikeModel, usize)> {
     let context = format!("step `{name}`");
     let seed_sql = match &cfg.seed {
@@ -123,17 +125,34 @@ pub async fn run(
         seed: cfg.seed_value,
         keep: Some(k.clone()),
     });
-    let m = load_matrix(
-        engine,
-        name,
-        &cfg.input,
-        &cfg.id,
-        &cfg.features,
-        &cfg.transforms,
-        cfg.nulls,
-        bound.as_ref(),
-    )
-    .await?;
+    // A kept model is applied with its own transform; only on the local engine (a cluster
+    // fits on every run: `run_step` never passes a kept model there).
+    let m = match kept {
+        Some(model) => {
+            apply_matrix(
+                engine,
+                name,
+                &cfg.input,
+                &cfg.id,
+                &model.features,
+                cfg.nulls,
+            )
+            .await?
+        }
+        None => {
+            load_matrix(
+                engine,
+                name,
+                &cfg.input,
+                &cfg.id,
+                &cfg.features,
+                &cfg.transforms,
+                cfg.nulls,
+                bound.as_ref(),
+            )
+            .await?
+        }
+    };
     let n = m.x.nrows();
 
     // Seed and exclusions.
@@ -203,47 +222,15 @@ pub async fn run(
     let neg_pick = kmeans::sample_indices(candidates.len(), k_neg, cfg.seed_value);
     let negatives: Vec<usize> = neg_pick.iter().map(|&j| candidates[j]).collect();
 
-    let fitted = tokio::task::block_in_place(|| {
-        let mut weights = None;
-        let mut intercept = None;
-        let mut centroids = None;
-        if cfg.method != Method::Similarity {
-            let rows: Vec<usize> = train.iter().chain(negatives.iter()).copied().collect();
-            let xt = m.x.select(Axis(0), &rows);
-            let y: Array1<f64> = rows
-                .iter()
-                .enumerate()
-                .map(|(i, _)| if i < train.len() { 1.0 } else { 0.0 })
-                .collect();
-            let lr = logistic::fit(xt.view(), y.view(), cfg.c, 100);
-            weights = Some(lr.weights.to_vec());
-            intercept = Some(lr.intercept);
-        }
-        if cfg.method != Method::Logistic {
-            let xs = m.x.select(Axis(0), &train);
-            let k = (train.len() / 200).clamp(1, 5);
-            let f = kmeans::fit(
-                xs.view(),
-                &KMeansParams {
-                    k,
-                    max_iter: 100,
-                    tol: 1e-6,
-                    n_init: 2,
-                    seed: cfg.seed_value,
-                },
-            );
-            centroids = Some(
-                f.centroids
-                    .rows()
-                    .into_iter()
-                    .map(|r| r.to_vec())
-                    .collect::<Vec<_>>(),
-            );
-        }
-        (weights, intercept, centroids)
-    });
-    let blend_weight =
-        (cfg.method == Method::Blend).then(|| train.len() as f64 / (train.len() as f64 + 2000.0));
+    let fitted = match kept {
+        Some(k) => (k.weights.clone(), k.intercept, k.centroids.clone()),
+        None => fit(cfg, &m.x, &train, &negatives),
+    };
+    let blend_weight = match kept {
+        Some(k) => k.blend_weight,
+        None => (cfg.method == Method::Blend)
+            .then(|| train.len() as f64 / (train.len() as f64 + 2000.0)),
+    };
     let mut model = LookalikeModel {
         kind: "lookalike".into(),
         step: name.to_string(),
@@ -264,6 +251,13 @@ pub async fn run(
         auc: f64::NAN,
         tiers: vec![],
     };
+    if let Some(k) = kept {
+        // The fit's own counts and quality report: measured on the night it was fitted.
+        model.seed_train = k.seed_train;
+        model.seed_holdout = k.seed_holdout;
+        model.negatives = k.negatives;
+        model.auc = k.auc;
+    }
 
     // Scores of every row: in memory, or with the generated SQL (on a cluster the rows here are
     // the fitting sample, scored in memory; the cluster scores everyone below).
@@ -331,41 +325,29 @@ pub async fn run(
         }
     };
 
-    // Quality: held-out seed ranked among the candidates.
-    let pos: Vec<f64> = holdout.iter().map(|&i| scores[i]).collect();
-    let neg: Vec<f64> = candidates.iter().map(|&i| scores[i]).collect();
-    model.auc = crate::ml::similarity::auc(&pos, &neg);
-    let mut pool: Vec<f64> = pos.iter().chain(neg.iter()).copied().collect();
-    pool.sort_by(|a, b| b.total_cmp(a));
-    let pool_sizes = tier_sizes(&cfg.reach, &pool);
     // The audience: candidates by score (descending), ties by id.
     let mut order: Vec<usize> = candidates.clone();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(ids[a].cmp(ids[b])));
     let cand_sorted: Vec<f64> = order.iter().map(|&i| scores[i]).collect();
     let sizes = tier_sizes(&cfg.reach, &cand_sorted);
-    for ((r, &pool_size), &size) in cfg.reach.iter().zip(&pool_sizes).zip(&sizes) {
-        let cutoff = if pool_size == 0 {
-            f64::INFINITY
-        } else {
-            pool[pool_size - 1]
-        };
-        let hit = pos.iter().filter(|&&s| s >= cutoff).count();
-        let recall = if pos.is_empty() {
-            f64::NAN
-        } else {
-            hit as f64 / pos.len() as f64
-        };
-        let share = pool_size as f64 / pool.len().max(1) as f64;
-        model.tiers.push(TierQuality {
-            tier: r.label(),
-            users: size,
-            recall,
-            lift: if share > 0.0 {
-                recall / share
-            } else {
-                f64::NAN
-            },
-        });
+    match kept {
+        // The fit's quality report stands; the tiers hold today's users.
+        Some(k) => {
+            model.tiers = k.tiers.clone();
+            for (t, &size) in model.tiers.iter_mut().zip(&sizes) {
+                t.users = size;
+            }
+        }
+        None => {
+            model.auc = quality(
+                &mut model.tiers,
+                cfg,
+                &scores,
+                &holdout,
+                &candidates,
+                &sizes,
+            );
+        }
     }
     if model.auc < 0.6 {
         tracing::warn!(
@@ -414,6 +396,101 @@ pub async fn run(
     .map_err(Error::unexpected)?;
     engine.register_batches(name, schema, vec![batch]).await?;
     Ok((model, max))
+}
+
+/// Quality of a fresh fit: the held-out seed ranked among the candidates; fills each tier's
+/// recall and lift and returns the AUC.
+fn quality(
+    tiers: &mut Vec<TierQuality>,
+    cfg: &LookalikeConfig,
+    scores: &[f64],
+    holdout: &[usize],
+    candidates: &[usize],
+    sizes: &[usize],
+) -> f64 {
+    let pos: Vec<f64> = holdout.iter().map(|&i| scores[i]).collect();
+    let neg: Vec<f64> = candidates.iter().map(|&i| scores[i]).collect();
+    let auc = crate::ml::similarity::auc(&pos, &neg);
+    let mut pool: Vec<f64> = pos.iter().chain(neg.iter()).copied().collect();
+    pool.sort_by(|a, b| b.total_cmp(a));
+    let pool_sizes = tier_sizes(&cfg.reach, &pool);
+    for ((r, &pool_size), &size) in cfg.reach.iter().zip(&pool_sizes).zip(sizes) {
+        let cutoff = if pool_size == 0 {
+            f64::INFINITY
+        } else {
+            pool[pool_size - 1]
+        };
+        let hit = pos.iter().filter(|&&s| s >= cutoff).count();
+        let recall = if pos.is_empty() {
+            f64::NAN
+        } else {
+            hit as f64 / pos.len() as f64
+        };
+        let share = pool_size as f64 / pool.len().max(1) as f64;
+        tiers.push(TierQuality {
+            tier: r.label(),
+            users: size,
+            recall,
+            lift: if share > 0.0 {
+                recall / share
+            } else {
+                f64::NAN
+            },
+        });
+    }
+    auc
+}
+
+/// A fit's logistic weights and intercept, and the seed's sub-centroids.
+type FittedParts = (Option<Vec<f64>>, Option<f64>, Option<Vec<Vec<f64>>>);
+
+/// Fits the logistic weights and/or the seed's sub-centroids on the training seed and the
+/// sampled negatives: (weights, intercept, centroids).
+fn fit(
+    cfg: &LookalikeConfig,
+    x: &Array2<f64>,
+    train: &[usize],
+    negatives: &[usize],
+) -> FittedParts {
+    tokio::task::block_in_place(|| {
+        let mut weights = None;
+        let mut intercept = None;
+        let mut centroids = None;
+        if cfg.method != Method::Similarity {
+            let rows: Vec<usize> = train.iter().chain(negatives.iter()).copied().collect();
+            let xt = x.select(Axis(0), &rows);
+            let y: Array1<f64> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, _)| if i < train.len() { 1.0 } else { 0.0 })
+                .collect();
+            let lr = logistic::fit(xt.view(), y.view(), cfg.c, 100);
+            weights = Some(lr.weights.to_vec());
+            intercept = Some(lr.intercept);
+        }
+        if cfg.method != Method::Logistic {
+            let xs = x.select(Axis(0), train);
+            let k = (train.len() / 200).clamp(1, 5);
+            let f = kmeans::fit(
+                xs.view(),
+                &KMeansParams {
+                    k,
+                    max_iter: 100,
+                    tol: 1e-6,
+                    n_init: 2,
+                    seed: cfg.seed_value,
+                },
+            );
+            centroids = Some(
+                f.centroids
+                    .rows()
+                    .into_iter()
+                    .map(|r| r.to_vec())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        (weights, intercept, centroids)
+    })
 }
 
 /// The id column of an exclusion table: the step's id column when it has one, else its first.
@@ -475,11 +552,40 @@ pub async fn plan(
 }
 
 /// Fits and scores the audience and registers it under the step's name.
-pub async fn run_step(engine: &Engine, step: &Step, cfg: &LookalikeConfig) -> Result<StepResult> {
-    let (model, rows) = run(engine, &step.name, cfg).await?;
+pub async fn run_step(
+    engine: &Engine,
+    step: &Step,
+    cfg: &LookalikeConfig,
+    inputs: &StepInputs<'_>,
+) -> Result<StepResult> {
+    let name = step.name.as_str();
+    if engine.is_distributed() && step.refit.every_days.is_some() {
+        tracing::info!(
+            step = name,
+            "on a cluster engine a lookalike step fits on every run"
+        );
+    }
+    let mut local = inputs.facts.clone();
+    local.force |= engine.is_distributed();
+    let inputs = StepInputs {
+        facts: local,
+        ..inputs.clone()
+    };
+    let out = refit::fit_or_apply(
+        engine,
+        step,
+        &inputs,
+        &cfg.input,
+        |m: &LookalikeModel| numeric_columns(&m.features),
+        |kept| async move { run(engine, name, cfg, Some(&kept)).await },
+        |_| async move { run(engine, name, cfg, None).await },
+    )
+    .await?;
     Ok(StepResult {
-        lookalike: Some(model),
-        ..StepResult::new(step, rows, Held::Memory(rows * 40))
+        lookalike: Some(out.model),
+        model_use: Some(out.model_use),
+        keep: out.keep,
+        ..StepResult::new(step, out.rows, Held::Memory(out.rows * 40))
     })
 }
 
