@@ -86,6 +86,16 @@ pub fn render(r: &RunReport) -> String {
                 i.reused,
                 i.pruned
             );
+            if let Some(m) = &i.merged {
+                let how = match &m.remerged_because {
+                    None => format!(
+                        "{} new days merged into the kept rows ({} days)",
+                        m.days_merged, m.days_kept
+                    ),
+                    Some(why) => format!("all {} days merged ({why})", m.days_merged),
+                };
+                let _ = writeln!(s, "    merged: {} rows by key; {how}", m.rows);
+            }
         }
     }
     if !r.exports.is_empty() {

@@ -29,6 +29,14 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../sql/demo/user_features.sql"),
     ),
     (
+        "sql/demo/customer_purchases.sql",
+        include_str!("../../sql/demo/customer_purchases.sql"),
+    ),
+    (
+        "sql/demo/customer_summary.sql",
+        include_str!("../../sql/demo/customer_summary.sql"),
+    ),
+    (
         "sql/lifecycle/stages.sql",
         include_str!("../../sql/lifecycle/stages.sql"),
     ),

@@ -275,6 +275,50 @@ impl Engine {
             .map_err(|e| Error::data(loc.display(), format!("{what} cannot be read: {e}")))
     }
 
+    /// Registers Parquet files of one schema as one table `name` (an empty table when there
+    /// are none).
+    pub async fn register_parquet_files(
+        &self,
+        name: &str,
+        files: &[Location],
+        schema: datafusion::arrow::datatypes::SchemaRef,
+        context: &str,
+    ) -> Result<()> {
+        use datafusion::datasource::file_format::parquet::ParquetFormat;
+        use datafusion::datasource::listing::{
+            ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+        };
+        let _ = self.ctx.deregister_table(name);
+        if files.is_empty() {
+            let t = datafusion::datasource::MemTable::try_new(schema, vec![vec![]])
+                .map_err(Error::unexpected)?;
+            self.ctx
+                .register_table(name, std::sync::Arc::new(t))
+                .map_err(Error::unexpected)?;
+            return Ok(());
+        }
+        let urls = files
+            .iter()
+            .map(|loc| {
+                ListingTableUrl::parse(loc.url.as_str())
+                    .map_err(|e| diagnostics::execution_error(context, e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let options = ListingOptions::new(std::sync::Arc::new(
+            ParquetFormat::default().with_options(self.ctx.state().default_table_options().parquet),
+        ))
+        .with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(schema);
+        let table =
+            ListingTable::try_new(config).map_err(|e| diagnostics::execution_error(context, e))?;
+        self.ctx
+            .register_table(name, std::sync::Arc::new(table))
+            .map_err(Error::unexpected)?;
+        Ok(())
+    }
+
     /// True when SQL runs on a Ballista cluster.
     pub fn is_distributed(&self) -> bool {
         self.kind.is_distributed()

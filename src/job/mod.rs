@@ -130,6 +130,67 @@ pub struct Incremental {
     pub days: WindowDays,
     /// The day column (a partition column of the source, and a column of the result).
     pub column: String,
+    /// Days merged into one row per key, kept as state and updated with the new days only.
+    pub merge: Option<Merge>,
+}
+
+/// A merged incremental step: one row per key of `by`, each other column merged across days.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Merge {
+    /// Key columns.
+    pub by: Vec<String>,
+    /// Each merged column and how it merges, in declaration order.
+    pub columns: Vec<(String, MergeOp)>,
+}
+
+/// How a column merges across days. Each is exact on integers, decimals, dates and text, so
+/// adding days to the merged state gives the same rows as merging every day at once.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MergeOp {
+    /// The sum.
+    Sum,
+    /// The smallest value.
+    Min,
+    /// The largest value.
+    Max,
+    /// The value of the row with the smallest value of the named column.
+    FirstBy(String),
+    /// The value of the row with the largest value of the named column.
+    LastBy(String),
+}
+
+impl MergeOp {
+    /// `sum`, `min`, `max`, `first by COL`, `last by COL`.
+    pub fn parse(text: &str) -> std::result::Result<MergeOp, String> {
+        let t = text.trim();
+        match t.to_ascii_lowercase().as_str() {
+            "sum" => return Ok(MergeOp::Sum),
+            "min" => return Ok(MergeOp::Min),
+            "max" => return Ok(MergeOp::Max),
+            _ => {}
+        }
+        let mut words = t.split_whitespace();
+        match (
+            words.next().map(|w| w.to_ascii_lowercase()),
+            words.next(),
+            words.next(),
+            words.next(),
+        ) {
+            (Some(f), Some(by), Some(col), None)
+                if by.eq_ignore_ascii_case("by") && f == "first" =>
+            {
+                Ok(MergeOp::FirstBy(col.to_string()))
+            }
+            (Some(f), Some(by), Some(col), None)
+                if by.eq_ignore_ascii_case("by") && f == "last" =>
+            {
+                Ok(MergeOp::LastBy(col.to_string()))
+            }
+            _ => Err(format!(
+                "merge `{t}` must be sum, min, max, \"first by COLUMN\" or \"last by COLUMN\""
+            )),
+        }
+    }
 }
 
 /// The length of an incremental window.

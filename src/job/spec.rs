@@ -295,6 +295,13 @@ pub struct IncrementalSpec {
     /// the source's first partition column).
     #[serde(default)]
     pub column: Option<String>,
+    /// Keys of a merged step: the step's table is one row per key, its days merged by `merge`.
+    #[serde(default)]
+    pub merge_by: Option<Vec<String>>,
+    /// How each other column of the per-day rows merges across days: `sum`, `min`, `max`,
+    /// `first by COL` or `last by COL`.
+    #[serde(default)]
+    pub merge: BTreeMap<String, String>,
 }
 
 /// A freshness gate.

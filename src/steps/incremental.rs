@@ -25,11 +25,6 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::kernels::cmp::eq;
 use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
-use datafusion::datasource::MemTable;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
@@ -75,6 +70,9 @@ pub struct IncrementalReport {
     pub reused: usize,
     /// Days removed from the state (before the window).
     pub pruned: usize,
+    /// For a merged step: how its rows were merged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged: Option<super::merged::MergeReport>,
 }
 
 /// The step's state folder.
@@ -147,6 +145,15 @@ fn fingerprints(
         .collect()
 }
 
+/// Whether the source holds a file in `day`'s partition.
+fn has_files(source: &SourceInfo, column: &str, day: &str) -> bool {
+    let marker = format!("/{column}={day}/");
+    source
+        .objects
+        .iter()
+        .any(|f| format!("/{}", f.path).contains(&marker))
+}
+
 async fn read_held(dir: &Location, col: &str, day: &str) -> Result<Option<HeldDay>> {
     let loc = dir.child(&format!("{col}={day}/fingerprint.json"))?;
     match loc.store.get(&loc.path).await {
@@ -208,9 +215,18 @@ pub async fn run(
     let dir = step_state(state, &step.name)?;
     let col = inc.column.as_str();
 
-    // What the state holds for the window, read concurrently.
+    // What the state holds for the window, read concurrently: one listing, then the records
+    // of the days it has folders for.
+    let folders: std::collections::BTreeSet<String> =
+        held_days_names(&dir, col).await?.into_iter().collect();
     let held: Vec<Option<HeldDay>> = futures::stream::iter(days.iter())
-        .map(|d| read_held(&dir, col, d))
+        .map(|d| async {
+            if folders.contains(d) {
+                read_held(&dir, col, d).await
+            } else {
+                Ok(None)
+            }
+        })
         .buffered(16)
         .try_collect()
         .await?;
@@ -220,12 +236,30 @@ pub async fn run(
         .filter(|h| !full_refresh && prints.get(&h.day) == Some(&h.fingerprint))
         .map(|h| (h.day.clone(), h))
         .collect();
+    let reused = held.len();
+    // A day with no input files and nothing held has no rows: it needs no record (a long
+    // window over a short history would otherwise write and read one per empty day).
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for d in &days {
+        if !held.contains_key(d) && !folders.contains(d) && !has_files(source, col, d) {
+            held.insert(
+                d.clone(),
+                HeldDay {
+                    day: d.clone(),
+                    fingerprint: prints[d].clone(),
+                    file: None,
+                    rows: 0,
+                    bytes: 0,
+                    computed_at: now.clone(),
+                },
+            );
+        }
+    }
     let missing: Vec<String> = days
         .iter()
         .filter(|d| !held.contains_key(*d))
         .cloned()
         .collect();
-    let reused = held.len();
 
     // The source narrowed to the missing days, under its own name, while the step's SQL plans.
     let original = engine
@@ -243,10 +277,17 @@ pub async fn run(
             .map_err(Error::unexpected)?;
         // Missing days are computed a few at a time: one query over all 90 days of a large
         // source sorts more than the memory budget holds (seen at 1,000,000 demo users).
-        let chunks: Vec<Vec<String>> = if missing.is_empty() {
+        // Days without input files have no rows: they are held as empty days unqueried (a
+        // long window's cold run would otherwise plan a query per empty chunk).
+        let with_files: Vec<String> = missing
+            .iter()
+            .filter(|d| has_files(source, &inc.column, d))
+            .cloned()
+            .collect();
+        let chunks: Vec<Vec<String>> = if with_files.is_empty() {
             vec![Vec::new()]
         } else {
-            missing.chunks(DAYS_PER_PASS).map(|c| c.to_vec()).collect()
+            with_files.chunks(DAYS_PER_PASS).map(|c| c.to_vec()).collect()
         };
         let mut schema: Option<SchemaRef> = None;
         let mut written = Vec::new();
@@ -359,7 +400,6 @@ pub async fn run(
     let (schema, written) = narrowed?;
 
     // Missing days without rows are held as empty days.
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut fresh: BTreeMap<String, HeldDay> =
         written.into_iter().map(|h| (h.day.clone(), h)).collect();
     for d in &missing {
@@ -421,43 +461,40 @@ pub async fn run(
         .map(|h| h.rows)
         .sum();
     let _ = engine.ctx.deregister_table(step.name.as_str());
-    if files.is_empty() {
-        let t = MemTable::try_new(schema, vec![vec![]]).map_err(Error::unexpected)?;
-        engine
-            .ctx
-            .register_table(step.name.as_str(), Arc::new(t))
-            .map_err(Error::unexpected)?;
-    } else {
-        let urls = files
+    let locations = files
+        .iter()
+        .map(|f| dir.child(f))
+        .collect::<Result<Vec<_>>>()?;
+    engine
+        .register_parquet_files(&step.name, &locations, schema.clone(), &context)
+        .await?;
+    let mut rows = rows as usize;
+    let mut merged = None;
+    if let Some(m) = &inc.merge {
+        let days_held: BTreeMap<String, (String, Option<Location>)> = days
             .iter()
-            .map(|f| {
-                let loc = dir.child(f)?;
-                ListingTableUrl::parse(loc.url.as_str()).map_err(|e| execution_error(&context, e))
+            .filter_map(|d| held.get(d))
+            .map(|h| {
+                let loc = h.file.as_ref().map(|f| dir.child(f)).transpose()?;
+                Ok((h.day.clone(), (h.fingerprint.clone(), loc)))
             })
-            .collect::<Result<Vec<_>>>()?;
-        let options = ListingOptions::new(Arc::new(
-            ParquetFormat::default()
-                .with_options(engine.ctx.state().default_table_options().parquet),
-        ))
-        .with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(options)
-            .with_schema(schema);
-        let table = ListingTable::try_new(config).map_err(|e| execution_error(&context, e))?;
-        engine
-            .ctx
-            .register_table(step.name.as_str(), Arc::new(table))
-            .map_err(Error::unexpected)?;
+            .collect::<Result<_>>()?;
+        let report =
+            super::merged::run(engine, step, m, &dir, col, &days_held, schema, full_refresh)
+                .await?;
+        rows = report.rows as usize;
+        merged = Some(report);
     }
     tracing::info!(step = %step.name, computed = missing.len(), reused, pruned, "incremental step");
     Ok((
-        rows as usize,
+        rows,
         IncrementalReport {
             step: step.name.clone(),
             window: (first, days.last().cloned().unwrap_or_default()),
             computed: missing,
             reused,
             pruned,
+            merged,
         },
     ))
 }

@@ -15,6 +15,7 @@ pub mod kmeans;
 pub mod lookalike;
 pub mod ltv;
 pub mod matrix;
+pub mod merged;
 pub mod refit;
 pub mod sql;
 
@@ -107,7 +108,20 @@ pub async fn plan(
     bindings: &Bindings,
 ) -> std::result::Result<(), Problem> {
     match &step.kind {
-        StepKind::Sql(q) => sql::plan(engine, step, q, bindings).await,
+        StepKind::Sql(q) => {
+            sql::plan(engine, step, q, bindings).await?;
+            match step
+                .incremental
+                .as_ref()
+                .and_then(|i| i.merge.as_ref().map(|m| (i, m)))
+            {
+                Some((inc, m)) => merged::without_state(engine, step, m, &inc.column, false)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| problem(step, e.to_string(), None)),
+                None => Ok(()),
+            }
+        }
         StepKind::KMeans(cfg) => kmeans::plan(engine, step, cfg).await,
         StepKind::Lookalike(cfg) => lookalike::plan(engine, step, cfg).await,
         StepKind::Ltv(cfg) => ltv::plan(engine, step, cfg).await,
@@ -124,7 +138,18 @@ pub async fn run(engine: &Engine, step: &Step, inputs: &StepInputs<'_>) -> Resul
             Some(inc) if inputs.incremental_state && !engine.is_distributed() => {
                 incremental::run_step(engine, step, q, inc, inputs).await?
             }
-            _ => sql::run(engine, step, q, inputs).await?,
+            Some(inc) => {
+                let mut r = sql::run(engine, step, q, inputs).await?;
+                if let Some(m) = &inc.merge {
+                    if let Some(rows) =
+                        merged::without_state(engine, step, m, &inc.column, true).await?
+                    {
+                        r.rows = rows;
+                    }
+                }
+                r
+            }
+            None => sql::run(engine, step, q, inputs).await?,
         },
         StepKind::KMeans(cfg) => kmeans::run_step(engine, step, cfg, inputs).await?,
         StepKind::Lookalike(cfg) => lookalike::run_step(engine, step, cfg, inputs).await?,

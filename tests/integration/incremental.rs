@@ -24,7 +24,8 @@ pub(crate) fn demo_job(dir: &Path, incremental: bool) -> PathBuf {
     let text: String = std::fs::read_to_string(repo().join("jobs/demo.toml"))
         .unwrap()
         .lines()
-        .filter(|l| incremental || !l.starts_with("incremental = "))
+        // A merged step keeps its declaration: without it the step is another table.
+        .filter(|l| incremental || !l.starts_with("incremental = ") || l.contains("merge_by"))
         .map(|l| {
             if l.starts_with("format = \"tencent_ads\"")
                 || l.starts_with("format = \"meta_custom_audience\"")
@@ -87,6 +88,22 @@ fn computed(out: &Path, date: &str) -> Vec<usize> {
         .collect()
 }
 
+/// Days of the demo's orders before `date` (the two-year customer window holds them all).
+fn order_days_before(data: &Path, date: &str) -> usize {
+    std::fs::read_dir(data.join("orders"))
+        .unwrap()
+        .filter(|e| {
+            let name = e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .to_string();
+            name.strip_prefix("dt=").is_some_and(|d| d < date)
+        })
+        .count()
+}
+
 /// Reruns `date` with `--full-refresh` in the same output folder (so the previous publication,
 /// which the decision path and deltas read, is the same) and checks the outputs are equal.
 fn equals_full_refresh(data: &Path, out: &Path, date: &str) {
@@ -99,7 +116,10 @@ fn equals_full_refresh(data: &Path, out: &Path, date: &str) {
         incremental.keys().collect::<Vec<_>>()
     );
     ok(run(data, out, date, &["--full-refresh"]));
-    assert_eq!(computed(out, date), vec![90, 90, 90]);
+    assert_eq!(
+        computed(out, date),
+        vec![90, 90, 90, order_days_before(data, date)]
+    );
     let full = outputs(out, date);
     assert_eq!(
         incremental.keys().collect::<Vec<_>>(),
@@ -120,13 +140,21 @@ fn consecutive_days_compute_one_day_each_and_equal_a_full_recomputation() {
     let data = demo_data(tmp.path(), USERS);
     let out = tmp.path().join("out");
     ok(run(&data, &out, "2026-11-22", &[]));
-    assert_eq!(computed(&out, "2026-11-22"), vec![90, 90, 90]);
+    assert_eq!(
+        computed(&out, "2026-11-22"),
+        vec![90, 90, 90, order_days_before(&data, "2026-11-22")]
+    );
     ok(run(&data, &out, "2026-11-23", &[]));
-    assert_eq!(computed(&out, "2026-11-23"), vec![1, 1, 1]);
+    assert_eq!(computed(&out, "2026-11-23"), vec![1, 1, 1, 1]);
     let text = ok(run(&data, &out, "2026-11-24", &[]));
-    assert_eq!(computed(&out, "2026-11-24"), vec![1, 1, 1]);
+    assert_eq!(computed(&out, "2026-11-24"), vec![1, 1, 1, 1]);
     assert!(
         text.contains("1 days computed, 89 reused from the state, 1 pruned"),
+        "{text}"
+    );
+    // The all-history customer rows take the new day only (an empty day left the window).
+    assert!(
+        text.contains("1 new days merged into the kept rows (179 days)"),
         "{text}"
     );
     equals_full_refresh(&data, &out, "2026-11-24");
@@ -140,11 +168,14 @@ fn a_skipped_day_and_an_out_of_order_backfill_equal_a_full_recomputation() {
     ok(run(&data, &out, "2026-11-20", &[]));
     // Three nights skipped: the next run computes the four days it lacks.
     ok(run(&data, &out, "2026-11-24", &[]));
-    assert_eq!(computed(&out, "2026-11-24"), vec![4, 4, 4]);
+    assert_eq!(computed(&out, "2026-11-24"), vec![4, 4, 4, 4]);
     equals_full_refresh(&data, &out, "2026-11-24");
     // A backfill of an earlier date computes the 14 days before the state's window.
-    ok(run(&data, &out, "2026-11-10", &[]));
-    assert_eq!(computed(&out, "2026-11-10"), vec![14, 14, 14]);
+    let text = ok(run(&data, &out, "2026-11-10", &[]));
+    // The two-year window's 14 older days have no orders: nothing to compute.
+    assert_eq!(computed(&out, "2026-11-10"), vec![14, 14, 14, 0]);
+    // Merged rows that hold later days are merged again from the days of this window.
+    assert!(text.contains("is no longer held)"), "{text}");
     equals_full_refresh(&data, &out, "2026-11-10");
 }
 
@@ -160,9 +191,13 @@ fn a_day_whose_files_changed_is_computed_again() {
     ok(run(&data, &out, "2026-11-24", &[]));
     let before = outputs(&out, "2026-11-24");
     std::fs::rename(&aside, &day).unwrap();
-    ok(run(&data, &out, "2026-11-24", &[]));
-    // Only the orders step's late day is computed again.
-    assert_eq!(computed(&out, "2026-11-24"), vec![1, 0, 0]);
+    let text = ok(run(&data, &out, "2026-11-24", &[]));
+    // Only the orders steps' late day is computed again, and merged into the customer rows.
+    assert_eq!(computed(&out, "2026-11-24"), vec![1, 0, 0, 1]);
+    assert!(
+        text.contains("1 new days merged into the kept rows"),
+        "{text}"
+    );
     let after = outputs(&out, "2026-11-24");
     assert!(
         before.get(Path::new("user_features.parquet"))
@@ -196,6 +231,28 @@ fn incremental_features_equal_the_job_written_without_incremental_steps() {
     let b = std::fs::read(published_at(&plain_out, "2026-11-24").join("user_features.parquet"))
         .unwrap();
     assert!(a == b, "incremental and plain features are byte-identical");
+
+    // Without state (preview), a merged step merges its whole window: the same customers.
+    let res = bin()
+        .arg("preview")
+        .arg(demo_job(tmp.path(), true))
+        .args([
+            "--step",
+            "customer_summary",
+            "--date",
+            "2026-11-24",
+            "--param",
+        ])
+        .arg(format!("data={}", data.display()))
+        .output()
+        .unwrap();
+    let text = ok(res);
+    let ltv = read_parquet(&published_at(&out, "2026-11-24").join("ltv.parquet"));
+    assert!(
+        text.contains("frequency")
+            && text.contains(&format!("`customer_summary`: {} rows", rows(&ltv))),
+        "{text}"
+    );
 }
 
 /// Every day folder either holds a fingerprint naming a file that exists, or no fingerprint.
@@ -257,7 +314,10 @@ fn a_killed_run_leaves_every_day_complete_or_absent() {
     assert!(!out.join("2026-11-24/current.json").exists());
     // The next run takes over the dead run's locks, completes the state and publishes.
     ok(run(&data, &out, "2026-11-24", &[]));
-    assert_eq!(state_is_consistent(&out.join("state")), 270);
+    assert_eq!(
+        state_is_consistent(&out.join("state")),
+        3 * 90 + order_days_before(&data, "2026-11-24")
+    );
     equals_full_refresh(&data, &out, "2026-11-24");
 }
 

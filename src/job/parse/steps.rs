@@ -7,7 +7,7 @@ use super::models::{kmeans_config, lookalike_config, ltv_config};
 use super::{valid_table_name, Ctx};
 use crate::job::models::Refit;
 use crate::job::spec::{ParamType, StepSpec};
-use crate::job::{Incremental, ParamDecl, Source, Step, StepKind, WindowDays};
+use crate::job::{Incremental, Merge, MergeOp, ParamDecl, Source, Step, StepKind, WindowDays};
 
 /// Checks every step in run order.
 pub(super) fn check(
@@ -121,6 +121,74 @@ fn sql_step(ctx: &mut Ctx, offset: usize, spec: &StepSpec) -> Result<StepKind, O
     Ok(StepKind::Sql(sql))
 }
 
+/// The checked `merge_by` and `merge` of an incremental step: `Some(None)` without them,
+/// `None` when a problem was reported.
+fn merge(
+    ctx: &mut Ctx,
+    offset: usize,
+    sname: &str,
+    inc: &crate::job::spec::IncrementalSpec,
+    day: &str,
+) -> Option<Option<Merge>> {
+    let Some(by) = &inc.merge_by else {
+        if !inc.merge.is_empty() {
+            ctx.problem(
+                offset,
+                Some(sname),
+                "incremental.merge needs incremental.merge_by: the key columns of the merged rows"
+                    .into(),
+                Some("e.g. merge_by = [\"user_id\"]".into()),
+            );
+            return None;
+        }
+        return Some(None);
+    };
+    if by.is_empty() || inc.merge.is_empty() {
+        ctx.problem(offset, Some(sname), "a merged incremental step needs key columns in merge_by and at least one merged column in merge".into(), None);
+        return None;
+    }
+    let mut columns = Vec::new();
+    let mut ok = true;
+    for (col, text) in &inc.merge {
+        if by.contains(col) || col == day {
+            ctx.problem(offset, Some(sname), format!("incremental.merge names `{col}`, a key or the day column; only the other columns merge"), None);
+            ok = false;
+            continue;
+        }
+        match MergeOp::parse(text) {
+            Ok(op) => columns.push((col.clone(), op)),
+            Err(m) => {
+                ctx.problem(
+                    offset,
+                    Some(sname),
+                    format!("incremental.merge.{col}: {m}"),
+                    None,
+                );
+                ok = false;
+            }
+        }
+    }
+    // "first by C" continues from merged rows only when C keeps the smallest value (min), and
+    // "last by C" when it keeps the largest (max).
+    for (col, op) in &columns {
+        let (by_col, needs, word) = match op {
+            MergeOp::FirstBy(c) => (c, MergeOp::Min, "min"),
+            MergeOp::LastBy(c) => (c, MergeOp::Max, "max"),
+            _ => continue,
+        };
+        if !columns.iter().any(|(c, o)| c == by_col && *o == needs) {
+            ctx.problem(offset, Some(sname), format!("incremental.merge.{col} is ordered by `{by_col}`, which must itself merge by {word}"), Some(format!("add {by_col} = \"{word}\" to merge")));
+            ok = false;
+        }
+    }
+    ok.then(|| {
+        Some(Merge {
+            by: by.clone(),
+            columns,
+        })
+    })
+}
+
 /// The checked `incremental` setting of a sql step.
 fn incremental(
     ctx: &mut Ctx,
@@ -164,10 +232,12 @@ fn incremental(
             None
         }
         (Some(s), Some(column), Some(days)) if s.partitions.contains(&column) => {
+            let merge = merge(ctx, offset, sname, inc, &column)?;
             Some(Incremental {
                 source: inc.source.clone(),
                 days,
                 column,
+                merge,
             })
         }
         (Some(s), _, Some(_)) => {
@@ -182,7 +252,7 @@ fn incremental(
 mod tests {
     use std::path::Path;
 
-    use crate::job::{Job, StepKind, WindowDays};
+    use crate::job::{Job, MergeOp, StepKind, WindowDays};
 
     fn parse(steps: &str) -> Result<Job, String> {
         let text = format!("name = \"x\"\n[params]\nwindow = {{ type = \"int\", default = 7 }}\n[sources]\nev = {{ url = \"ev/\", format = \"parquet\", partitions = [\"dt\"] }}\n{steps}");
@@ -199,6 +269,22 @@ mod tests {
         let inc = job.steps[0].incremental.as_ref().unwrap();
         assert!(matches!(&inc.days, WindowDays::Param(p) if p == "window"));
         assert_eq!(inc.column, "dt");
+    }
+
+    #[test]
+    fn merged_incremental_steps() {
+        let step = |merge: &str| format!("[[step]]\nname = \"a\"\nquery = \"SELECT 1\"\nincremental = {{ source = \"ev\", days = 7{merge} }}\n");
+        let job = parse(&step(", merge_by = [\"u\"], merge = { n = \"sum\", first = \"min\", v = \"first by first\" }")).unwrap();
+        let m = job.steps[0].incremental.as_ref().unwrap().merge.clone().unwrap();
+        assert_eq!(m.by, vec!["u".to_string()]);
+        assert!(m.columns.contains(&("v".into(), MergeOp::FirstBy("first".into()))));
+        let msg = parse(&step(", merge = { n = \"sum\" }")).unwrap_err();
+        assert!(msg.contains("needs incremental.merge_by"), "{msg}");
+        let msg = parse(&step(", merge_by = [\"u\"], merge = { n = \"avg\", dt = \"max\", v = \"last by n\" }")).unwrap_err();
+        assert!(msg.contains("merge `avg` must be sum, min, max"), "{msg}");
+        assert!(msg.contains("names `dt`, a key or the day column"), "{msg}");
+        let msg = parse(&step(", merge_by = [\"u\"], merge = { n = \"sum\", v = \"last by n\" }")).unwrap_err();
+        assert!(msg.contains("ordered by `n`, which must itself merge by max"), "{msg}");
     }
 
     #[test]
