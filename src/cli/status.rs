@@ -64,6 +64,14 @@ pub async fn execute(args: StatusArgs) -> Result<()> {
             ),
             _ => println!("incremental step {}: no days held", step.name),
         }
+        if inc.merge.is_some() {
+            match crate::steps::merged::kept_size(&dir).await {
+                Some((rows, bytes, days)) => println!(
+                    "  merged rows: {rows} rows, {bytes} bytes, covering {days} days with rows"
+                ),
+                None => println!("  merged rows: none kept yet"),
+            }
+        }
         if args.days {
             for h in &held {
                 println!(

@@ -409,13 +409,30 @@ pub fn fit_bgnbd(data: &[Summary]) -> Result<BgNbd, String> {
 }
 
 /// Fits Gamma-Gamma to (x > 0, mean spend m > 0, weight) triples.
+/// Where the Gamma-Gamma fit stops following the ridge p → ∞ with p·γ fixed.
+const P_RIDGE: f64 = 1e6;
+
+/// When each customer's spend hardly varies, the likelihood keeps rising (ever more slowly)
+/// along p → ∞ with p·γ fixed, and whether the optimiser stops in time decided whether the fit
+/// succeeded. Beyond `P_RIDGE` a penalty bends the ridge back, so the fit stops there: the
+/// predictions at p = 10⁶ equal the limit's to about six digits.
+fn ridge_penalty(p: f64) -> f64 {
+    // Far out the likelihood itself is rounding noise (lnΓ(px + q) − lnΓ(px) at px ≈ 10³⁰):
+    // a wall, not a slope, keeps the optimiser out of there.
+    if p > 1e3 * P_RIDGE {
+        return 1e100;
+    }
+    let over = (p / P_RIDGE).ln().max(0.0);
+    over * over
+}
+
 pub fn fit_gamma_gamma(data: &[(f64, f64, f64)]) -> Result<GammaGamma, String> {
     if data.is_empty() {
         return Err("no customer with a repeat purchase to fit spend on".into());
     }
     let d = GgData::new(data);
     let (p, _) = maximise(
-        |p| d.log_likelihood(p[0], p[1], p[2]) / d.total,
+        |p| d.log_likelihood(p[0], p[1], p[2]) / d.total - ridge_penalty(p[0]),
         &[0.0, 0.0, 0.0],
         "Gamma-Gamma fit",
     )?;
@@ -449,6 +466,40 @@ mod tests {
         assert!((ln_gamma(5.0) - 24f64.ln()).abs() < 1e-12);
         assert!((ln_gamma(0.5) - std::f64::consts::PI.sqrt().ln()).abs() < 1e-12);
         assert!((ln_gamma(100.5) - 361.435_540_467_777_6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn gamma_gamma_on_spend_that_never_varies_stops_on_the_ridge() {
+        // Every customer spends exactly their own amount each time: the likelihood rises along
+        // p → ∞; the fit must stop there with finite, sensible predictions, not fail.
+        // Per-customer means drawn from the model's own limit: m = c / g, g ~ Gamma(3, 1).
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let data: Vec<(f64, f64, f64)> = (0..5000)
+            .map(|i| {
+                let g: f64 = (0..3).map(|_| -(1.0 - rng.random::<f64>()).ln()).sum();
+                ((1 + i % 6) as f64, 200.0 / g, 1.0)
+            })
+            .collect();
+        let gg = fit_gamma_gamma(&data).expect("the fit succeeds on the ridge");
+        assert!(gg.p <= 2.0 * P_RIDGE && gg.q > 1.0, "{gg:?}");
+        // Started out on the ridge, past the cap, the penalised likelihood brings p back to it
+        // (an unpenalised fit wandered to p = 7.5e34 and failed the run).
+        let d = GgData::new(&data);
+        let (far, _) = maximise(
+            |p| d.log_likelihood(p[0], p[1], p[2]) / d.total - ridge_penalty(p[0]),
+            &[1e8f64.ln(), gg.q.ln(), (gg.p * gg.gamma / 1e8).ln()],
+            "Gamma-Gamma fit",
+        )
+        .unwrap();
+        assert!(far[0] <= 2.0 * P_RIDGE && far[1] > 1.0, "{far:?}");
+        for &(x, m, _) in data.iter().take(50) {
+            let e = gg.expected_spend(x, m);
+            assert!(
+                e.is_finite() && (e - m).abs() / m < 0.25,
+                "x {x}, m {m}: {e} ({gg:?})"
+            );
+        }
     }
 
     #[test]

@@ -207,6 +207,14 @@ pub async fn without_state(
     Ok(Some(rows))
 }
 
+/// The kept merged rows of a step, for `status`: (rows, bytes, days covered).
+pub async fn kept_size(dir: &Location) -> Option<(u64, u64, usize)> {
+    let c = read_covered(dir).await?;
+    let loc = dir.child(&c.file).ok()?;
+    let bytes = loc.store.head(&loc.path).await.ok()?.size;
+    Some((c.rows, bytes, c.days.len()))
+}
+
 async fn read_covered(dir: &Location) -> Option<Covered> {
     let loc = dir.child("_merged/merged.json").ok()?;
     let bytes = loc.store.get(&loc.path).await.ok()?.bytes().await.ok()?;

@@ -361,6 +361,18 @@ fn a_run_holding_the_state_makes_another_date_exit_75_and_status_lists_the_days(
         text.contains("incremental step orders_daily: 90 days held, 2026-08-26 .. 2026-11-23"),
         "{text}"
     );
+    // The merged customer rows: one per customer, covering every day of orders.
+    let customers = rows(&read_parquet(
+        &published_at(&out, "2026-11-24").join("ltv.parquet"),
+    ));
+    assert!(
+        text.contains(&format!("  merged rows: {customers} rows, "))
+            && text.contains(&format!(
+                "covering {} days with rows",
+                order_days_before(&data, "2026-11-24")
+            )),
+        "{text}"
+    );
     let held: serde_json::Value = serde_json::from_slice(
         &std::fs::read(out.join("state/incremental/orders_daily/dt=2026-11-23/fingerprint.json"))
             .unwrap(),

@@ -273,18 +273,37 @@ mod tests {
 
     #[test]
     fn merged_incremental_steps() {
-        let step = |merge: &str| format!("[[step]]\nname = \"a\"\nquery = \"SELECT 1\"\nincremental = {{ source = \"ev\", days = 7{merge} }}\n");
+        let step = |merge: &str| {
+            format!("[[step]]\nname = \"a\"\nquery = \"SELECT 1\"\nincremental = {{ source = \"ev\", days = 7{merge} }}\n")
+        };
         let job = parse(&step(", merge_by = [\"u\"], merge = { n = \"sum\", first = \"min\", v = \"first by first\" }")).unwrap();
-        let m = job.steps[0].incremental.as_ref().unwrap().merge.clone().unwrap();
+        let m = job.steps[0]
+            .incremental
+            .as_ref()
+            .unwrap()
+            .merge
+            .clone()
+            .unwrap();
         assert_eq!(m.by, vec!["u".to_string()]);
-        assert!(m.columns.contains(&("v".into(), MergeOp::FirstBy("first".into()))));
+        assert!(m
+            .columns
+            .contains(&("v".into(), MergeOp::FirstBy("first".into()))));
         let msg = parse(&step(", merge = { n = \"sum\" }")).unwrap_err();
         assert!(msg.contains("needs incremental.merge_by"), "{msg}");
-        let msg = parse(&step(", merge_by = [\"u\"], merge = { n = \"avg\", dt = \"max\", v = \"last by n\" }")).unwrap_err();
+        let msg = parse(&step(
+            ", merge_by = [\"u\"], merge = { n = \"avg\", dt = \"max\", v = \"last by n\" }",
+        ))
+        .unwrap_err();
         assert!(msg.contains("merge `avg` must be sum, min, max"), "{msg}");
         assert!(msg.contains("names `dt`, a key or the day column"), "{msg}");
-        let msg = parse(&step(", merge_by = [\"u\"], merge = { n = \"sum\", v = \"last by n\" }")).unwrap_err();
-        assert!(msg.contains("ordered by `n`, which must itself merge by max"), "{msg}");
+        let msg = parse(&step(
+            ", merge_by = [\"u\"], merge = { n = \"sum\", v = \"last by n\" }",
+        ))
+        .unwrap_err();
+        assert!(
+            msg.contains("ordered by `n`, which must itself merge by max"),
+            "{msg}"
+        );
     }
 
     #[test]
