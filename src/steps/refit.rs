@@ -379,7 +379,12 @@ where
         }
         Decision::Fit(reason) => {
             let (model, rows) = fit(previous).await?;
-            let today = stats(engine, input, &columns(&model)).await?;
+            // The input's statistics only matter to a later run that may apply this model.
+            let today = if step.refit.every_days.is_some() {
+                stats(engine, input, &columns(&model)).await?
+            } else {
+                InputStats::default()
+            };
             let (model_use, keep) = fitted(facts, step, reason, previous_day, today, &model)?;
             tracing::info!(step = %step.name, "{}", model_use.describe());
             Ok(Outcome {
