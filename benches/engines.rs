@@ -15,10 +15,10 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use support::{env_or, measure, median};
+use support::{demo_data, env_or, measure, median};
 
 fn run(root: &str, data: &Path, out: &Path, engine: &str) -> (f64, f64) {
     let mut c = Command::new("/usr/bin/time");
@@ -39,19 +39,7 @@ fn main() {
     let runs = env_or("RUNS", 3);
     let root = env!("CARGO_MANIFEST_DIR");
     let tmp = tempfile::tempdir().unwrap();
-    let data: PathBuf = match std::env::var("DATA") {
-        Ok(d) => PathBuf::from(d),
-        Err(_) => {
-            let data = tmp.path().join("data");
-            let st = Command::new(format!("{root}/target/release/audiences"))
-                .args(["demo", "--no-run", "--users", &users.to_string(), "--dir"])
-                .arg(&data)
-                .status()
-                .unwrap();
-            assert!(st.success());
-            data
-        }
-    };
+    let data = demo_data(root, users, tmp.path());
     let mut engines = vec!["local".to_string(), "standalone".to_string()];
     if let Ok(s) = std::env::var("SCHEDULER") {
         engines.push(format!("ballista://{s}"));

@@ -19,7 +19,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use support::{env_or, measure, median};
+use support::{demo_data, env_or, measure, median};
 
 fn run(root: &str, job: &Path, data: &Path, out: &Path, date: &str, extra: &[&str]) -> (f64, f64) {
     measure(
@@ -52,19 +52,7 @@ fn main() {
     let runs = env_or("RUNS", 3);
     let root = env!("CARGO_MANIFEST_DIR");
     let tmp = tempfile::tempdir().unwrap();
-    let data = match std::env::var("DATA") {
-        Ok(d) => std::path::PathBuf::from(d),
-        Err(_) => {
-            let data = tmp.path().join("data");
-            let st = Command::new(format!("{root}/target/release/audiences"))
-                .args(["demo", "--no-run", "--users", &users.to_string(), "--dir"])
-                .arg(&data)
-                .status()
-                .unwrap();
-            assert!(st.success());
-            data
-        }
-    };
+    let data = demo_data(root, users, tmp.path());
     let text = std::fs::read_to_string(format!("{root}/jobs/demo.toml"))
         .unwrap()
         .replace("\"../sql/", &format!("\"{root}/sql/"));

@@ -33,3 +33,20 @@ pub fn env_or(name: &str, default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// The demo data of `users` users: the folder `DATA` names (generated before with `audiences
+/// demo --no-run`), else generated into `dir/data` by the release binary.
+#[allow(dead_code)] // not every benchmark reads demo data
+pub fn demo_data(root: &str, users: usize, dir: &std::path::Path) -> std::path::PathBuf {
+    if let Ok(d) = std::env::var("DATA") {
+        return std::path::PathBuf::from(d);
+    }
+    let data = dir.join("data");
+    let st = Command::new(format!("{root}/target/release/audiences"))
+        .args(["demo", "--no-run", "--users", &users.to_string(), "--dir"])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    data
+}

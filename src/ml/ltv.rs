@@ -414,8 +414,8 @@ const P_RIDGE: f64 = 1e6;
 
 /// When each customer's spend hardly varies, the likelihood keeps rising (ever more slowly)
 /// along p → ∞ with p·γ fixed, and whether the optimiser stops in time decided whether the fit
-/// succeeded. Beyond `P_RIDGE` a penalty bends the ridge back, so the fit stops there: the
-/// predictions at p = 10⁶ equal the limit's to about six digits.
+/// succeeded. Beyond `P_RIDGE` a penalty bends the ridge back, so the fit stops there; along
+/// the ridge p·γ is fixed, so the predictions there are close to the limit's.
 fn ridge_penalty(p: f64) -> f64 {
     // Far out the likelihood itself is rounding noise (lnΓ(px + q) − lnΓ(px) at px ≈ 10³⁰):
     // a wall, not a slope, keeps the optimiser out of there.

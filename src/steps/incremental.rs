@@ -57,6 +57,20 @@ pub struct HeldDay {
     pub computed_at: String,
 }
 
+impl HeldDay {
+    /// A day without rows, computed (or known empty) at `now`.
+    fn empty(day: &str, fingerprint: &str, now: &str) -> HeldDay {
+        HeldDay {
+            day: day.to_string(),
+            fingerprint: fingerprint.to_string(),
+            file: None,
+            rows: 0,
+            bytes: 0,
+            computed_at: now.to_string(),
+        }
+    }
+}
+
 /// What an incremental step did in a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct IncrementalReport {
@@ -242,17 +256,7 @@ pub async fn run(
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     for d in &days {
         if !held.contains_key(d) && !folders.contains(d) && !has_files(source, col, d) {
-            held.insert(
-                d.clone(),
-                HeldDay {
-                    day: d.clone(),
-                    fingerprint: prints[d].clone(),
-                    file: None,
-                    rows: 0,
-                    bytes: 0,
-                    computed_at: now.clone(),
-                },
-            );
+            held.insert(d.clone(), HeldDay::empty(d, &prints[d], &now));
         }
     }
     let missing: Vec<String> = days
@@ -404,14 +408,7 @@ pub async fn run(
         written.into_iter().map(|h| (h.day.clone(), h)).collect();
     for d in &missing {
         if !fresh.contains_key(d) {
-            let h = HeldDay {
-                day: d.clone(),
-                fingerprint: prints[d].clone(),
-                file: None,
-                rows: 0,
-                bytes: 0,
-                computed_at: now.clone(),
-            };
+            let h = HeldDay::empty(d, &prints[d], &now);
             put_json(&dir.child(&format!("{col}={d}/fingerprint.json"))?, &h).await?;
             fresh.insert(d.clone(), h);
         }
