@@ -89,8 +89,8 @@ pub fn render(r: &RunReport) -> String {
             if let Some(m) = &i.merged {
                 let how = match &m.remerged_because {
                     None => format!(
-                        "{} new days merged into the kept rows ({} days)",
-                        m.days_merged, m.days_kept
+                        "{} days merged into the kept rows, {} taken out ({} days kept as they were)",
+                        m.days_merged, m.days_removed, m.days_kept
                     ),
                     Some(why) => format!("all {} days merged ({why})", m.days_merged),
                 };

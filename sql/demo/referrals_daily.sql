@@ -1,6 +1,6 @@
--- Per day, the distinct (referrer, user) pairs: users who came in through another user's
--- share. An incremental step: the window's reach is the distinct pairs over its days.
-SELECT DISTINCT dt, referrer_id, user_id
+-- Per day, the distinct (referrer, user, brand) triples: users who came in through another
+-- user's share of a brand. An incremental step: reach_90d.sql keeps the window's pairs.
+SELECT DISTINCT dt, referrer_id, user_id, brand
 FROM social_events
 WHERE dt >= CAST(CAST($as_of AS DATE) - INTERVAL '90 days' AS VARCHAR)
   AND dt < CAST(CAST($as_of AS DATE) AS VARCHAR)

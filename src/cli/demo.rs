@@ -25,6 +25,34 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../sql/demo/referrals_daily.sql"),
     ),
     (
+        "sql/demo/orders_90d.sql",
+        include_str!("../../sql/demo/orders_90d.sql"),
+    ),
+    (
+        "sql/demo/orders_30d.sql",
+        include_str!("../../sql/demo/orders_30d.sql"),
+    ),
+    (
+        "sql/demo/order_mix_90d.sql",
+        include_str!("../../sql/demo/order_mix_90d.sql"),
+    ),
+    (
+        "sql/demo/events_90d.sql",
+        include_str!("../../sql/demo/events_90d.sql"),
+    ),
+    (
+        "sql/demo/events_30d.sql",
+        include_str!("../../sql/demo/events_30d.sql"),
+    ),
+    (
+        "sql/demo/reach_90d.sql",
+        include_str!("../../sql/demo/reach_90d.sql"),
+    ),
+    (
+        "sql/demo/lifecycle.sql",
+        include_str!("../../sql/demo/lifecycle.sql"),
+    ),
+    (
         "sql/demo/user_features.sql",
         include_str!("../../sql/demo/user_features.sql"),
     ),

@@ -36,6 +36,10 @@ pub struct RunArgs {
     /// Fit every model step again, whatever its `refit` policy says.
     #[arg(long)]
     refit: bool,
+    /// Compute incremental steps over their whole window from what they read, neither
+    /// reading nor writing their per-day state: a cross-check of the state.
+    #[arg(long, conflicts_with = "full_refresh")]
+    no_state: bool,
 }
 
 /// Runs the job (once, or per date) and prints the summary.
@@ -43,7 +47,7 @@ pub async fn execute(args: RunArgs) -> Result<()> {
     let job = load_job(&args.job.job)?;
     let mut opts = args.job.options()?;
     opts.output = args.output.clone();
-    opts.no_state = false;
+    opts.no_state = args.no_state;
     opts.full_refresh = args.full_refresh;
     opts.refit = args.refit;
     let (Some(from), Some(to)) = (args.from, args.to) else {

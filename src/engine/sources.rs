@@ -39,6 +39,9 @@ pub struct SourceInfo {
     /// Rows left out as dirty, by rule (`unparsable`, each `drop` rule, `duplicate`).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub dropped: std::collections::BTreeMap<String, u64>,
+    /// For the per-day rows of an incremental step read as a source: each day's file.
+    #[serde(skip)]
+    pub day_files: Option<std::collections::BTreeMap<String, crate::storage::Location>>,
 }
 
 /// One input file's fingerprint.
@@ -301,6 +304,7 @@ pub async fn register_source(
         empty,
         objects: fingerprints,
         dropped,
+        day_files: None,
     })
 }
 

@@ -69,12 +69,23 @@ pub async fn run_steps(
     };
     let mut results = Vec::new();
     let mut released: Vec<&str> = Vec::new();
+    // The sources, and the per-day rows of each incremental step once it ran (a later
+    // incremental step may read them as its day-partitioned source).
+    let mut sources = prepared.sources.clone();
     for (idx, step) in job.steps.iter().enumerate() {
         if let Some(pb) = &pb {
             pb.set_message(format!("step {}", step.name));
         }
         tracing::info!(step = %step.name, "step started");
-        let r = crate::steps::run(&prepared.engine, step, &inputs).await?;
+        let step_inputs = StepInputs {
+            sources: &sources,
+            ..inputs.clone()
+        };
+        let r = crate::steps::run(&prepared.engine, step, &step_inputs).await?;
+        if let Some(inc) = r.incremental.as_ref().filter(|i| i.merged.is_none()) {
+            let dir = crate::steps::incremental::step_state(&plan.state, &step.name)?;
+            sources.push(inc.as_source(&dir));
+        }
         tracing::info!(step = %step.name, rows = r.rows, ms = r.elapsed.as_millis() as u64, "step finished");
         results.push(r);
         if let Some((_, to)) = job.previous.iter().find(|(s, _)| *s == step.name) {

@@ -87,6 +87,41 @@ pub struct IncrementalReport {
     /// For a merged step: how its rows were merged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merged: Option<super::merged::MergeReport>,
+    /// The window's days with rows: fingerprint and file (what a later incremental step over
+    /// this one reads and fingerprints).
+    #[serde(skip)]
+    pub days_held: BTreeMap<String, (String, Location)>,
+}
+
+impl IncrementalReport {
+    /// The step's per-day rows as a day-partitioned source for a later incremental step.
+    pub fn as_source(&self, dir: &Location) -> SourceInfo {
+        let objects = self
+            .days_held
+            .values()
+            .map(|(fp, loc)| crate::engine::sources::InputFile {
+                path: loc.path.to_string(),
+                bytes: 0,
+                modified: String::new(),
+                etag: Some(fp.clone()),
+            })
+            .collect::<Vec<_>>();
+        SourceInfo {
+            name: self.step.clone(),
+            url: dir.display(),
+            files: objects.len(),
+            bytes: 0,
+            empty: objects.is_empty(),
+            objects,
+            dropped: BTreeMap::new(),
+            day_files: Some(
+                self.days_held
+                    .iter()
+                    .map(|(d, (_, l))| (d.clone(), l.clone()))
+                    .collect(),
+            ),
+        }
+    }
 }
 
 /// The step's state folder.
@@ -306,18 +341,30 @@ pub async fn run(
                     .join(", ")
             };
             let _ = engine.ctx.deregister_table(inc.source.as_str());
-            let view = engine
-                .ctx
-                .sql(&format!(
-                    "SELECT * FROM \"{hidden}\" WHERE CAST(\"{col}\" AS VARCHAR) IN ({list})"
-                ))
-                .await
-                .map_err(|e| execution_error(&context, e))?
-                .into_view();
-            engine
-                .ctx
-                .register_table(inc.source.as_str(), view)
-                .map_err(Error::unexpected)?;
+            if let Some(day_files) = &source.day_files {
+                // An earlier step's days: just those days' files.
+                let files: Vec<Location> = days_now
+                    .iter()
+                    .filter_map(|d| day_files.get(d).cloned())
+                    .collect();
+                let schema = Arc::new(original.schema().as_ref().clone());
+                engine
+                    .register_parquet_files(&inc.source, &files, schema, &context)
+                    .await?;
+            } else {
+                let view = engine
+                    .ctx
+                    .sql(&format!(
+                        "SELECT * FROM \"{hidden}\" WHERE CAST(\"{col}\" AS VARCHAR) IN ({list})"
+                    ))
+                    .await
+                    .map_err(|e| execution_error(&context, e))?
+                    .into_view();
+                engine
+                    .ctx
+                    .register_table(inc.source.as_str(), view)
+                    .map_err(Error::unexpected)?;
+            }
             let df = plan_sql(engine, &step.name, sql, bindings)
                 .await
                 .map_err(|p| Error::Job(vec![p]))?;
@@ -413,39 +460,9 @@ pub async fn run(
             fresh.insert(d.clone(), h);
         }
     }
-    // A recomputed day's old file goes once its new fingerprint is in place.
-    for d in &missing {
-        let folder = dir.child(&format!("{col}={d}"))?;
-        let keep = fresh.get(d).and_then(|h| h.file.clone());
-        for m in objects_in(&folder).await {
-            let name = m.location.filename().unwrap_or_default().to_string();
-            let rel = format!("{col}={d}/{name}");
-            if name.ends_with(".parquet") && Some(&rel) != keep.as_ref() {
-                let _ = folder.store.delete(&m.location).await;
-            }
-        }
-    }
     held.extend(fresh);
 
-    // Days before the window leave the state.
     let first = days.first().cloned().unwrap_or_default();
-    let mut pruned = 0;
-    for h in held_days_names(&dir, col).await? {
-        if h < first {
-            let folder = dir.child(&format!("{col}={h}"))?;
-            let listed = objects_in(&folder).await;
-            if listed.is_empty() {
-                continue;
-            }
-            // The fingerprint first: a day is never held without its file.
-            let mut listed = listed;
-            listed.sort_by_key(|m| !m.location.as_ref().ends_with("fingerprint.json"));
-            for m in listed {
-                let _ = folder.store.delete(&m.location).await;
-            }
-            pruned += 1;
-        }
-    }
 
     // The window's rows as one table.
     let files: Vec<String> = days
@@ -482,6 +499,39 @@ pub async fn run(
         rows = report.rows as usize;
         merged = Some(report);
     }
+    // Old files go only now: a merged step takes the rows of days that left or changed out
+    // of its kept rows by reading them.
+    // A recomputed day's old file goes once its new fingerprint is in place and is merged.
+    for d in &missing {
+        let folder = dir.child(&format!("{col}={d}"))?;
+        let keep = held.get(d).and_then(|h| h.file.clone());
+        for m in objects_in(&folder).await {
+            let name = m.location.filename().unwrap_or_default().to_string();
+            let rel = format!("{col}={d}/{name}");
+            if name.ends_with(".parquet") && Some(&rel) != keep.as_ref() {
+                let _ = folder.store.delete(&m.location).await;
+            }
+        }
+    }
+    // Days before the window leave the state.
+    let mut pruned = 0;
+    for h in held_days_names(&dir, col).await? {
+        if h < first {
+            let folder = dir.child(&format!("{col}={h}"))?;
+            let listed = objects_in(&folder).await;
+            if listed.is_empty() {
+                continue;
+            }
+            // The fingerprint first: a day is never held without its file.
+            let mut listed = listed;
+            listed.sort_by_key(|m| !m.location.as_ref().ends_with("fingerprint.json"));
+            for m in listed {
+                let _ = folder.store.delete(&m.location).await;
+            }
+            pruned += 1;
+        }
+    }
+
     tracing::info!(step = %step.name, computed = missing.len(), reused, pruned, "incremental step");
     Ok((
         rows,
@@ -492,6 +542,17 @@ pub async fn run(
             reused,
             pruned,
             merged,
+            days_held: days
+                .iter()
+                .filter_map(|d| held.get(d))
+                .filter_map(|h| {
+                    let f = h.file.as_ref()?;
+                    Some(
+                        dir.child(f)
+                            .map(|l| (h.day.clone(), (h.fingerprint.clone(), l))),
+                    )
+                })
+                .collect::<Result<_>>()?,
         },
     ))
 }

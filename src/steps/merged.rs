@@ -18,9 +18,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -35,6 +35,9 @@ use crate::storage::Location;
 /// What the kept merged rows cover.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Covered {
+    /// Layout of the kept rows (1: without hidden counts).
+    #[serde(default = "first_format")]
+    format: u32,
     /// Fingerprint of the merge declaration.
     merge: String,
     /// Each day with rows merged in, with its fingerprint.
@@ -50,7 +53,9 @@ struct Covered {
 pub struct MergeReport {
     /// Days merged into the kept rows in this run.
     pub days_merged: usize,
-    /// Days the kept rows covered already.
+    /// Days taken out of the kept rows: they left the window or changed since.
+    pub days_removed: usize,
+    /// Days the kept rows covered already and still cover.
     pub days_kept: usize,
     /// Why every day was merged again, when it was.
     pub remerged_because: Option<String>,
@@ -58,9 +63,37 @@ pub struct MergeReport {
     pub rows: u64,
 }
 
+fn first_format() -> u32 {
+    1
+}
+
 fn declaration_print(merge: &Merge, day: &str) -> String {
     let text = format!("{}|{day}|{:?}", env!("CARGO_PKG_VERSION"), merge);
     hex::encode(&sha2::Sha256::digest(text.as_bytes())[..12])
+}
+
+/// The count of rows of a key merged in (kept with the rows: a key whose days all left goes).
+const ROWS: &str = "__rows";
+
+/// The hidden count of non-null values of a summed column (a sum with none left is NULL).
+fn count_col(c: &str) -> String {
+    format!("__n_{c}")
+}
+
+/// The summed columns: they carry a hidden count of values.
+fn summed(merge: &Merge) -> impl Iterator<Item = &str> {
+    merge
+        .columns
+        .iter()
+        .filter(|(_, op)| matches!(op, MergeOp::Sum))
+        .map(|(c, _)| c.as_str())
+}
+
+/// The hidden columns kept beside the merged rows, in order.
+fn hidden_columns(merge: &Merge) -> Vec<String> {
+    std::iter::once(ROWS.to_string())
+        .chain(summed(merge).map(count_col))
+        .collect()
 }
 
 /// The aggregate of one merged column.
@@ -75,14 +108,21 @@ fn aggregate(col: &str, op: &MergeOp) -> String {
     }
 }
 
-/// The merge query over `from` (rows with the key and merged columns).
-fn merge_sql(merge: &Merge, from: &str) -> String {
+/// The merge query over `from` (rows with the key, merged and, when `hidden`, hidden columns).
+fn merge_sql(merge: &Merge, from: &str, hidden: bool) -> String {
     let keys: Vec<String> = merge.by.iter().map(|k| quote(k)).collect();
-    let aggs: Vec<String> = merge
+    let mut aggs: Vec<String> = merge
         .columns
         .iter()
         .map(|(c, op)| aggregate(c, op))
         .collect();
+    if hidden {
+        aggs.extend(
+            hidden_columns(merge)
+                .iter()
+                .map(|h| format!("CAST(SUM({q}) AS BIGINT) AS {q}", q = quote(h))),
+        );
+    }
     format!(
         "SELECT {k}, {} FROM {from} GROUP BY {k} ORDER BY {k}",
         aggs.join(", "),
@@ -90,15 +130,93 @@ fn merge_sql(merge: &Merge, from: &str) -> String {
     )
 }
 
-/// The key and merged columns of `table`.
-fn rows_of(merge: &Merge, table: &str) -> String {
-    let cols: Vec<String> = merge
+/// The key and merged columns of per-day rows in `table`, and when `hidden` their counts.
+fn rows_of(merge: &Merge, table: &str, hidden: bool) -> String {
+    let mut cols: Vec<String> = merge
         .by
         .iter()
         .chain(merge.columns.iter().map(|(c, _)| c))
         .map(|c| quote(c))
         .collect();
+    if hidden {
+        cols.push(format!("CAST(1 AS BIGINT) AS {}", quote(ROWS)));
+        cols.extend(summed(merge).map(|c| {
+            format!(
+                "CAST(CASE WHEN {q} IS NULL THEN 0 ELSE 1 END AS BIGINT) AS {n}",
+                q = quote(c),
+                n = quote(&count_col(c))
+            )
+        }));
+    }
     format!("SELECT {} FROM {}", cols.join(", "), quote(table))
+}
+
+/// Whether a summed column of this type subtracts exactly (integers and decimals do; floats
+/// round, so a key losing a day of a float sum is merged again from its remaining days).
+fn exact(t: &DataType) -> bool {
+    t.is_integer() || matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..))
+}
+
+/// The kept rows minus the aggregated rows of the days that left (`r`): sums subtract, counts
+/// of rows and values subtract, and `__redo` marks keys whose other merged values may have
+/// come from a day that left (a tie on a min or max, or a float sum): those are merged again
+/// from their remaining days.
+fn subtract_sql(merge: &Merge, kept: &str, left: &str, day_schema: &SchemaRef) -> String {
+    let on: Vec<String> = merge
+        .by
+        .iter()
+        .map(|k| format!("(k.{q} IS NOT DISTINCT FROM r.{q})", q = quote(k)))
+        .collect();
+    let mut cols: Vec<String> = merge.by.iter().map(|k| format!("k.{}", quote(k))).collect();
+    let mut redo: Vec<String> = Vec::new();
+    for (c, op) in &merge.columns {
+        let q = quote(c);
+        let ty = day_schema
+            .field_with_name(c)
+            .map(|f| f.data_type().clone())
+            .unwrap_or(DataType::Null);
+        match op {
+            MergeOp::Sum if exact(&ty) => {
+                let n = quote(&count_col(c));
+                cols.push(format!(
+                    "CASE WHEN k.{n} - COALESCE(r.{n}, 0) = 0 THEN NULL ELSE k.{q} - COALESCE(r.{q}, 0) END AS {q}"
+                ));
+            }
+            MergeOp::Sum => {
+                cols.push(format!("k.{q} AS {q}"));
+                redo.push(format!("r.{} > 0", quote(&count_col(c))));
+            }
+            MergeOp::Min | MergeOp::Max => {
+                cols.push(format!("k.{q} AS {q}"));
+                redo.push(format!("r.{q} = k.{q}"));
+            }
+            MergeOp::FirstBy(o) | MergeOp::LastBy(o) => {
+                cols.push(format!("k.{q} AS {q}"));
+                redo.push(format!("r.{o} = k.{o}", o = quote(o)));
+            }
+        }
+    }
+    for h in hidden_columns(merge) {
+        let q = quote(&h);
+        cols.push(format!("k.{q} - COALESCE(r.{q}, 0) AS {q}"));
+    }
+    let redo = if redo.is_empty() {
+        "FALSE".to_string()
+    } else {
+        format!(
+            "(r.{rows} IS NOT NULL AND COALESCE({}, FALSE))",
+            redo.join(" OR "),
+            rows = quote(ROWS)
+        )
+    };
+    cols.push(format!("{redo} AS __redo"));
+    format!(
+        "SELECT {} FROM {} k LEFT JOIN {} r ON {}",
+        cols.join(", "),
+        quote(kept),
+        quote(left),
+        on.join(" AND ")
+    )
 }
 
 /// Checks that the per-day rows have every key and merged column, and nothing unmerged.
@@ -162,7 +280,11 @@ pub async fn without_state(
     check_columns(step, merge, &schema, day)?;
     let df = engine
         .ctx
-        .sql(&merge_sql(merge, &format!("({}) d", rows_of(merge, &days))))
+        .sql(&merge_sql(
+            merge,
+            &format!("({}) d", rows_of(merge, &days, false)),
+            false,
+        ))
         .await
         .map_err(|e| {
             Error::job_msg(
@@ -265,6 +387,17 @@ pub async fn run(
     result
 }
 
+/// Where the kept rows of a day came from: its file, named after its fingerprint.
+fn day_file(dir: &Location, col: &str, day: &str, fingerprint: &str) -> Result<Location> {
+    dir.child(&format!(
+        "{col}={day}/part-{}.parquet",
+        &fingerprint[..16.min(fingerprint.len())]
+    ))
+}
+
+/// The version of the kept rows' layout (hidden counts of rows and values since 2).
+const FORMAT: u32 = 2;
+
 #[allow(clippy::too_many_arguments)]
 async fn merge_days(
     engine: &Engine,
@@ -294,7 +427,11 @@ async fn merge_days(
     let print = declaration_print(merge, day);
 
     // The full merge's plan fixes the result's types, whichever path computes it.
-    let full_sql = merge_sql(merge, &format!("({}) d", rows_of(merge, window)));
+    let full_sql = merge_sql(
+        merge,
+        &format!("({}) d", rows_of(merge, window, true)),
+        true,
+    );
     let full_df = engine.ctx.sql(&full_sql).await.map_err(|e| {
         Error::job_msg(
             Some(&step.name),
@@ -309,52 +446,56 @@ async fn merge_days(
     } else {
         read_covered(dir).await
     };
-    let why_not = match &kept {
+    // Days whose merged rows must come out: they left the window or changed since. Their old
+    // files are still in place (a run removes them only after merging).
+    let mut left: Vec<(String, Location)> = Vec::new();
+    let mut why_not = match &kept {
         _ if full_refresh => Some("--full-refresh".to_string()),
         None => Some("no merged rows kept yet".to_string()),
         Some(k) if k.merge != print => Some("the merge declaration changed".to_string()),
-        Some(k) => k
-            .days
-            .iter()
-            .find(|(d, fp)| held.get(*d) != Some(fp))
-            .map(|(d, _)| match held.get(d) {
-                Some(_) => format!("day {d} changed since it was merged"),
-                None => format!("day {d} is no longer held"),
-            }),
+        Some(k) if k.format < FORMAT => Some("the kept rows are of an older layout".to_string()),
+        Some(_) => None,
     };
+    if let (None, Some(k)) = (&why_not, &kept) {
+        for (d, fp) in &k.days {
+            if held.get(d) == Some(fp) {
+                continue;
+            }
+            let loc = day_file(dir, day, d, fp)?;
+            if loc.store.head(&loc.path).await.is_err() {
+                why_not = Some(format!("the rows day {d} had when merged are gone"));
+                break;
+            }
+            left.push((d.clone(), loc));
+        }
+    }
     let (batches, report) = match (why_not, kept) {
         (None, Some(k)) => {
-            let new_days: Vec<String> = held
-                .keys()
-                .filter(|d| !k.days.contains_key(*d))
-                .cloned()
-                .collect();
-            let old = format!("__merged_{}", step.name);
-            engine
-                .register_parquet_at(&old, &dir.child(&k.file)?, "the kept merged rows")
-                .await?;
-            // Only the new days' files are read.
-            let new_table = format!("{window}_new");
-            let files: Vec<Location> = new_days
+            let added: Vec<String> = held
                 .iter()
-                .filter_map(|d| files.get(d).cloned().flatten())
+                .filter(|(d, fp)| k.days.get(*d) != Some(fp))
+                .map(|(d, _)| d.clone())
                 .collect();
-            engine
-                .register_parquet_files(&new_table, &files, day_schema.clone(), &context)
-                .await?;
-            let sql = merge_sql(
+            let names = Names::new(&step.name);
+            let out = update(
+                engine,
                 merge,
-                &format!(
-                    "(SELECT * FROM {} UNION ALL {}) d",
-                    quote(&old),
-                    rows_of(merge, &new_table)
-                ),
-            );
-            let out = crate::engine::sql::collect(engine, &sql, &context).await;
-            let _ = engine.ctx.deregister_table(old.as_str());
+                dir,
+                &k,
+                &added,
+                &left,
+                &files,
+                held,
+                &day_schema,
+                &names,
+                &context,
+            )
+            .await;
+            names.release(engine);
             let report = MergeReport {
-                days_merged: new_days.len(),
-                days_kept: k.days.len(),
+                days_merged: added.len(),
+                days_removed: left.len(),
+                days_kept: k.days.len() - left.len(),
                 remerged_because: None,
                 rows: 0,
             };
@@ -367,6 +508,7 @@ async fn merge_days(
                 .map_err(|e| execution_error(&context, e))?;
             let report = MergeReport {
                 days_merged: held.len(),
+                days_removed: 0,
                 days_kept: 0,
                 remerged_because: why,
                 rows: 0,
@@ -406,6 +548,7 @@ async fn merge_days(
     )
     .await?;
     let covered = Covered {
+        format: FORMAT,
         merge: print,
         days: held.clone(),
         file: rel.clone(),
@@ -429,9 +572,208 @@ async fn merge_days(
             let _ = folder.store.delete(&m.location).await;
         }
     }
-    engine
-        .register_parquet_at(&step.name, &loc, "the merged rows")
-        .await?;
-    tracing::info!(step = %step.name, merged = report.days_merged, kept = report.days_kept, rows, "merged incremental step");
+    register_public(engine, step, merge, &loc).await?;
+    tracing::info!(step = %step.name, merged = report.days_merged, removed = report.days_removed, kept = report.days_kept, rows, "merged incremental step");
     Ok(MergeReport { rows, ..report })
+}
+
+/// Registers the merged rows under the step's name, without the hidden counts.
+async fn register_public(
+    engine: &Engine,
+    step: &Step,
+    merge: &Merge,
+    loc: &Location,
+) -> Result<()> {
+    let df = engine
+        .ctx
+        .read_parquet(
+            loc.url.as_str(),
+            datafusion::prelude::ParquetReadOptions::default(),
+        )
+        .await
+        .map_err(|e| {
+            Error::data(
+                loc.display(),
+                format!("the merged rows cannot be read: {e}"),
+            )
+        })?;
+    let cols: Vec<&str> = merge
+        .by
+        .iter()
+        .chain(merge.columns.iter().map(|(c, _)| c))
+        .map(String::as_str)
+        .collect();
+    let df = df.select_columns(&cols).map_err(Error::unexpected)?;
+    let _ = engine.ctx.deregister_table(step.name.as_str());
+    engine
+        .ctx
+        .register_table(step.name.as_str(), df.into_view())
+        .map_err(Error::unexpected)?;
+    Ok(())
+}
+
+/// Names of the tables one update registers for a while.
+struct Names {
+    kept: String,
+    left: String,
+    left_rows: String,
+    live: String,
+    added: String,
+    old: String,
+    redo: String,
+}
+
+impl Names {
+    fn new(step: &str) -> Names {
+        let n = |what: &str| format!("__merge_{what}_{step}");
+        Names {
+            kept: n("kept"),
+            left: n("left"),
+            left_rows: n("left_rows"),
+            live: n("live"),
+            added: n("added"),
+            old: n("old"),
+            redo: n("redo"),
+        }
+    }
+
+    fn release(&self, engine: &Engine) {
+        for t in [
+            &self.kept,
+            &self.left,
+            &self.left_rows,
+            &self.live,
+            &self.added,
+            &self.old,
+            &self.redo,
+        ] {
+            let _ = engine.ctx.deregister_table(t.as_str());
+        }
+    }
+}
+
+/// The kept rows updated: the days that left (or changed) taken out, the new (or changed)
+/// days merged in. Reads the kept rows, the days that left and the days added; the other held
+/// days only for keys that must be merged again (see [`subtract_sql`]).
+#[allow(clippy::too_many_arguments)]
+async fn update(
+    engine: &Engine,
+    merge: &Merge,
+    dir: &Location,
+    k: &Covered,
+    added: &[String],
+    left: &[(String, Location)],
+    files: &BTreeMap<String, Option<Location>>,
+    held: &BTreeMap<String, String>,
+    day_schema: &SchemaRef,
+    names: &Names,
+    context: &str,
+) -> Result<Vec<RecordBatch>> {
+    engine
+        .register_parquet_at(&names.kept, &dir.child(&k.file)?, "the kept merged rows")
+        .await?;
+    let added_files: Vec<Location> = added
+        .iter()
+        .filter_map(|d| files.get(d).cloned().flatten())
+        .collect();
+    engine
+        .register_parquet_files(&names.added, &added_files, day_schema.clone(), context)
+        .await?;
+    let mut parts = vec![rows_of(merge, &names.added, true)];
+    if left.is_empty() {
+        parts.insert(0, format!("SELECT * FROM {}", quote(&names.kept)));
+    } else {
+        let left_files: Vec<Location> = left.iter().map(|(_, l)| l.clone()).collect();
+        engine
+            .register_parquet_files(&names.left, &left_files, day_schema.clone(), context)
+            .await?;
+        let left_sql = merge_sql(
+            merge,
+            &format!("({}) d", rows_of(merge, &names.left, true)),
+            true,
+        );
+        let batches = crate::engine::sql::collect(engine, &left_sql, context).await?;
+        let schema = batch_schema(engine, &left_sql, &batches).await?;
+        engine
+            .register_batches(&names.left_rows, schema, batches)
+            .await?;
+        let sub = subtract_sql(merge, &names.kept, &names.left_rows, day_schema);
+        let batches = crate::engine::sql::collect(
+            engine,
+            &format!("SELECT * FROM ({sub}) s WHERE {} > 0", quote(ROWS)),
+            context,
+        )
+        .await?;
+        let schema = batch_schema(engine, &sub, &batches).await?;
+        let redo: usize = batches
+            .iter()
+            .map(|b| {
+                b.column_by_name("__redo")
+                    .and_then(|c| c.as_boolean_opt().map(|c| c.true_count()))
+                    .unwrap_or(0)
+            })
+            .sum();
+        engine
+            .register_batches(&names.live, schema, batches)
+            .await?;
+        let mut cols: Vec<String> = merge
+            .by
+            .iter()
+            .chain(merge.columns.iter().map(|(c, _)| c))
+            .map(|c| quote(c))
+            .collect();
+        cols.extend(hidden_columns(merge).iter().map(|h| quote(h)));
+        parts.insert(
+            0,
+            format!(
+                "SELECT {} FROM {} WHERE NOT __redo",
+                cols.join(", "),
+                quote(&names.live)
+            ),
+        );
+        if redo > 0 {
+            // Keys whose min, max or float sum may have come from a day that left: every
+            // remaining day of theirs merged again.
+            let old: Vec<Location> = k
+                .days
+                .keys()
+                .filter(|d| held.get(*d) == k.days.get(*d))
+                .filter_map(|d| files.get(d).cloned().flatten())
+                .collect();
+            engine
+                .register_parquet_files(&names.old, &old, day_schema.clone(), context)
+                .await?;
+            let on: Vec<String> = merge
+                .by
+                .iter()
+                .map(|c| format!("(o.{q} IS NOT DISTINCT FROM x.{q})", q = quote(c)))
+                .collect();
+            let keys: Vec<String> = merge.by.iter().map(|c| quote(c)).collect();
+            let redo_keys = format!(
+                "SELECT {} FROM {} WHERE __redo",
+                keys.join(", "),
+                quote(&names.live)
+            );
+            parts.push(format!(
+                "SELECT o.* FROM ({}) o LEFT SEMI JOIN ({redo_keys}) x ON {}",
+                rows_of(merge, &names.old, true),
+                on.join(" AND ")
+            ));
+            tracing::info!(
+                keys = redo,
+                "merged step: keys merged again from their remaining days"
+            );
+        }
+    }
+    let sql = merge_sql(merge, &format!("({}) d", parts.join(" UNION ALL ")), true);
+    crate::engine::sql::collect(engine, &sql, context).await
+}
+
+/// The schema of a query's result (of its batches when it returned any).
+async fn batch_schema(engine: &Engine, sql: &str, batches: &[RecordBatch]) -> Result<SchemaRef> {
+    if let Some(b) = batches.first() {
+        return Ok(b.schema());
+    }
+    let df = engine.ctx.sql(sql).await.map_err(Error::unexpected)?;
+    Ok(Arc::new(df.schema().as_arrow().clone()))
 }

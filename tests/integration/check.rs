@@ -149,7 +149,7 @@ fn demo_job_checks_clean() {
         .unwrap();
     let text = output_text(&res);
     assert!(res.status.success(), "{text}");
-    assert!(text.contains("12 steps planned"), "{text}");
+    assert!(text.contains("18 steps planned"), "{text}");
 }
 
 /// A job whose export names the identities column `column`; every segment would fall under

@@ -9,23 +9,16 @@ use crate::common::*;
 
 const USERS: usize = 3000;
 
-/// The demo job, written beside the test's data with its SQL paths made absolute, small
-/// segments exported (so a few thousand users make segment files), and, unless `incremental`,
-/// without its `incremental` settings.
-pub(crate) fn demo_job(dir: &Path, incremental: bool) -> PathBuf {
-    let job = dir.join(if incremental {
-        "jobs/demo.toml"
-    } else {
-        "jobs/plain.toml"
-    });
+/// The demo job, written beside the test's data with its SQL paths made absolute and small
+/// segments exported (so a few thousand users make segment files).
+pub(crate) fn demo_job(dir: &Path) -> PathBuf {
+    let job = dir.join("jobs/demo.toml");
     if job.exists() {
         return job;
     }
     let text: String = std::fs::read_to_string(repo().join("jobs/demo.toml"))
         .unwrap()
         .lines()
-        // A merged step keeps its declaration: without it the step is another table.
-        .filter(|l| incremental || !l.starts_with("incremental = ") || l.contains("merge_by"))
         .map(|l| {
             if l.starts_with("format = \"tencent_ads\"")
                 || l.starts_with("format = \"meta_custom_audience\"")
@@ -43,7 +36,7 @@ pub(crate) fn demo_job(dir: &Path, incremental: bool) -> PathBuf {
 }
 
 pub(crate) fn run(data: &Path, out: &Path, date: &str, extra: &[&str]) -> std::process::Output {
-    let job = demo_job(data.parent().unwrap(), true);
+    let job = demo_job(data.parent().unwrap());
     bin()
         .arg("run")
         .arg(&job)
@@ -88,6 +81,30 @@ fn computed(out: &Path, date: &str) -> Vec<usize> {
         .collect()
 }
 
+/// Days each incremental step of the demo computes on a run without state for `date`: the
+/// three per-day steps, the 90- and 30-day rollups over them, and the customers' two years.
+fn all_days(data: &Path, date: &str) -> Vec<usize> {
+    vec![
+        90,
+        90,
+        90,
+        90,
+        30,
+        90,
+        90,
+        30,
+        90,
+        order_days_before(data, date),
+    ]
+}
+
+/// `n` days for each incremental step of the demo but the customers' (`last`).
+fn each(n: usize, last: usize) -> Vec<usize> {
+    let mut v = vec![n; 9];
+    v.push(last);
+    v
+}
+
 /// Days of the demo's orders before `date` (the two-year customer window holds them all).
 fn order_days_before(data: &Path, date: &str) -> usize {
     std::fs::read_dir(data.join("orders"))
@@ -116,10 +133,7 @@ fn equals_full_refresh(data: &Path, out: &Path, date: &str) {
         incremental.keys().collect::<Vec<_>>()
     );
     ok(run(data, out, date, &["--full-refresh"]));
-    assert_eq!(
-        computed(out, date),
-        vec![90, 90, 90, order_days_before(data, date)]
-    );
+    assert_eq!(computed(out, date), all_days(data, date));
     let full = outputs(out, date);
     assert_eq!(
         incremental.keys().collect::<Vec<_>>(),
@@ -140,23 +154,32 @@ fn consecutive_days_compute_one_day_each_and_equal_a_full_recomputation() {
     let data = demo_data(tmp.path(), USERS);
     let out = tmp.path().join("out");
     ok(run(&data, &out, "2026-11-22", &[]));
-    assert_eq!(
-        computed(&out, "2026-11-22"),
-        vec![90, 90, 90, order_days_before(&data, "2026-11-22")]
-    );
+    assert_eq!(computed(&out, "2026-11-22"), all_days(&data, "2026-11-22"));
     ok(run(&data, &out, "2026-11-23", &[]));
-    assert_eq!(computed(&out, "2026-11-23"), vec![1, 1, 1, 1]);
+    assert_eq!(computed(&out, "2026-11-23"), each(1, 1));
     let text = ok(run(&data, &out, "2026-11-24", &[]));
-    assert_eq!(computed(&out, "2026-11-24"), vec![1, 1, 1, 1]);
+    assert_eq!(computed(&out, "2026-11-24"), each(1, 1));
     assert!(
         text.contains("1 days computed, 89 reused from the state, 1 pruned"),
         "{text}"
     );
     // The all-history customer rows take the new day only (an empty day left the window).
     assert!(
-        text.contains("1 new days merged into the kept rows (179 days)"),
+        text.contains("1 days merged into the kept rows, 0 taken out (179 days kept as they were)"),
         "{text}"
     );
+    // The window rollups take the new day in and the day that left out.
+    for (step, kept) in [("orders_90d", 89), ("orders_30d", 29), ("events_30d", 29)] {
+        let at = text
+            .find(&format!("  {step} "))
+            .unwrap_or_else(|| panic!("{step}: {text}"));
+        assert!(
+            text[at..].contains(&format!(
+                "1 days merged into the kept rows, 1 taken out ({kept} days kept as they were)"
+            )),
+            "{step}: {text}"
+        );
+    }
     equals_full_refresh(&data, &out, "2026-11-24");
 }
 
@@ -168,14 +191,17 @@ fn a_skipped_day_and_an_out_of_order_backfill_equal_a_full_recomputation() {
     ok(run(&data, &out, "2026-11-20", &[]));
     // Three nights skipped: the next run computes the four days it lacks.
     ok(run(&data, &out, "2026-11-24", &[]));
-    assert_eq!(computed(&out, "2026-11-24"), vec![4, 4, 4, 4]);
+    assert_eq!(computed(&out, "2026-11-24"), each(4, 4));
     equals_full_refresh(&data, &out, "2026-11-24");
     // A backfill of an earlier date computes the 14 days before the state's window.
     let text = ok(run(&data, &out, "2026-11-10", &[]));
     // The two-year window's 14 older days have no orders: nothing to compute.
-    assert_eq!(computed(&out, "2026-11-10"), vec![14, 14, 14, 0]);
-    // Merged rows that hold later days are merged again from the days of this window.
-    assert!(text.contains("is no longer held)"), "{text}");
+    assert_eq!(computed(&out, "2026-11-10"), each(14, 0));
+    // Merged rows that hold later days take those days out and the earlier ones in.
+    assert!(
+        text.contains("14 days merged into the kept rows, 14 taken out"),
+        "{text}"
+    );
     equals_full_refresh(&data, &out, "2026-11-10");
 }
 
@@ -193,9 +219,13 @@ fn a_day_whose_files_changed_is_computed_again() {
     std::fs::rename(&aside, &day).unwrap();
     let text = ok(run(&data, &out, "2026-11-24", &[]));
     // Only the orders steps' late day is computed again, and merged into the customer rows.
-    assert_eq!(computed(&out, "2026-11-24"), vec![1, 0, 0, 1]);
+    // (orders_daily and its three rollups, and the customer rows).
+    assert_eq!(
+        computed(&out, "2026-11-24"),
+        vec![1, 0, 0, 1, 1, 1, 0, 0, 0, 1]
+    );
     assert!(
-        text.contains("1 new days merged into the kept rows"),
+        text.contains("1 days merged into the kept rows, 0 taken out"),
         "{text}"
     );
     let after = outputs(&out, "2026-11-24");
@@ -214,19 +244,11 @@ fn incremental_features_equal_the_job_written_without_incremental_steps() {
     let out = tmp.path().join("out");
     ok(run(&data, &out, "2026-11-23", &[]));
     ok(run(&data, &out, "2026-11-24", &[]));
-    // The same job and SQL without `incremental`: every step reads its 90 days from the source.
-    let job = demo_job(tmp.path(), false);
+    // The same job without state: every step reads its whole window, the rollups merge it.
     let plain_out = tmp.path().join("plain");
-    let res = bin()
-        .arg("run")
-        .arg(&job)
-        .args(["--date", "2026-11-24", "--param"])
-        .arg(format!("data={}", data.display()))
-        .arg("--output")
-        .arg(&plain_out)
-        .output()
-        .unwrap();
-    ok(res);
+    let text = ok(run(&data, &plain_out, "2026-11-24", &["--no-state"]));
+    assert!(!text.contains("days computed"), "{text}");
+    assert!(!plain_out.join("state/incremental").exists());
     let a = std::fs::read(published_at(&out, "2026-11-24").join("user_features.parquet")).unwrap();
     let b = std::fs::read(published_at(&plain_out, "2026-11-24").join("user_features.parquet"))
         .unwrap();
@@ -235,7 +257,7 @@ fn incremental_features_equal_the_job_written_without_incremental_steps() {
     // Without state (preview), a merged step merges its whole window: the same customers.
     let res = bin()
         .arg("preview")
-        .arg(demo_job(tmp.path(), true))
+        .arg(demo_job(tmp.path()))
         .args([
             "--step",
             "customer_summary",
@@ -292,7 +314,7 @@ fn a_killed_run_leaves_every_day_complete_or_absent() {
         .current_dir(repo())
         .env("RUST_LOG", "audiences=warn")
         .arg("run")
-        .arg(demo_job(tmp.path(), true))
+        .arg(demo_job(tmp.path()))
         .args(["--date", "2026-11-24", "--param"])
         .arg(format!("data={}", data.display()))
         .arg("--output")
@@ -316,7 +338,7 @@ fn a_killed_run_leaves_every_day_complete_or_absent() {
     ok(run(&data, &out, "2026-11-24", &[]));
     assert_eq!(
         state_is_consistent(&out.join("state")),
-        3 * 90 + order_days_before(&data, "2026-11-24")
+        all_days(&data, "2026-11-24").iter().sum::<usize>()
     );
     equals_full_refresh(&data, &out, "2026-11-24");
 }
@@ -349,7 +371,7 @@ fn a_run_holding_the_state_makes_another_date_exit_75_and_status_lists_the_days(
 
     let res = bin()
         .arg("status")
-        .arg(demo_job(tmp.path(), true))
+        .arg(demo_job(tmp.path()))
         .args(["--days", "--param"])
         .arg(format!("data={}", data.display()))
         .arg("--output")
@@ -429,4 +451,112 @@ incremental = {{ source = "orders", days = 5 }}
             .join("current.json")
             .exists());
     }
+}
+
+/// A three-day window rollup over a small day-partitioned CSV source: sums, mins, maxes, a float
+/// sum and a column that goes all-null, with keys that leave and ties on the day that leaves.
+fn window_job(dir: &Path) -> PathBuf {
+    // (day, user, v, x): `a` every day with v = the day's number (its min leaves with each day),
+    // `b` on the first day only, `c` with a value on the first day and nulls after.
+    let rows = [
+        (1, "a", "1", "0.1"),
+        (1, "b", "5", "0.2"),
+        (1, "c", "7", "0.3"),
+        (2, "a", "2", "0.1"),
+        (2, "c", "", "0.3"),
+        (3, "a", "3", "0.1"),
+        (3, "c", "", "0.3"),
+        (4, "a", "4", "0.7"),
+        (4, "c", "", ""),
+        (5, "a", "1", "0.1"),
+        (6, "a", "9", "0.2"),
+        (6, "d", "3", "0.4"),
+    ];
+    for day in 1..=6 {
+        let text: String = std::iter::once("user_id,v,x\n".to_string())
+            .chain(
+                rows.iter()
+                    .filter(|r| r.0 == day)
+                    .map(|r| format!("{},{},{}\n", r.1, r.2, r.3)),
+            )
+            .collect();
+        write(&dir.join(format!("ev/dt=2026-11-0{day}/part.csv")), &text);
+    }
+    let job = dir.join("window.toml");
+    write(
+        &job,
+        r#"name = "window"
+[params]
+as_of = { type = "date" }
+[sources.ev]
+url = "ev/"
+format = "csv"
+partitions = ["dt"]
+schema = "user_id string, v bigint, x double"
+[[step]]
+name = "per_day"
+query = "SELECT dt, user_id, v, x FROM ev"
+incremental = { source = "ev", days = 4 }
+[[step]]
+name = "w3"
+query = """SELECT dt, user_id, SUM(v) AS total, MIN(v) AS low, MAX(v) AS high, SUM(x) AS fsum,
+  MIN(CAST(dt AS DATE)) AS first_day, MAX(CAST(dt AS DATE)) AS last_day, COUNT(*) AS n
+  FROM per_day GROUP BY dt, user_id"""
+incremental = { source = "per_day", days = 3, merge_by = ["user_id"], merge = { total = "sum", low = "min", high = "max", fsum = "sum", first_day = "min", last_day = "max", n = "sum" } }
+[[export]]
+table = "w3"
+to = "w3.csv"
+order_by = ["user_id"]
+"#,
+    );
+    job
+}
+
+#[test]
+fn a_window_rollup_takes_days_out_and_equals_a_full_merge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = window_job(tmp.path());
+    let out = tmp.path().join("out");
+    let run = |date: &str, extra: &[&str]| {
+        ok(bin()
+            .arg("run")
+            .arg(&job)
+            .args(["--date", date, "--output"])
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap())
+    };
+    let file =
+        |date: &str| std::fs::read_to_string(published_at(&out, date).join("w3.csv")).unwrap();
+    run("2026-11-04", &[]);
+    for date in ["2026-11-05", "2026-11-06", "2026-11-07"] {
+        let text = run(date, &[]);
+        assert!(
+            text.contains(
+                "1 days merged into the kept rows, 1 taken out (2 days kept as they were)"
+            ),
+            "{date}: {text}"
+        );
+        let nightly = file(date);
+        let text = run(date, &["--full-refresh"]);
+        assert!(
+            text.contains("all 3 days merged (--full-refresh)"),
+            "{text}"
+        );
+        assert_eq!(nightly, file(date), "{date}: the night equals a full merge");
+    }
+    // Window 2026-11-04 .. 06: `b` and `c`'s first day left; `c` keeps a row of nulls and one
+    // counted row; `a`'s min is the 5th's 1, merged again after the 1st and 2nd left.
+    let last = file("2026-11-07");
+    let lines: Vec<&str> = last.lines().collect();
+    assert_eq!(
+        lines[0], "user_id,first_day,fsum,high,last_day,low,n,total",
+        "{last}"
+    );
+    assert!(lines[1].starts_with("a,2026-11-04,"), "{last}");
+    assert!(lines[1].ends_with(",9,2026-11-06,1,3,14"), "{last}");
+    assert_eq!(lines[2], "c,2026-11-04,,,2026-11-04,,1,", "{last}");
+    assert_eq!(lines[3], "d,2026-11-06,0.4,3,2026-11-06,3,1,3", "{last}");
+    assert_eq!(lines.len(), 4, "{last}");
 }

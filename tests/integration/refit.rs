@@ -89,7 +89,7 @@ fn models_fit_weekly_and_the_nights_between_apply_the_kept_ones() {
     }
     let status = bin()
         .arg("status")
-        .arg(demo_job(tmp.path(), true))
+        .arg(demo_job(tmp.path()))
         .arg("--output")
         .arg(&out)
         .output()
@@ -134,7 +134,7 @@ fn drift_or_a_changed_step_fits_again() {
     let tmp = tempfile::tempdir().unwrap();
     let data = demo_data(tmp.path(), USERS);
     let out = tmp.path().join("out");
-    let job = demo_job(tmp.path(), true);
+    let job = demo_job(tmp.path());
     ok(run(&data, &out, "2026-11-23", &[]));
 
     // A drift limit the next day's means exceed.

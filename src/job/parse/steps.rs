@@ -56,7 +56,7 @@ pub(super) fn check(
             }
         };
         let incremental = match kind_name {
-            "sql" => incremental(ctx, offset, spec, sources, params),
+            "sql" => incremental(ctx, offset, spec, sources, &steps, params),
             _ => None,
         };
         let refit = refit(ctx, offset, spec);
@@ -189,22 +189,15 @@ fn merge(
     })
 }
 
-/// The checked `incremental` setting of a sql step.
-fn incremental(
+/// The window length of an `incremental.days` value, when it is valid.
+fn window_days(
     ctx: &mut Ctx,
     offset: usize,
-    spec: &StepSpec,
-    sources: &[Source],
+    sname: &str,
+    days: &toml::Value,
     params: &[ParamDecl],
-) -> Option<Incremental> {
-    let inc = spec.incremental.as_ref()?;
-    let sname = spec.name.as_str();
-    let src = sources.iter().find(|s| s.name == inc.source);
-    let column = inc
-        .column
-        .clone()
-        .or_else(|| src.and_then(|s| s.partitions.first().cloned()));
-    let days = match &inc.days {
+) -> Option<WindowDays> {
+    match days {
         toml::Value::Integer(n) if *n > 0 => Some(WindowDays::Fixed(*n)),
         toml::Value::String(p)
             if params
@@ -217,14 +210,105 @@ fn incremental(
             ctx.problem(offset, Some(sname), format!("incremental.days `{other}` is neither a positive number nor the name of an int param"), None);
             None
         }
+    }
+}
+
+/// An incremental step over the per-day rows of an earlier incremental step: each of its
+/// days is computed from that step's day, so a window of windows costs a day a night too.
+fn over_step(
+    ctx: &mut Ctx,
+    offset: usize,
+    spec: &StepSpec,
+    inc: &crate::job::spec::IncrementalSpec,
+    up: &Step,
+    params: &[ParamDecl],
+) -> Option<Incremental> {
+    let sname = spec.name.as_str();
+    let Some(up_inc) = up.incremental.as_ref() else {
+        ctx.problem(offset, Some(sname), format!("incremental.source `{}` is a step that is not incremental: its rows are not kept per day", up.name), Some("name a day-partitioned source, or an earlier step with `incremental`".into()));
+        return None;
     };
+    if up_inc.merge.is_some() {
+        ctx.problem(
+            offset,
+            Some(sname),
+            format!(
+                "incremental.source `{}` is a merged step: its rows are one per key, not per day",
+                up.name
+            ),
+            Some("name the step whose per-day rows it merges, or a source".into()),
+        );
+        return None;
+    }
+    let days = window_days(ctx, offset, sname, &inc.days, params)?;
+    if let (WindowDays::Fixed(n), WindowDays::Fixed(m)) = (&days, &up_inc.days) {
+        if n > m {
+            ctx.problem(
+                offset,
+                Some(sname),
+                format!(
+                    "incremental.days {n} is longer than the {m} days step `{}` keeps",
+                    up.name
+                ),
+                Some(format!(
+                    "use at most {m} days, or keep more days in `{}`",
+                    up.name
+                )),
+            );
+            return None;
+        }
+    }
+    if let Some(c) = &inc.column {
+        if c != &up_inc.column {
+            ctx.problem(
+                offset,
+                Some(sname),
+                format!(
+                    "incremental.column `{c}`: step `{}` keeps its days by `{}`",
+                    up.name, up_inc.column
+                ),
+                None,
+            );
+            return None;
+        }
+    }
+    let column = up_inc.column.clone();
+    let merge = merge(ctx, offset, sname, inc, &column)?;
+    Some(Incremental {
+        source: up.name.clone(),
+        days,
+        column,
+        merge,
+    })
+}
+
+/// The checked `incremental` setting of a sql step.
+fn incremental(
+    ctx: &mut Ctx,
+    offset: usize,
+    spec: &StepSpec,
+    sources: &[Source],
+    earlier: &[Step],
+    params: &[ParamDecl],
+) -> Option<Incremental> {
+    let inc = spec.incremental.as_ref()?;
+    let sname = spec.name.as_str();
+    if let Some(up) = earlier.iter().find(|s| s.name == inc.source) {
+        return over_step(ctx, offset, spec, inc, up, params);
+    }
+    let src = sources.iter().find(|s| s.name == inc.source);
+    let column = inc
+        .column
+        .clone()
+        .or_else(|| src.and_then(|s| s.partitions.first().cloned()));
+    let days = window_days(ctx, offset, sname, &inc.days, params);
     match (src, column, days) {
         (None, _, _) => {
             ctx.problem(
                 offset,
                 Some(sname),
                 format!(
-                    "incremental.source `{}` is not a source of this job",
+                    "incremental.source `{}` is neither a source nor an earlier incremental step of this job",
                     inc.source
                 ),
                 None,
