@@ -10,10 +10,15 @@ WITH o AS (
          n.brand_amount_90d, t.orders_30d, t.amount_30d, t.brand_orders_30d
   FROM orders_90d n LEFT JOIN orders_30d t ON n.user_id = t.user_id
 ),
-mix AS (
-  SELECT user_id, COUNT(DISTINCT brand) AS distinct_brands_90d,
-         COUNT(DISTINCT category) AS distinct_categories_90d
-  FROM order_mix_90d
+-- Distinct values as rows then counts: COUNT(DISTINCT) keeps a set per user (1,000,000 sets).
+o_brands AS (
+  SELECT user_id, COUNT(*) AS distinct_brands_90d
+  FROM (SELECT DISTINCT user_id, brand FROM order_mix_90d) ub
+  GROUP BY user_id
+),
+o_cats AS (
+  SELECT user_id, COUNT(*) AS distinct_categories_90d
+  FROM (SELECT DISTINCT user_id, category FROM order_mix_90d) uc
   GROUP BY user_id
 ),
 s AS (
@@ -43,8 +48,8 @@ SELECT u.user_id,
        CAST(CAST($as_of AS DATE) - u.signup_date AS BIGINT) AS tenure_days,
        CASE WHEN o.last_order_ts IS NULL THEN 91
             ELSE CAST(CAST($as_of AS DATE) - CAST(o.last_order_ts AS DATE) AS BIGINT) END AS recency_days,
-       COALESCE(m.distinct_brands_90d, 0) AS distinct_brands_90d,
-       COALESCE(m.distinct_categories_90d, 0) AS distinct_categories_90d,
+       COALESCE(b.distinct_brands_90d, 0) AS distinct_brands_90d,
+       COALESCE(c.distinct_categories_90d, 0) AS distinct_categories_90d,
        COALESCE(s.ad_impression_30d, 0) AS ad_impression_30d,
        COALESCE(s.ad_click_30d, 0) AS ad_click_30d,
        COALESCE(s.article_read_30d, 0) AS article_read_30d,
@@ -70,6 +75,7 @@ SELECT u.user_id,
        COALESCE(r.social_reach_90d, 0) AS social_reach_90d
 FROM users u
 LEFT JOIN o ON u.user_id = o.user_id
-LEFT JOIN mix m ON u.user_id = m.user_id
+LEFT JOIN o_brands b ON u.user_id = b.user_id
+LEFT JOIN o_cats c ON u.user_id = c.user_id
 LEFT JOIN s ON u.user_id = s.user_id
 LEFT JOIN reach r ON u.user_id = r.user_id

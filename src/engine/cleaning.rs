@@ -22,6 +22,27 @@ pub const RAW_SUFFIX: &str = "__raw";
 
 use crate::quote::ident as q;
 
+/// Where the counts of a day-partitioned source are kept per day, and its days' fingerprints.
+pub struct KeptCounts {
+    /// The source's folder in the state.
+    pub dir: crate::storage::Location,
+    /// The day column.
+    pub column: String,
+    /// Each day's files' fingerprint.
+    pub prints: BTreeMap<String, String>,
+    /// Count every day again (`--full-refresh`).
+    pub recount: bool,
+}
+
+/// Whether a source's counts can be kept per day: day-partitioned, every file in a day folder,
+/// no de-duplication (repeats span days) and no rule reading a param (its counts would change
+/// with it).
+pub fn counts_per_day(source: &Source) -> bool {
+    !source.partitions.is_empty()
+        && source.dedupe.is_empty()
+        && !source.drop.iter().any(|(_, cond)| cond.contains('$'))
+}
+
 /// True when the source declares any cleaning.
 pub fn wanted(source: &Source) -> bool {
     source.skip_bad_rows || !source.drop.is_empty() || !source.dedupe.is_empty()
@@ -59,6 +80,7 @@ pub async fn register_clean_view(
     source: &Source,
     raw: Arc<dyn TableProvider>,
     bindings: &Bindings,
+    per_day: Option<&KeptCounts>,
 ) -> Result<BTreeMap<String, u64>> {
     let name = &source.name;
     let raw_name = format!("{name}{RAW_SUFFIX}");
@@ -124,7 +146,27 @@ pub async fn register_clean_view(
     //    several rules), then repeated keys among the kept rows.
     let mut counts = BTreeMap::new();
     // Without `bad_rows = "skip"` every row parsed: no pass over the source to count them.
-    if !parses.is_empty() {
+    if let (false, Some(k)) = (parses.is_empty(), per_day) {
+        let day = q(&k.column);
+        let v = super::day_counts::measure(
+            engine,
+            &k.dir,
+            "unparsable",
+            &k.prints,
+            k.recount,
+            1,
+            bindings,
+            &context,
+            |days| {
+                format!(
+                    "SELECT CAST({day} AS VARCHAR), COUNT(*) FROM {} WHERE NOT ({parsed_where}) AND CAST({day} AS VARCHAR) IN ({days}) GROUP BY 1",
+                    q(&raw_name)
+                )
+            },
+        )
+        .await?;
+        counts.insert("unparsable".to_string(), v[0] as u64);
+    } else if !parses.is_empty() {
         let bad = scalar(
             engine,
             &format!(
@@ -145,14 +187,40 @@ pub async fn register_clean_view(
             .iter()
             .map(|(_, cond)| format!("SUM(CASE WHEN COALESCE(({cond}), FALSE) THEN 1 ELSE 0 END)"))
             .collect();
-        let row = row_of(
-            engine,
-            &format!("SELECT {} FROM ({typed}) t", sums.join(", ")),
-            bindings,
-            &context,
-        )
-        .await
-        .map_err(|e| rule_error(source, e))?;
+        let row = match per_day {
+            Some(k) => {
+                let day = q(&k.column);
+                super::day_counts::measure(
+                    engine,
+                    &k.dir,
+                    "dropped",
+                    &k.prints,
+                    k.recount,
+                    sums.len(),
+                    bindings,
+                    &context,
+                    |days| {
+                        format!(
+                            "SELECT CAST({day} AS VARCHAR), {} FROM ({typed}) t WHERE CAST({day} AS VARCHAR) IN ({days}) GROUP BY 1",
+                            sums.join(", ")
+                        )
+                    },
+                )
+                .await
+                .map_err(|e| rule_error(source, e))?
+                .into_iter()
+                .map(|v| v as u64)
+                .collect()
+            }
+            None => row_of(
+                engine,
+                &format!("SELECT {} FROM ({typed}) t", sums.join(", ")),
+                bindings,
+                &context,
+            )
+            .await
+            .map_err(|e| rule_error(source, e))?,
+        };
         for ((rule, _), n) in source.drop.iter().zip(row) {
             counts.insert(rule.clone(), n);
         }

@@ -9,6 +9,7 @@
 //! process's memory.
 
 pub mod cleaning;
+pub mod day_counts;
 pub mod diagnostics;
 pub mod drift;
 pub mod materialise;

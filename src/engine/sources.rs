@@ -150,6 +150,7 @@ pub async fn register_source(
     job: &Job,
     source: &Source,
     bindings: &Bindings,
+    state: Option<(&crate::storage::Location, bool)>,
 ) -> Result<SourceInfo> {
     let url_text = job.render_url(&source.url, bindings)?;
     let loc = storage::locate(&url_text)?;
@@ -259,8 +260,25 @@ pub async fn register_source(
             }
             _ => Arc::new(ListingTable::try_new(config).map_err(|e| execution_error(&context, e))?),
         };
+    // A night counts the dirty rows of its new days only.
+    let kept = match (state, source.partitions.first()) {
+        (Some((state, recount)), Some(column)) if super::cleaning::counts_per_day(source) => {
+            super::day_counts::day_prints(&fingerprints, column).map(|prints| {
+                super::day_counts::folder(state, &source.name).map(|dir| {
+                    super::cleaning::KeptCounts {
+                        dir,
+                        column: column.clone(),
+                        prints,
+                        recount,
+                    }
+                })
+            })
+        }
+        _ => None,
+    }
+    .transpose()?;
     let mut dropped = if super::cleaning::wanted(source) {
-        super::cleaning::register_clean_view(engine, source, table, bindings).await?
+        super::cleaning::register_clean_view(engine, source, table, bindings, kept.as_ref()).await?
     } else {
         engine
             .ctx

@@ -33,7 +33,7 @@ pub async fn check(job: &Job, opts: &RunOptions) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let mut failed_tables: Vec<String> = Vec::new();
     for s in &job.sources {
-        match register_source(&mut engine, job, s, &plan.bindings).await {
+        match register_source(&mut engine, job, s, &plan.bindings, None).await {
             Ok(info) => report.sources.push(info),
             Err(e) => {
                 failed_tables.push(s.name.clone());

@@ -141,8 +141,10 @@ pub async fn run(job: &Job, opts: &RunOptions) -> Result<RunReport> {
             } else {
                 None
             };
+            // Sources' per-day counts are state too: kept under the same lock.
+            let counts = state_lock.is_some().then_some(opts.full_refresh);
             let result = async {
-                let mut prepared = Prepared::open(job, plan).await?;
+                let mut prepared = Prepared::open(job, plan, counts).await?;
                 let r = run_locked(job, opts, &mut prepared, &run).await;
                 prepared.engine.clean_work().await;
                 r
@@ -227,6 +229,9 @@ async fn run_locked(
         &prepared.plan.bindings,
         &prepared.sources,
         prepared.plan.now.date_naive(),
+        prepared
+            .counts
+            .map(|recount| (&prepared.plan.state, recount)),
     )
     .await?;
     crate::quality::enforce("source", &gates)?;

@@ -112,11 +112,14 @@ pub struct Prepared {
     pub engine: Engine,
     /// What the sources held.
     pub sources: Vec<SourceInfo>,
+    /// Whether sources' counts are kept per day in the state (`Some(true)`: counted again).
+    pub counts: Option<bool>,
 }
 
 impl Prepared {
-    /// Opens the engine the plan names and registers every source.
-    pub async fn open(job: &Job, plan: Plan) -> Result<Prepared> {
+    /// Opens the engine the plan names and registers every source. With `counts` the sources'
+    /// dirty-row counts are kept per day in the state (`Some(true)`: counted again first).
+    pub async fn open(job: &Job, plan: Plan, counts: Option<bool>) -> Result<Prepared> {
         let mut engine = Engine::new(&plan.engine).await?;
         if engine.is_distributed() {
             // Executors write step results here: under the output, which must be shared storage.
@@ -130,7 +133,8 @@ impl Prepared {
         }
         let mut sources = Vec::new();
         for s in &job.sources {
-            sources.push(register_source(&mut engine, job, s, &plan.bindings).await?);
+            let kept = counts.map(|recount| (&plan.state, recount));
+            sources.push(register_source(&mut engine, job, s, &plan.bindings, kept).await?);
         }
         engine.register_store(&plan.root);
         engine.register_store(&plan.state);
@@ -138,11 +142,12 @@ impl Prepared {
             plan,
             engine,
             sources,
+            counts,
         })
     }
 }
 
 /// Plans the run and opens its session (for commands that run steps without publishing).
 pub async fn prepare(job: &Job, opts: &RunOptions) -> Result<Prepared> {
-    Prepared::open(job, Plan::new(job, opts)?).await
+    Prepared::open(job, Plan::new(job, opts)?, None).await
 }

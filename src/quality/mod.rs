@@ -102,6 +102,7 @@ pub async fn check_sources(
     bindings: &Bindings,
     infos: &[SourceInfo],
     today: chrono::NaiveDate,
+    per_day: Option<(&crate::storage::Location, bool)>,
 ) -> Result<Vec<GateResult>> {
     let mut out = Vec::new();
     for s in &job.sources {
@@ -159,22 +160,68 @@ pub async fn check_sources(
             }
             None => "CAST(NULL AS DATE)".to_string(),
         };
-        exprs.push(fresh_expr);
-        let sql = format!("SELECT {} FROM {}", exprs.join(", "), q(&s.name));
-        let batches = crate::engine::sql::collect(engine, &sql, &context).await?;
-        let b = batches
-            .iter()
-            .find(|b| b.num_rows() > 0)
-            .ok_or_else(|| Error::internal(format!("{context}: the gate query returned no row")))?;
-        let n = b.num_columns();
-        let num = |i: usize| -> f64 {
-            let a = b.column(i).as_primitive::<Float64Type>();
-            if a.is_valid(0) {
-                a.value(0)
-            } else {
-                0.0
+        // Counts only (no distinct values, no newest value): kept per day, so a night
+        // measures its new days.
+        let kept = match (per_day, s.partitions.first()) {
+            (Some((state, recount)), Some(column))
+                if crate::engine::cleaning::counts_per_day(s)
+                    && c.unique.is_empty()
+                    && c.fresh.is_none() =>
+            {
+                infos
+                    .iter()
+                    .find(|i| i.name == s.name)
+                    .and_then(|i| crate::engine::day_counts::day_prints(&i.objects, column))
+                    .map(|prints| (state, recount, column, prints))
+            }
+            _ => None,
+        };
+        let (values, fresh): (Vec<f64>, Option<i32>) = match kept {
+            Some((state, recount, column, prints)) => {
+                let day = q(column);
+                let v = crate::engine::day_counts::measure(
+                    engine,
+                    &crate::engine::day_counts::folder(state, &s.name)?,
+                    "gates",
+                    &prints,
+                    recount,
+                    exprs.len(),
+                    bindings,
+                    &context,
+                    |days| {
+                        format!(
+                            "SELECT CAST({day} AS VARCHAR), {} FROM {} WHERE CAST({day} AS VARCHAR) IN ({days}) GROUP BY 1",
+                            exprs.join(", "),
+                            q(&s.name)
+                        )
+                    },
+                )
+                .await?;
+                (v, None)
+            }
+            None => {
+                exprs.push(fresh_expr);
+                let sql = format!("SELECT {} FROM {}", exprs.join(", "), q(&s.name));
+                let batches = crate::engine::sql::collect(engine, &sql, &context).await?;
+                let b = batches.iter().find(|b| b.num_rows() > 0).ok_or_else(|| {
+                    Error::internal(format!("{context}: the gate query returned no row"))
+                })?;
+                let n = b.num_columns();
+                let values = (0..n - 1)
+                    .map(|i| {
+                        let a = b.column(i).as_primitive::<Float64Type>();
+                        if a.is_valid(0) {
+                            a.value(0)
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                let a = b.column(n - 1).as_primitive::<Date32Type>();
+                (values, a.is_valid(0).then(|| a.value(0)))
             }
         };
+        let num = |i: usize| -> f64 { values[i] };
         let rows = num(0);
         let mut i = 1;
         let name = &s.name;
@@ -217,11 +264,9 @@ pub async fn check_sources(
             i += 1;
         }
         if let Some((col, max_days)) = &c.fresh {
-            let a = b.column(n - 1).as_primitive::<Date32Type>();
-            let age = if a.is_valid(0) {
-                (as_of_days(bindings, today) - a.value(0) as i64) as f64
-            } else {
-                f64::INFINITY
+            let age = match fresh {
+                Some(d) => (as_of_days(bindings, today) - d as i64) as f64,
+                None => f64::INFINITY,
             };
             out.push(gate(
                 format!("source {name}: fresh.{col} (days from the newest value to as_of)"),

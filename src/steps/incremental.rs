@@ -55,6 +55,9 @@ pub struct HeldDay {
     pub bytes: u64,
     /// When it was computed (UTC, RFC 3339).
     pub computed_at: String,
+    /// The columns with a null in the day's rows (unknown in records of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nulls: Option<Vec<String>>,
 }
 
 impl HeldDay {
@@ -67,6 +70,7 @@ impl HeldDay {
             rows: 0,
             bytes: 0,
             computed_at: now.to_string(),
+            nulls: Some(Vec::new()),
         }
     }
 }
@@ -90,7 +94,7 @@ pub struct IncrementalReport {
     /// The window's days with rows: fingerprint and file (what a later incremental step over
     /// this one reads and fingerprints).
     #[serde(skip)]
-    pub days_held: BTreeMap<String, (String, Location)>,
+    pub days_held: BTreeMap<String, (String, String, Location)>,
 }
 
 impl IncrementalReport {
@@ -99,8 +103,9 @@ impl IncrementalReport {
         let objects = self
             .days_held
             .values()
-            .map(|(fp, loc)| crate::engine::sources::InputFile {
-                path: loc.path.to_string(),
+            // Named relative to the state, so a moved state folder keeps its days.
+            .map(|(fp, file, _)| crate::engine::sources::InputFile {
+                path: format!("{}/{file}", self.step),
                 bytes: 0,
                 modified: String::new(),
                 etag: Some(fp.clone()),
@@ -117,7 +122,7 @@ impl IncrementalReport {
             day_files: Some(
                 self.days_held
                     .iter()
-                    .map(|(d, (_, l))| (d.clone(), l.clone()))
+                    .map(|(d, (_, _, l))| (d.clone(), l.clone()))
                     .collect(),
             ),
         }
@@ -253,6 +258,7 @@ pub async fn run(
     full_refresh: bool,
 ) -> Result<(usize, IncrementalReport)> {
     let context = format!("incremental step `{}`", step.name);
+    let started = std::time::Instant::now();
     let days = window(inc, bindings)?;
     let source = sources
         .iter()
@@ -382,6 +388,7 @@ pub async fn run(
                 // pass's output was charged 13.7 GB against the memory budget while the whole
                 // process stayed under 1 GB (1,000,000 demo users), and failed the run.
                 let idx = schema.index_of(col).expect("checked above");
+                let pass_started = std::time::Instant::now();
                 let mut by_day: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
                 let mut stream = df
                     .execute_stream()
@@ -429,12 +436,16 @@ pub async fn run(
                         ));
                     }
                 }
+                let computed_ms = pass_started.elapsed().as_millis() as u64;
+                let writing = std::time::Instant::now();
+                let n_days = by_day.len();
                 for (d, parts) in by_day {
                     written.push(
                         write_day(&dir, col, &d, &prints, &missing, &schema, parts, &context)
                             .await?,
                     );
                 }
+                tracing::debug!(step = %step.name, days = n_days, computed_ms, written_ms = writing.elapsed().as_millis() as u64, "incremental pass");
             }
         }
         let schema = schema.expect("at least one pass");
@@ -449,6 +460,7 @@ pub async fn run(
         .register_table(inc.source.as_str(), original)
         .map_err(Error::unexpected)?;
     let (schema, written) = narrowed?;
+    tracing::info!(step = %step.name, days = missing.len(), ms = started.elapsed().as_millis() as u64, "incremental step: missing days computed");
 
     // Missing days without rows are held as empty days.
     let mut fresh: BTreeMap<String, HeldDay> =
@@ -493,9 +505,26 @@ pub async fn run(
                 Ok((h.day.clone(), (h.fingerprint.clone(), loc)))
             })
             .collect::<Result<_>>()?;
-        let report =
-            super::merged::run(engine, step, m, &dir, col, &days_held, schema, full_refresh)
-                .await?;
+        // Columns with a null in some day's rows (every column where a record does not say).
+        let all: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let nullable: std::collections::BTreeSet<String> = days
+            .iter()
+            .filter_map(|d| held.get(d))
+            .filter(|h| h.file.is_some())
+            .flat_map(|h| h.nulls.clone().unwrap_or_else(|| all.clone()))
+            .collect();
+        let report = super::merged::run(
+            engine,
+            step,
+            m,
+            &dir,
+            col,
+            &days_held,
+            schema,
+            &nullable,
+            full_refresh,
+        )
+        .await?;
         rows = report.rows as usize;
         merged = Some(report);
     }
@@ -549,7 +578,7 @@ pub async fn run(
                     let f = h.file.as_ref()?;
                     Some(
                         dir.child(f)
-                            .map(|l| (h.day.clone(), (h.fingerprint.clone(), l))),
+                            .map(|l| (h.day.clone(), (h.fingerprint.clone(), f.clone(), l))),
                     )
                 })
                 .collect::<Result<_>>()?,
@@ -617,6 +646,13 @@ async fn write_day(
     let loc = dir.child(&rel)?;
     let batch = concat_batches(schema, &parts).map_err(Error::unexpected)?;
     let rows = batch.num_rows() as u64;
+    let nulls = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .filter(|(_, c)| c.null_count() > 0)
+        .map(|(f, _)| f.name().clone())
+        .collect();
     let stream = crate::storage::write::in_memory(vec![batch]);
     let w = crate::storage::write::write_parquet(&loc, schema.clone(), stream).await?;
     let h = HeldDay {
@@ -626,6 +662,7 @@ async fn write_day(
         rows,
         bytes: w.bytes,
         computed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        nulls: Some(nulls),
     };
     put_json(&dir.child(&format!("{col}={day}/fingerprint.json"))?, &h).await?;
     Ok(h)

@@ -15,7 +15,7 @@
 //! result is cast to the types and sorted by the keys the full merge gives, so both paths give
 //! the same rows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
@@ -46,6 +46,9 @@ struct Covered {
     file: String,
     /// Rows in it.
     rows: u64,
+    /// The summed columns whose values are counted in hidden columns.
+    #[serde(default)]
+    counted: Counted,
 }
 
 /// What a merged step did.
@@ -75,12 +78,13 @@ fn declaration_print(merge: &Merge, day: &str) -> String {
 /// The count of rows of a key merged in (kept with the rows: a key whose days all left goes).
 const ROWS: &str = "__rows";
 
-/// The hidden count of non-null values of a summed column (a sum with none left is NULL).
+/// The hidden count of non-null values of a summed column that has nulls (a sum with no value
+/// left is NULL, not 0).
 fn count_col(c: &str) -> String {
     format!("__n_{c}")
 }
 
-/// The summed columns: they carry a hidden count of values.
+/// The summed columns.
 fn summed(merge: &Merge) -> impl Iterator<Item = &str> {
     merge
         .columns
@@ -89,10 +93,13 @@ fn summed(merge: &Merge) -> impl Iterator<Item = &str> {
         .map(|(c, _)| c.as_str())
 }
 
+/// The summed columns whose values are counted: those with nulls in some day's rows.
+type Counted = BTreeSet<String>;
+
 /// The hidden columns kept beside the merged rows, in order.
-fn hidden_columns(merge: &Merge) -> Vec<String> {
+fn hidden_columns(counted: &Counted) -> Vec<String> {
     std::iter::once(ROWS.to_string())
-        .chain(summed(merge).map(count_col))
+        .chain(counted.iter().map(|c| count_col(c)))
         .collect()
 }
 
@@ -108,39 +115,40 @@ fn aggregate(col: &str, op: &MergeOp) -> String {
     }
 }
 
-/// The merge query over `from` (rows with the key, merged and, when `hidden`, hidden columns).
-fn merge_sql(merge: &Merge, from: &str, hidden: bool) -> String {
+/// The merge query over `from` (rows with the key, merged and, when `hidden`, hidden columns),
+/// unordered.
+fn merge_sql(merge: &Merge, from: &str, hidden: Option<&Counted>) -> String {
     let keys: Vec<String> = merge.by.iter().map(|k| quote(k)).collect();
     let mut aggs: Vec<String> = merge
         .columns
         .iter()
         .map(|(c, op)| aggregate(c, op))
         .collect();
-    if hidden {
+    if let Some(counted) = hidden {
         aggs.extend(
-            hidden_columns(merge)
+            hidden_columns(counted)
                 .iter()
                 .map(|h| format!("CAST(SUM({q}) AS BIGINT) AS {q}", q = quote(h))),
         );
     }
     format!(
-        "SELECT {k}, {} FROM {from} GROUP BY {k} ORDER BY {k}",
+        "SELECT {k}, {} FROM {from} GROUP BY {k}",
         aggs.join(", "),
         k = keys.join(", ")
     )
 }
 
 /// The key and merged columns of per-day rows in `table`, and when `hidden` their counts.
-fn rows_of(merge: &Merge, table: &str, hidden: bool) -> String {
+fn rows_of(merge: &Merge, table: &str, hidden: Option<&Counted>) -> String {
     let mut cols: Vec<String> = merge
         .by
         .iter()
         .chain(merge.columns.iter().map(|(c, _)| c))
         .map(|c| quote(c))
         .collect();
-    if hidden {
+    if let Some(counted) = hidden {
         cols.push(format!("CAST(1 AS BIGINT) AS {}", quote(ROWS)));
-        cols.extend(summed(merge).map(|c| {
+        cols.extend(counted.iter().map(|c| {
             format!(
                 "CAST(CASE WHEN {q} IS NULL THEN 0 ELSE 1 END AS BIGINT) AS {n}",
                 q = quote(c),
@@ -161,7 +169,13 @@ fn exact(t: &DataType) -> bool {
 /// of rows and values subtract, and `__redo` marks keys whose other merged values may have
 /// come from a day that left (a tie on a min or max, or a float sum): those are merged again
 /// from their remaining days.
-fn subtract_sql(merge: &Merge, kept: &str, left: &str, day_schema: &SchemaRef) -> String {
+fn subtract_sql(
+    merge: &Merge,
+    kept: &str,
+    left: &str,
+    day_schema: &SchemaRef,
+    counted: &Counted,
+) -> String {
     let on: Vec<String> = merge
         .by
         .iter()
@@ -176,15 +190,19 @@ fn subtract_sql(merge: &Merge, kept: &str, left: &str, day_schema: &SchemaRef) -
             .map(|f| f.data_type().clone())
             .unwrap_or(DataType::Null);
         match op {
-            MergeOp::Sum if exact(&ty) => {
+            MergeOp::Sum if exact(&ty) && counted.contains(c) => {
                 let n = quote(&count_col(c));
                 cols.push(format!(
                     "CASE WHEN k.{n} - COALESCE(r.{n}, 0) = 0 THEN NULL ELSE k.{q} - COALESCE(r.{q}, 0) END AS {q}"
                 ));
             }
+            // No day's rows have a null here: every kept row has a value.
+            MergeOp::Sum if exact(&ty) => {
+                cols.push(format!("k.{q} - COALESCE(r.{q}, 0) AS {q}"));
+            }
             MergeOp::Sum => {
                 cols.push(format!("k.{q} AS {q}"));
-                redo.push(format!("r.{} > 0", quote(&count_col(c))));
+                redo.push(format!("r.{q} IS NOT NULL"));
             }
             MergeOp::Min | MergeOp::Max => {
                 cols.push(format!("k.{q} AS {q}"));
@@ -196,7 +214,7 @@ fn subtract_sql(merge: &Merge, kept: &str, left: &str, day_schema: &SchemaRef) -
             }
         }
     }
-    for h in hidden_columns(merge) {
+    for h in hidden_columns(counted) {
         let q = quote(&h);
         cols.push(format!("k.{q} - COALESCE(r.{q}, 0) AS {q}"));
     }
@@ -280,10 +298,15 @@ pub async fn without_state(
     check_columns(step, merge, &schema, day)?;
     let df = engine
         .ctx
-        .sql(&merge_sql(
-            merge,
-            &format!("({}) d", rows_of(merge, &days, false)),
-            false,
+        .sql(&format!(
+            "SELECT * FROM ({}) m ORDER BY {}",
+            merge_sql(merge, &format!("({}) d", rows_of(merge, &days, None)), None),
+            merge
+                .by
+                .iter()
+                .map(|k| quote(k))
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
         .await
         .map_err(|e| {
@@ -344,7 +367,7 @@ async fn read_covered(dir: &Location) -> Option<Covered> {
 }
 
 /// Merges the step's held days (the window table registered under the step's name) into one
-/// row per key, from the kept merged rows when they can be reused, and registers the result
+/// row per key (`nullable`: the columns with a null in some held day's rows), from the kept merged rows when they can be reused, and registers the result
 /// under the step's name in place of the window.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
@@ -355,6 +378,7 @@ pub async fn run(
     day: &str,
     held: &BTreeMap<String, (String, Option<Location>)>,
     day_schema: SchemaRef,
+    nullable: &BTreeSet<String>,
     full_refresh: bool,
 ) -> Result<MergeReport> {
     let context = format!("incremental step `{}` (merge)", step.name);
@@ -376,6 +400,7 @@ pub async fn run(
         day,
         held,
         day_schema,
+        nullable,
         full_refresh,
         &window,
     )
@@ -395,8 +420,8 @@ fn day_file(dir: &Location, col: &str, day: &str, fingerprint: &str) -> Result<L
     ))
 }
 
-/// The version of the kept rows' layout (hidden counts of rows and values since 2).
-const FORMAT: u32 = 2;
+/// The version of the kept rows' layout (hidden counts of rows and values since 3).
+const FORMAT: u32 = 3;
 
 #[allow(clippy::too_many_arguments)]
 async fn merge_days(
@@ -407,6 +432,7 @@ async fn merge_days(
     day: &str,
     held: &BTreeMap<String, (String, Option<Location>)>,
     day_schema: SchemaRef,
+    nullable: &BTreeSet<String>,
     full_refresh: bool,
     window: &str,
 ) -> Result<MergeReport> {
@@ -425,21 +451,17 @@ async fn merge_days(
     let held = &prints;
     check_columns(step, merge, &day_schema, day)?;
     let print = declaration_print(merge, day);
-
-    // The full merge's plan fixes the result's types, whichever path computes it.
-    let full_sql = merge_sql(
-        merge,
-        &format!("({}) d", rows_of(merge, window, true)),
-        true,
-    );
-    let full_df = engine.ctx.sql(&full_sql).await.map_err(|e| {
-        Error::job_msg(
-            Some(&step.name),
-            format!("incremental.merge: {}", e.strip_backtrace()),
-            None,
-        )
-    })?;
-    let schema: SchemaRef = Arc::new(full_df.schema().as_arrow().clone());
+    // Exact sums whose days' rows hold nulls count their values (the others need not; a float
+    // sum losing a day is merged again, see `subtract_sql`).
+    let counted_now: Counted = summed(merge)
+        .filter(|c| nullable.contains(*c))
+        .filter(|c| {
+            day_schema
+                .field_with_name(c)
+                .is_ok_and(|f| exact(f.data_type()))
+        })
+        .map(str::to_string)
+        .collect();
 
     let kept = if full_refresh {
         None
@@ -454,7 +476,10 @@ async fn merge_days(
         None => Some("no merged rows kept yet".to_string()),
         Some(k) if k.merge != print => Some("the merge declaration changed".to_string()),
         Some(k) if k.format < FORMAT => Some("the kept rows are of an older layout".to_string()),
-        Some(_) => None,
+        Some(k) => counted_now
+            .difference(&k.counted)
+            .next()
+            .map(|c| format!("column `{c}` has nulls now")),
     };
     if let (None, Some(k)) = (&why_not, &kept) {
         for (d, fp) in &k.days {
@@ -469,6 +494,24 @@ async fn merge_days(
             left.push((d.clone(), loc));
         }
     }
+    // The full merge's plan fixes the result's types, whichever path computes it.
+    let counted = match (&why_not, &kept) {
+        (None, Some(k)) => k.counted.clone(),
+        _ => counted_now,
+    };
+    let full_sql = merge_sql(
+        merge,
+        &format!("({}) d", rows_of(merge, window, Some(&counted))),
+        Some(&counted),
+    );
+    let full_df = engine.ctx.sql(&full_sql).await.map_err(|e| {
+        Error::job_msg(
+            Some(&step.name),
+            format!("incremental.merge: {}", e.strip_backtrace()),
+            None,
+        )
+    })?;
+    let schema: SchemaRef = Arc::new(full_df.schema().as_arrow().clone());
     let (batches, report) = match (why_not, kept) {
         (None, Some(k)) => {
             let added: Vec<String> = held
@@ -530,6 +573,7 @@ async fn merge_days(
             RecordBatch::try_new(schema.clone(), cols).map_err(Error::unexpected)
         })
         .collect::<Result<Vec<_>>>()?;
+    let batches = sort_by_keys(merge, &schema, batches)?;
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
 
     // The rows first, then the record naming them, then the old file goes.
@@ -548,6 +592,7 @@ async fn merge_days(
     )
     .await?;
     let covered = Covered {
+        counted,
         format: FORMAT,
         merge: print,
         days: held.clone(),
@@ -679,7 +724,8 @@ async fn update(
     engine
         .register_parquet_files(&names.added, &added_files, day_schema.clone(), context)
         .await?;
-    let mut parts = vec![rows_of(merge, &names.added, true)];
+    let counted = &k.counted;
+    let mut parts = vec![rows_of(merge, &names.added, Some(counted))];
     if left.is_empty() {
         parts.insert(0, format!("SELECT * FROM {}", quote(&names.kept)));
     } else {
@@ -689,15 +735,15 @@ async fn update(
             .await?;
         let left_sql = merge_sql(
             merge,
-            &format!("({}) d", rows_of(merge, &names.left, true)),
-            true,
+            &format!("({}) d", rows_of(merge, &names.left, Some(counted))),
+            Some(counted),
         );
         let batches = crate::engine::sql::collect(engine, &left_sql, context).await?;
         let schema = batch_schema(engine, &left_sql, &batches).await?;
         engine
             .register_batches(&names.left_rows, schema, batches)
             .await?;
-        let sub = subtract_sql(merge, &names.kept, &names.left_rows, day_schema);
+        let sub = subtract_sql(merge, &names.kept, &names.left_rows, day_schema, counted);
         let batches = crate::engine::sql::collect(
             engine,
             &format!("SELECT * FROM ({sub}) s WHERE {} > 0", quote(ROWS)),
@@ -722,7 +768,7 @@ async fn update(
             .chain(merge.columns.iter().map(|(c, _)| c))
             .map(|c| quote(c))
             .collect();
-        cols.extend(hidden_columns(merge).iter().map(|h| quote(h)));
+        cols.extend(hidden_columns(counted).iter().map(|h| quote(h)));
         parts.insert(
             0,
             format!(
@@ -756,7 +802,7 @@ async fn update(
             );
             parts.push(format!(
                 "SELECT o.* FROM ({}) o LEFT SEMI JOIN ({redo_keys}) x ON {}",
-                rows_of(merge, &names.old, true),
+                rows_of(merge, &names.old, Some(counted)),
                 on.join(" AND ")
             ));
             tracing::info!(
@@ -765,7 +811,11 @@ async fn update(
             );
         }
     }
-    let sql = merge_sql(merge, &format!("({}) d", parts.join(" UNION ALL ")), true);
+    let sql = merge_sql(
+        merge,
+        &format!("({}) d", parts.join(" UNION ALL ")),
+        Some(counted),
+    );
     crate::engine::sql::collect(engine, &sql, context).await
 }
 
@@ -776,4 +826,39 @@ async fn batch_schema(engine: &Engine, sql: &str, batches: &[RecordBatch]) -> Re
     }
     let df = engine.ctx.sql(sql).await.map_err(Error::unexpected)?;
     Ok(Arc::new(df.schema().as_arrow().clone()))
+}
+
+/// The merged rows in key order (nulls last, as SQL's ascending order), sorted here: the SQL
+/// engine's sort charges sliced batches at their buffers' full size against the memory budget
+/// and spilled merges of under a million rows to disk.
+fn sort_by_keys(
+    merge: &Merge,
+    schema: &SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>> {
+    use datafusion::arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch};
+    use datafusion::arrow::compute::{SortColumn, SortOptions};
+    let all = concat_batches(schema, &batches).map_err(Error::unexpected)?;
+    drop(batches);
+    if all.num_rows() == 0 {
+        return Ok(vec![all]);
+    }
+    let keys: Vec<SortColumn> = merge
+        .by
+        .iter()
+        .map(|k| {
+            let i = schema.index_of(k).map_err(Error::unexpected)?;
+            Ok(SortColumn {
+                values: all.column(i).clone(),
+                options: Some(SortOptions {
+                    descending: false,
+                    nulls_first: false,
+                }),
+            })
+        })
+        .collect::<Result<_>>()?;
+    let order = lexsort_to_indices(&keys, None).map_err(Error::unexpected)?;
+    Ok(vec![
+        take_record_batch(&all, &order).map_err(Error::unexpected)?
+    ])
 }

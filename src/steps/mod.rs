@@ -135,7 +135,12 @@ pub async fn run(engine: &Engine, step: &Step, inputs: &StepInputs<'_>) -> Resul
         // On a cluster an incremental step computes its whole window there: per-day state is
         // kept by the local engine only.
         StepKind::Sql(q) => match &step.incremental {
-            Some(inc) if inputs.incremental_state && !engine.is_distributed() => {
+            // Over a plain step (not among the day-partitioned inputs) there are no days to keep.
+            Some(inc)
+                if inputs.incremental_state
+                    && !engine.is_distributed()
+                    && inputs.sources.iter().any(|s| s.name == inc.source) =>
+            {
                 incremental::run_step(engine, step, q, inc, inputs).await?
             }
             Some(inc) => {

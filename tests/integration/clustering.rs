@@ -35,6 +35,7 @@ sql = "{e}"
 [[step]]
 name = "referrals_daily"
 sql = "{r}"
+{rollups}
 [[step]]
 name = "all_features"
 sql = "{f}"
@@ -58,6 +59,7 @@ to = "clusters.parquet"
             e = sql.join("events_daily.sql").display(),
             r = sql.join("referrals_daily.sql").display(),
             f = sql.join("user_features.sql").display(),
+            rollups = demo_rollup_steps(),
         ),
     );
     job

@@ -203,3 +203,12 @@ impl Ran {
         published_at(&self.out, date)
     }
 }
+
+/// The demo job's window rollup steps (`orders_90d` .. `reach_90d`), SQL paths made absolute,
+/// for test jobs that reuse `sql/demo/user_features.sql`.
+pub fn demo_rollup_steps() -> String {
+    let demo = std::fs::read_to_string(repo().join("jobs/demo.toml")).unwrap();
+    let start = demo.find("[[step]]\nname = \"orders_90d\"").unwrap();
+    let end = demo.find("[[step]]\nname = \"user_features\"").unwrap();
+    demo[start..end].replace("\"../sql/", &format!("\"{}/sql/", repo().display()))
+}

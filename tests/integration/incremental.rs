@@ -456,28 +456,30 @@ incremental = {{ source = "orders", days = 5 }}
 /// A three-day window rollup over a small day-partitioned CSV source: sums, mins, maxes, a float
 /// sum and a column that goes all-null, with keys that leave and ties on the day that leaves.
 fn window_job(dir: &Path) -> PathBuf {
-    // (day, user, v, x): `a` every day with v = the day's number (its min leaves with each day),
-    // `b` on the first day only, `c` with a value on the first day and nulls after.
+    // (day, user, v, x, w): `a` every day with v = the day's number (its min leaves with each
+    // day), `b` on the first day only, `c` with a value on the first day and nulls after; the
+    // first null of `w` comes on the 5th.
     let rows = [
-        (1, "a", "1", "0.1"),
-        (1, "b", "5", "0.2"),
-        (1, "c", "7", "0.3"),
-        (2, "a", "2", "0.1"),
-        (2, "c", "", "0.3"),
-        (3, "a", "3", "0.1"),
-        (3, "c", "", "0.3"),
-        (4, "a", "4", "0.7"),
-        (4, "c", "", ""),
-        (5, "a", "1", "0.1"),
-        (6, "a", "9", "0.2"),
-        (6, "d", "3", "0.4"),
+        (1, "a", "1", "0.1", "1"),
+        (1, "b", "5", "0.2", "1"),
+        (1, "c", "7", "0.3", "1"),
+        (2, "a", "2", "0.1", "1"),
+        (2, "c", "", "0.3", "1"),
+        (3, "a", "3", "0.1", "1"),
+        (3, "c", "", "0.3", "1"),
+        (4, "a", "4", "0.7", "1"),
+        (4, "c", "", "", "1"),
+        (5, "a", "1", "0.1", ""),
+        (6, "a", "9", "0.2", "1"),
+        (6, "d", "3", "0.4", "1"),
+        (3, "e", "-2", "0.1", "1"),
     ];
     for day in 1..=6 {
-        let text: String = std::iter::once("user_id,v,x\n".to_string())
+        let text: String = std::iter::once("user_id,v,x,w\n".to_string())
             .chain(
                 rows.iter()
                     .filter(|r| r.0 == day)
-                    .map(|r| format!("{},{},{}\n", r.1, r.2, r.3)),
+                    .map(|r| format!("{},{},{},{}\n", r.1, r.2, r.3, r.4)),
             )
             .collect();
         write(&dir.join(format!("ev/dt=2026-11-0{day}/part.csv")), &text);
@@ -492,17 +494,20 @@ as_of = { type = "date" }
 url = "ev/"
 format = "csv"
 partitions = ["dt"]
-schema = "user_id string, v bigint, x double"
+schema = "user_id string, v bigint, x double, w bigint"
+drop.negative = "v < 0"
+checks = { min_rows = 1, max_dropped_rate = "50%" }
 [[step]]
 name = "per_day"
-query = "SELECT dt, user_id, v, x FROM ev"
+query = "SELECT dt, user_id, v, x, w FROM ev"
 incremental = { source = "ev", days = 4 }
 [[step]]
 name = "w3"
 query = """SELECT dt, user_id, SUM(v) AS total, MIN(v) AS low, MAX(v) AS high, SUM(x) AS fsum,
-  MIN(CAST(dt AS DATE)) AS first_day, MAX(CAST(dt AS DATE)) AS last_day, COUNT(*) AS n
+  MIN(CAST(dt AS DATE)) AS first_day, MAX(CAST(dt AS DATE)) AS last_day, COUNT(*) AS n,
+  SUM(w) AS wsum
   FROM per_day GROUP BY dt, user_id"""
-incremental = { source = "per_day", days = 3, merge_by = ["user_id"], merge = { total = "sum", low = "min", high = "max", fsum = "sum", first_day = "min", last_day = "max", n = "sum" } }
+incremental = { source = "per_day", days = 3, merge_by = ["user_id"], merge = { total = "sum", low = "min", high = "max", fsum = "sum", first_day = "min", last_day = "max", n = "sum", wsum = "sum" } }
 [[export]]
 table = "w3"
 to = "w3.csv"
@@ -532,12 +537,12 @@ fn a_window_rollup_takes_days_out_and_equals_a_full_merge() {
     run("2026-11-04", &[]);
     for date in ["2026-11-05", "2026-11-06", "2026-11-07"] {
         let text = run(date, &[]);
-        assert!(
-            text.contains(
-                "1 days merged into the kept rows, 1 taken out (2 days kept as they were)"
-            ),
-            "{date}: {text}"
-        );
+        let expected = match date {
+            // The first null of an exact sum: its values are counted from now on.
+            "2026-11-06" => "all 3 days merged (column `wsum` has nulls now)",
+            _ => "1 days merged into the kept rows, 1 taken out (2 days kept as they were)",
+        };
+        assert!(text.contains(expected), "{date}: {text}");
         let nightly = file(date);
         let text = run(date, &["--full-refresh"]);
         assert!(
@@ -546,17 +551,41 @@ fn a_window_rollup_takes_days_out_and_equals_a_full_merge() {
         );
         assert_eq!(nightly, file(date), "{date}: the night equals a full merge");
     }
+    // The dirty-row counts are kept per day: a changed day is counted again, the others not.
+    let summary = run("2026-11-07", &[]);
+    assert!(
+        summary.contains("dirty rows left out: negative 1"),
+        "{summary}"
+    );
+    let day5 = tmp.path().join("ev/dt=2026-11-05/part.csv");
+    let text = std::fs::read_to_string(&day5).unwrap() + "f,-5,0.1,1\n";
+    write(&day5, &text);
+    let summary = run("2026-11-07", &[]);
+    assert!(
+        summary.contains("dirty rows left out: negative 2"),
+        "{summary}"
+    );
+    let kept: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("state/sources/ev/dropped.json")).unwrap())
+            .unwrap();
+    assert_eq!(kept["days"].as_object().unwrap().len(), 6, "{kept}");
+    assert_eq!(kept["days"]["2026-11-05"]["values"][0], 1.0, "{kept}");
+    let summary = run("2026-11-07", &["--full-refresh"]);
+    assert!(
+        summary.contains("dirty rows left out: negative 2"),
+        "{summary}"
+    );
     // Window 2026-11-04 .. 06: `b` and `c`'s first day left; `c` keeps a row of nulls and one
     // counted row; `a`'s min is the 5th's 1, merged again after the 1st and 2nd left.
     let last = file("2026-11-07");
     let lines: Vec<&str> = last.lines().collect();
     assert_eq!(
-        lines[0], "user_id,first_day,fsum,high,last_day,low,n,total",
+        lines[0], "user_id,first_day,fsum,high,last_day,low,n,total,wsum",
         "{last}"
     );
     assert!(lines[1].starts_with("a,2026-11-04,"), "{last}");
-    assert!(lines[1].ends_with(",9,2026-11-06,1,3,14"), "{last}");
-    assert_eq!(lines[2], "c,2026-11-04,,,2026-11-04,,1,", "{last}");
-    assert_eq!(lines[3], "d,2026-11-06,0.4,3,2026-11-06,3,1,3", "{last}");
+    assert!(lines[1].ends_with(",9,2026-11-06,1,3,14,2"), "{last}");
+    assert_eq!(lines[2], "c,2026-11-04,,,2026-11-04,,1,,1", "{last}");
+    assert_eq!(lines[3], "d,2026-11-06,0.4,3,2026-11-06,3,1,3,1", "{last}");
     assert_eq!(lines.len(), 4, "{last}");
 }

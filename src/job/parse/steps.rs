@@ -214,7 +214,8 @@ fn window_days(
 }
 
 /// An incremental step over the per-day rows of an earlier incremental step: each of its
-/// days is computed from that step's day, so a window of windows costs a day a night too.
+/// days is computed from that step's day, so a window of windows costs a day a night too. Over
+/// a plain step (no days kept) it runs as a plain step every time, merged when it merges.
 fn over_step(
     ctx: &mut Ctx,
     offset: usize,
@@ -225,8 +226,16 @@ fn over_step(
 ) -> Option<Incremental> {
     let sname = spec.name.as_str();
     let Some(up_inc) = up.incremental.as_ref() else {
-        ctx.problem(offset, Some(sname), format!("incremental.source `{}` is a step that is not incremental: its rows are not kept per day", up.name), Some("name a day-partitioned source, or an earlier step with `incremental`".into()));
-        return None;
+        // A plain step keeps no days: the step merges its whole result every run.
+        let days = window_days(ctx, offset, sname, &inc.days, params)?;
+        let column = inc.column.clone().unwrap_or_else(|| "dt".to_string());
+        let merge = merge(ctx, offset, sname, inc, &column)?;
+        return Some(Incremental {
+            source: up.name.clone(),
+            days,
+            column,
+            merge,
+        });
     };
     if up_inc.merge.is_some() {
         ctx.problem(
