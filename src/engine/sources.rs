@@ -39,6 +39,10 @@ pub struct SourceInfo {
     /// Rows left out as dirty, by rule (`unparsable`, each `drop` rule, `duplicate`).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub dropped: std::collections::BTreeMap<String, u64>,
+    /// What decides which rows the source holds besides its files (read schema, cleaning
+    /// rules): part of the fingerprint of every day computed from it.
+    #[serde(skip)]
+    pub declaration: String,
     /// For the per-day rows of an incremental step read as a source: each day's file.
     #[serde(skip)]
     pub day_files: Option<std::collections::BTreeMap<String, crate::storage::Location>>,
@@ -322,6 +326,16 @@ pub async fn register_source(
         empty,
         objects: fingerprints,
         dropped,
+        declaration: format!(
+            "{:?}|{:?}|{}|{}|{:?}|{:?}|{}",
+            source.schema,
+            source.drop,
+            source.has_header,
+            source.delimiter,
+            source.dedupe,
+            source.partitions,
+            source.skip_bad_rows
+        ),
         day_files: None,
     })
 }

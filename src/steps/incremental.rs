@@ -119,6 +119,7 @@ impl IncrementalReport {
             empty: objects.is_empty(),
             objects,
             dropped: BTreeMap::new(),
+            declaration: String::new(),
             day_files: Some(
                 self.days_held
                     .iter()
@@ -171,6 +172,8 @@ fn fingerprints(
 ) -> BTreeMap<String, String> {
     let mut base = sha2::Sha256::new();
     base.update(sql.text.as_bytes());
+    // A changed cleaning rule or read schema changes the rows of every day.
+    base.update(format!("\nsource {}", source.declaration).as_bytes());
     for (k, v) in bindings {
         if k != "as_of" {
             base.update(format!("\nparam {k}={}", v.to_template_text()).as_bytes());

@@ -575,6 +575,17 @@ fn a_window_rollup_takes_days_out_and_equals_a_full_merge() {
         summary.contains("dirty rows left out: negative 2"),
         "{summary}"
     );
+    // A changed cleaning rule changes every day's rows: each is computed and counted again.
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("\"v < 0\"", "\"v < -3\"");
+    write(&job, &text);
+    let summary = run("2026-11-07", &[]);
+    assert!(
+        summary.contains("dirty rows left out: negative 1"),
+        "{summary}"
+    );
+    assert!(summary.contains("4 days computed, 0 reused"), "{summary}");
     // Window 2026-11-04 .. 06: `b` and `c`'s first day left; `c` keeps a row of nulls and one
     // counted row; `a`'s min is the 5th's 1, merged again after the 1st and 2nd left.
     let last = file("2026-11-07");
