@@ -299,15 +299,7 @@ async fn row_of(
     bindings: &Bindings,
     context: &str,
 ) -> Result<Vec<u64>> {
-    let batches = engine
-        .ctx
-        .sql(sql)
-        .await
-        .and_then(|df| df.with_param_values(param_values(bindings)))
-        .map_err(|e| execution_error(context, e))?
-        .collect()
-        .await
-        .map_err(|e| execution_error(context, e))?;
+    let batches = super::sql::collect_bound(engine, sql, bindings, context).await?;
     let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
         return Ok(vec![]);
     };

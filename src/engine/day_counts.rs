@@ -18,9 +18,6 @@ use datafusion::arrow::datatypes::{DataType, Float64Type};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use super::diagnostics::execution_error;
-use super::sources::InputFile;
-use super::sql::param_values;
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::job::Bindings;
@@ -36,34 +33,6 @@ struct Kept {
 struct KeptDay {
     files: String,
     values: Vec<f64>,
-}
-
-/// The fingerprint of each day's files, or `None` when a file is outside any day folder.
-pub fn day_prints(files: &[InputFile], column: &str) -> Option<BTreeMap<String, String>> {
-    let mut by_day: BTreeMap<String, sha2::Sha256> = BTreeMap::new();
-    let marker = format!("{column}=");
-    for f in files {
-        let day = f
-            .path
-            .split('/')
-            .find_map(|part| part.strip_prefix(marker.as_str()))?;
-        by_day.entry(day.to_string()).or_default().update(
-            format!(
-                "{} {} {} {}\n",
-                f.path,
-                f.bytes,
-                f.modified,
-                f.etag.as_deref().unwrap_or("")
-            )
-            .as_bytes(),
-        );
-    }
-    Some(
-        by_day
-            .into_iter()
-            .map(|(d, h)| (d, hex::encode(h.finalize())))
-            .collect(),
-    )
 }
 
 /// Where a source's kept counts live.
@@ -116,15 +85,7 @@ pub async fn measure(
             .map(|d| format!("'{}'", d.replace('\'', "''")))
             .collect::<Vec<_>>()
             .join(", ");
-        let batches = engine
-            .ctx
-            .sql(&query(&list))
-            .await
-            .and_then(|df| df.with_param_values(param_values(bindings)))
-            .map_err(|e| execution_error(context, e))?
-            .collect()
-            .await
-            .map_err(|e| execution_error(context, e))?;
+        let batches = super::sql::collect_bound(engine, &query(&list), bindings, context).await?;
         for d in &missing {
             days.insert(
                 d.clone(),

@@ -1,6 +1,7 @@
 //! Registering the job's sources as SQL tables: Parquet, CSV or newline-delimited JSON, one
 //! file, a folder or a glob, with Hive-style partition columns, on any object store.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
@@ -14,6 +15,7 @@ use datafusion::datasource::listing::{
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
+use sha2::Digest;
 
 use super::diagnostics::execution_error;
 use super::Engine;
@@ -267,7 +269,7 @@ pub async fn register_source(
     // A night counts the dirty rows of its new days only.
     let kept = match (state, source.partitions.first()) {
         (Some((state, recount)), Some(column)) if super::cleaning::counts_per_day(source) => {
-            super::day_counts::day_prints(&fingerprints, column).map(|prints| {
+            day_prints(&fingerprints, column).map(|prints| {
                 super::day_counts::folder(state, &source.name).map(|dir| {
                     super::cleaning::KeptCounts {
                         dir,
@@ -406,4 +408,32 @@ async fn find_corrupt_parquet(
         }
     }
     None
+}
+
+/// The fingerprint of each day's files, or `None` when a file is outside any day folder.
+pub fn day_prints(files: &[InputFile], column: &str) -> Option<BTreeMap<String, String>> {
+    let mut by_day: BTreeMap<String, sha2::Sha256> = BTreeMap::new();
+    let marker = format!("{column}=");
+    for f in files {
+        let day = f
+            .path
+            .split('/')
+            .find_map(|part| part.strip_prefix(marker.as_str()))?;
+        by_day.entry(day.to_string()).or_default().update(
+            format!(
+                "{} {} {} {}\n",
+                f.path,
+                f.bytes,
+                f.modified,
+                f.etag.as_deref().unwrap_or("")
+            )
+            .as_bytes(),
+        );
+    }
+    Some(
+        by_day
+            .into_iter()
+            .map(|(d, h)| (d, hex::encode(h.finalize())))
+            .collect(),
+    )
 }

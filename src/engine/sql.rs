@@ -92,6 +92,24 @@ pub async fn collect(engine: &Engine, sql: &str, context: &str) -> Result<Vec<Re
         .map_err(|e| execution_error(context, e))
 }
 
+/// Runs a query with the job's params bound into batches; `context` names it in errors.
+pub async fn collect_bound(
+    engine: &Engine,
+    sql: &str,
+    bindings: &crate::job::Bindings,
+    context: &str,
+) -> Result<Vec<RecordBatch>> {
+    engine
+        .ctx
+        .sql(sql)
+        .await
+        .and_then(|df| df.with_param_values(param_values(bindings)))
+        .map_err(|e| execution_error(context, e))?
+        .collect()
+        .await
+        .map_err(|e| execution_error(context, e))
+}
+
 /// The tables a plan scans, sorted and de-duplicated (named in data errors).
 pub fn tables_read(plan: &datafusion::logical_expr::LogicalPlan) -> Vec<String> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};

@@ -171,7 +171,7 @@ pub async fn check_sources(
                 infos
                     .iter()
                     .find(|i| i.name == s.name)
-                    .and_then(|i| crate::engine::day_counts::day_prints(&i.objects, column))
+                    .and_then(|i| crate::engine::sources::day_prints(&i.objects, column))
                     .map(|prints| (state, recount, column, prints))
             }
             _ => None,

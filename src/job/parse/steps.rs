@@ -365,6 +365,30 @@ mod tests {
     }
 
     #[test]
+    fn incremental_steps_over_earlier_steps() {
+        let daily = "[[step]]\nname = \"d\"\nquery = \"SELECT 1\"\nincremental = { source = \"ev\", days = 30 }\n";
+        let over = |days: u32, merge: &str| {
+            format!("{daily}[[step]]\nname = \"w\"\nquery = \"SELECT 1\"\nincremental = {{ source = \"d\", days = {days}{merge} }}\n")
+        };
+        let job = parse(&over(7, ", merge_by = [\"k\"], merge = { n = \"sum\" }")).unwrap();
+        let inc = job.steps[1].incremental.as_ref().unwrap();
+        assert_eq!((inc.source.as_str(), inc.column.as_str()), ("d", "dt"));
+        assert!(inc.merge.is_some());
+        let msg = parse(&over(31, "")).unwrap_err();
+        assert!(
+            msg.contains("longer than the 30 days step `d` keeps"),
+            "{msg}"
+        );
+        // A merged step keeps one row per key: nothing per day to read.
+        let merged = over(7, ", merge_by = [\"k\"], merge = { n = \"sum\" }");
+        let msg = parse(&format!("{merged}[[step]]\nname = \"z\"\nquery = \"SELECT 1\"\nincremental = {{ source = \"w\", days = 7 }}\n")).unwrap_err();
+        assert!(msg.contains("`w` is a merged step"), "{msg}");
+        // Over a plain step it is a plain step every run (merged when it merges).
+        let job = parse("[[step]]\nname = \"p\"\nquery = \"SELECT 1\"\n[[step]]\nname = \"w\"\nquery = \"SELECT 1\"\nincremental = { source = \"p\", days = 7 }\n").unwrap();
+        assert_eq!(job.steps[1].incremental.as_ref().unwrap().source, "p");
+    }
+
+    #[test]
     fn merged_incremental_steps() {
         let step = |merge: &str| {
             format!("[[step]]\nname = \"a\"\nquery = \"SELECT 1\"\nincremental = {{ source = \"ev\", days = 7{merge} }}\n")

@@ -18,9 +18,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -28,13 +28,19 @@ use sha2::Digest;
 use crate::engine::diagnostics::execution_error;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::job::{Merge, MergeOp, Step};
+use crate::job::{Merge, Step};
 use crate::quote::ident as quote;
 use crate::storage::Location;
 
+mod sql;
+mod update;
+
+use sql::{exact, merge_sql, public_columns, rows_of, summed, Counted};
+use update::{sort_by_keys, update, Names};
+
 /// What the kept merged rows cover.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Covered {
+pub(super) struct Covered {
     /// Layout of the kept rows (1: without hidden counts).
     #[serde(default = "first_format")]
     format: u32,
@@ -73,168 +79,6 @@ fn first_format() -> u32 {
 fn declaration_print(merge: &Merge, day: &str) -> String {
     let text = format!("{}|{day}|{:?}", env!("CARGO_PKG_VERSION"), merge);
     hex::encode(&sha2::Sha256::digest(text.as_bytes())[..12])
-}
-
-/// The count of rows of a key merged in (kept with the rows: a key whose days all left goes).
-const ROWS: &str = "__rows";
-
-/// The hidden count of non-null values of a summed column that has nulls (a sum with no value
-/// left is NULL, not 0).
-fn count_col(c: &str) -> String {
-    format!("__n_{c}")
-}
-
-/// The summed columns.
-fn summed(merge: &Merge) -> impl Iterator<Item = &str> {
-    merge
-        .columns
-        .iter()
-        .filter(|(_, op)| matches!(op, MergeOp::Sum))
-        .map(|(c, _)| c.as_str())
-}
-
-/// The summed columns whose values are counted: those with nulls in some day's rows.
-type Counted = BTreeSet<String>;
-
-/// The hidden columns kept beside the merged rows, in order.
-fn hidden_columns(counted: &Counted) -> Vec<String> {
-    std::iter::once(ROWS.to_string())
-        .chain(counted.iter().map(|c| count_col(c)))
-        .collect()
-}
-
-/// The aggregate of one merged column.
-fn aggregate(col: &str, op: &MergeOp) -> String {
-    let c = quote(col);
-    match op {
-        MergeOp::Sum => format!("SUM({c}) AS {c}"),
-        MergeOp::Min => format!("MIN({c}) AS {c}"),
-        MergeOp::Max => format!("MAX({c}) AS {c}"),
-        MergeOp::FirstBy(o) => format!("first_value({c} ORDER BY {} ASC) AS {c}", quote(o)),
-        MergeOp::LastBy(o) => format!("first_value({c} ORDER BY {} DESC) AS {c}", quote(o)),
-    }
-}
-
-/// The merge query over `from` (rows with the key, merged and, when `hidden`, hidden columns),
-/// unordered.
-fn merge_sql(merge: &Merge, from: &str, hidden: Option<&Counted>) -> String {
-    let keys: Vec<String> = merge.by.iter().map(|k| quote(k)).collect();
-    let mut aggs: Vec<String> = merge
-        .columns
-        .iter()
-        .map(|(c, op)| aggregate(c, op))
-        .collect();
-    if let Some(counted) = hidden {
-        aggs.extend(
-            hidden_columns(counted)
-                .iter()
-                .map(|h| format!("CAST(SUM({q}) AS BIGINT) AS {q}", q = quote(h))),
-        );
-    }
-    format!(
-        "SELECT {k}, {} FROM {from} GROUP BY {k}",
-        aggs.join(", "),
-        k = keys.join(", ")
-    )
-}
-
-/// The key and merged columns of per-day rows in `table`, and when `hidden` their counts.
-fn rows_of(merge: &Merge, table: &str, hidden: Option<&Counted>) -> String {
-    let mut cols: Vec<String> = merge
-        .by
-        .iter()
-        .chain(merge.columns.iter().map(|(c, _)| c))
-        .map(|c| quote(c))
-        .collect();
-    if let Some(counted) = hidden {
-        cols.push(format!("CAST(1 AS BIGINT) AS {}", quote(ROWS)));
-        cols.extend(counted.iter().map(|c| {
-            format!(
-                "CAST(CASE WHEN {q} IS NULL THEN 0 ELSE 1 END AS BIGINT) AS {n}",
-                q = quote(c),
-                n = quote(&count_col(c))
-            )
-        }));
-    }
-    format!("SELECT {} FROM {}", cols.join(", "), quote(table))
-}
-
-/// Whether a summed column of this type subtracts exactly (integers and decimals do; floats
-/// round, so a key losing a day of a float sum is merged again from its remaining days).
-fn exact(t: &DataType) -> bool {
-    t.is_integer() || matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..))
-}
-
-/// The kept rows minus the aggregated rows of the days that left (`r`): sums subtract, counts
-/// of rows and values subtract, and `__redo` marks keys whose other merged values may have
-/// come from a day that left (a tie on a min or max, or a float sum): those are merged again
-/// from their remaining days.
-fn subtract_sql(
-    merge: &Merge,
-    kept: &str,
-    left: &str,
-    day_schema: &SchemaRef,
-    counted: &Counted,
-) -> String {
-    let on: Vec<String> = merge
-        .by
-        .iter()
-        .map(|k| format!("(k.{q} IS NOT DISTINCT FROM r.{q})", q = quote(k)))
-        .collect();
-    let mut cols: Vec<String> = merge.by.iter().map(|k| format!("k.{}", quote(k))).collect();
-    let mut redo: Vec<String> = Vec::new();
-    for (c, op) in &merge.columns {
-        let q = quote(c);
-        let ty = day_schema
-            .field_with_name(c)
-            .map(|f| f.data_type().clone())
-            .unwrap_or(DataType::Null);
-        match op {
-            MergeOp::Sum if exact(&ty) && counted.contains(c) => {
-                let n = quote(&count_col(c));
-                cols.push(format!(
-                    "CASE WHEN k.{n} - COALESCE(r.{n}, 0) = 0 THEN NULL ELSE k.{q} - COALESCE(r.{q}, 0) END AS {q}"
-                ));
-            }
-            // No day's rows have a null here: every kept row has a value.
-            MergeOp::Sum if exact(&ty) => {
-                cols.push(format!("k.{q} - COALESCE(r.{q}, 0) AS {q}"));
-            }
-            MergeOp::Sum => {
-                cols.push(format!("k.{q} AS {q}"));
-                redo.push(format!("r.{q} IS NOT NULL"));
-            }
-            MergeOp::Min | MergeOp::Max => {
-                cols.push(format!("k.{q} AS {q}"));
-                redo.push(format!("r.{q} = k.{q}"));
-            }
-            MergeOp::FirstBy(o) | MergeOp::LastBy(o) => {
-                cols.push(format!("k.{q} AS {q}"));
-                redo.push(format!("r.{o} = k.{o}", o = quote(o)));
-            }
-        }
-    }
-    for h in hidden_columns(counted) {
-        let q = quote(&h);
-        cols.push(format!("k.{q} - COALESCE(r.{q}, 0) AS {q}"));
-    }
-    let redo = if redo.is_empty() {
-        "FALSE".to_string()
-    } else {
-        format!(
-            "(r.{rows} IS NOT NULL AND COALESCE({}, FALSE))",
-            redo.join(" OR "),
-            rows = quote(ROWS)
-        )
-    };
-    cols.push(format!("{redo} AS __redo"));
-    format!(
-        "SELECT {} FROM {} k LEFT JOIN {} r ON {}",
-        cols.join(", "),
-        quote(kept),
-        quote(left),
-        on.join(" AND ")
-    )
 }
 
 /// Checks that the per-day rows have every key and merged column, and nothing unmerged.
@@ -642,12 +486,7 @@ async fn register_public(
                 format!("the merged rows cannot be read: {e}"),
             )
         })?;
-    let cols: Vec<&str> = merge
-        .by
-        .iter()
-        .chain(merge.columns.iter().map(|(c, _)| c))
-        .map(String::as_str)
-        .collect();
+    let cols: Vec<&str> = public_columns(merge).collect();
     let df = df.select_columns(&cols).map_err(Error::unexpected)?;
     let _ = engine.ctx.deregister_table(step.name.as_str());
     engine
@@ -655,210 +494,4 @@ async fn register_public(
         .register_table(step.name.as_str(), df.into_view())
         .map_err(Error::unexpected)?;
     Ok(())
-}
-
-/// Names of the tables one update registers for a while.
-struct Names {
-    kept: String,
-    left: String,
-    left_rows: String,
-    live: String,
-    added: String,
-    old: String,
-    redo: String,
-}
-
-impl Names {
-    fn new(step: &str) -> Names {
-        let n = |what: &str| format!("__merge_{what}_{step}");
-        Names {
-            kept: n("kept"),
-            left: n("left"),
-            left_rows: n("left_rows"),
-            live: n("live"),
-            added: n("added"),
-            old: n("old"),
-            redo: n("redo"),
-        }
-    }
-
-    fn release(&self, engine: &Engine) {
-        for t in [
-            &self.kept,
-            &self.left,
-            &self.left_rows,
-            &self.live,
-            &self.added,
-            &self.old,
-            &self.redo,
-        ] {
-            let _ = engine.ctx.deregister_table(t.as_str());
-        }
-    }
-}
-
-/// The kept rows updated: the days that left (or changed) taken out, the new (or changed)
-/// days merged in. Reads the kept rows, the days that left and the days added; the other held
-/// days only for keys that must be merged again (see [`subtract_sql`]).
-#[allow(clippy::too_many_arguments)]
-async fn update(
-    engine: &Engine,
-    merge: &Merge,
-    dir: &Location,
-    k: &Covered,
-    added: &[String],
-    left: &[(String, Location)],
-    files: &BTreeMap<String, Option<Location>>,
-    held: &BTreeMap<String, String>,
-    day_schema: &SchemaRef,
-    names: &Names,
-    context: &str,
-) -> Result<Vec<RecordBatch>> {
-    engine
-        .register_parquet_at(&names.kept, &dir.child(&k.file)?, "the kept merged rows")
-        .await?;
-    let added_files: Vec<Location> = added
-        .iter()
-        .filter_map(|d| files.get(d).cloned().flatten())
-        .collect();
-    engine
-        .register_parquet_files(&names.added, &added_files, day_schema.clone(), context)
-        .await?;
-    let counted = &k.counted;
-    let mut parts = vec![rows_of(merge, &names.added, Some(counted))];
-    if left.is_empty() {
-        parts.insert(0, format!("SELECT * FROM {}", quote(&names.kept)));
-    } else {
-        let left_files: Vec<Location> = left.iter().map(|(_, l)| l.clone()).collect();
-        engine
-            .register_parquet_files(&names.left, &left_files, day_schema.clone(), context)
-            .await?;
-        let left_sql = merge_sql(
-            merge,
-            &format!("({}) d", rows_of(merge, &names.left, Some(counted))),
-            Some(counted),
-        );
-        let batches = crate::engine::sql::collect(engine, &left_sql, context).await?;
-        let schema = batch_schema(engine, &left_sql, &batches).await?;
-        engine
-            .register_batches(&names.left_rows, schema, batches)
-            .await?;
-        let sub = subtract_sql(merge, &names.kept, &names.left_rows, day_schema, counted);
-        let batches = crate::engine::sql::collect(
-            engine,
-            &format!("SELECT * FROM ({sub}) s WHERE {} > 0", quote(ROWS)),
-            context,
-        )
-        .await?;
-        let schema = batch_schema(engine, &sub, &batches).await?;
-        let redo: usize = batches
-            .iter()
-            .map(|b| {
-                b.column_by_name("__redo")
-                    .and_then(|c| c.as_boolean_opt().map(|c| c.true_count()))
-                    .unwrap_or(0)
-            })
-            .sum();
-        engine
-            .register_batches(&names.live, schema, batches)
-            .await?;
-        let mut cols: Vec<String> = merge
-            .by
-            .iter()
-            .chain(merge.columns.iter().map(|(c, _)| c))
-            .map(|c| quote(c))
-            .collect();
-        cols.extend(hidden_columns(counted).iter().map(|h| quote(h)));
-        parts.insert(
-            0,
-            format!(
-                "SELECT {} FROM {} WHERE NOT __redo",
-                cols.join(", "),
-                quote(&names.live)
-            ),
-        );
-        if redo > 0 {
-            // Keys whose min, max or float sum may have come from a day that left: every
-            // remaining day of theirs merged again.
-            let old: Vec<Location> = k
-                .days
-                .keys()
-                .filter(|d| held.get(*d) == k.days.get(*d))
-                .filter_map(|d| files.get(d).cloned().flatten())
-                .collect();
-            engine
-                .register_parquet_files(&names.old, &old, day_schema.clone(), context)
-                .await?;
-            let on: Vec<String> = merge
-                .by
-                .iter()
-                .map(|c| format!("(o.{q} IS NOT DISTINCT FROM x.{q})", q = quote(c)))
-                .collect();
-            let keys: Vec<String> = merge.by.iter().map(|c| quote(c)).collect();
-            let redo_keys = format!(
-                "SELECT {} FROM {} WHERE __redo",
-                keys.join(", "),
-                quote(&names.live)
-            );
-            parts.push(format!(
-                "SELECT o.* FROM ({}) o LEFT SEMI JOIN ({redo_keys}) x ON {}",
-                rows_of(merge, &names.old, Some(counted)),
-                on.join(" AND ")
-            ));
-            tracing::info!(
-                keys = redo,
-                "merged step: keys merged again from their remaining days"
-            );
-        }
-    }
-    let sql = merge_sql(
-        merge,
-        &format!("({}) d", parts.join(" UNION ALL ")),
-        Some(counted),
-    );
-    crate::engine::sql::collect(engine, &sql, context).await
-}
-
-/// The schema of a query's result (of its batches when it returned any).
-async fn batch_schema(engine: &Engine, sql: &str, batches: &[RecordBatch]) -> Result<SchemaRef> {
-    if let Some(b) = batches.first() {
-        return Ok(b.schema());
-    }
-    let df = engine.ctx.sql(sql).await.map_err(Error::unexpected)?;
-    Ok(Arc::new(df.schema().as_arrow().clone()))
-}
-
-/// The merged rows in key order (nulls last, as SQL's ascending order), sorted here: the SQL
-/// engine's sort charges sliced batches at their buffers' full size against the memory budget
-/// and spilled merges of under a million rows to disk.
-fn sort_by_keys(
-    merge: &Merge,
-    schema: &SchemaRef,
-    batches: Vec<RecordBatch>,
-) -> Result<Vec<RecordBatch>> {
-    use datafusion::arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch};
-    use datafusion::arrow::compute::{SortColumn, SortOptions};
-    let all = concat_batches(schema, &batches).map_err(Error::unexpected)?;
-    drop(batches);
-    if all.num_rows() == 0 {
-        return Ok(vec![all]);
-    }
-    let keys: Vec<SortColumn> = merge
-        .by
-        .iter()
-        .map(|k| {
-            let i = schema.index_of(k).map_err(Error::unexpected)?;
-            Ok(SortColumn {
-                values: all.column(i).clone(),
-                options: Some(SortOptions {
-                    descending: false,
-                    nulls_first: false,
-                }),
-            })
-        })
-        .collect::<Result<_>>()?;
-    let order = lexsort_to_indices(&keys, None).map_err(Error::unexpected)?;
-    Ok(vec![
-        take_record_batch(&all, &order).map_err(Error::unexpected)?
-    ])
 }
