@@ -61,6 +61,17 @@ impl Location {
     }
 }
 
+/// The objects under `folder`, none when it cannot be listed (for best-effort cleaning up).
+pub async fn objects_in(folder: &Location) -> Vec<object_store::ObjectMeta> {
+    use futures::TryStreamExt;
+    folder
+        .store
+        .list(Some(&folder.path))
+        .try_collect()
+        .await
+        .unwrap_or_default()
+}
+
 /// Deletes every object under `loc` (a folder); on local disk also the emptied folders.
 /// Returns how many objects were removed.
 pub async fn delete_prefix(loc: &Location) -> Result<usize> {

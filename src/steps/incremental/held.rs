@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
-use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
@@ -79,16 +78,6 @@ pub async fn held_days(dir: &Location, col: &str) -> Result<Vec<HeldDay>> {
         }
     }
     Ok(out)
-}
-
-/// The objects below a day folder (none when it cannot be listed: cleaning up is best effort).
-pub(super) async fn objects_in(folder: &Location) -> Vec<object_store::ObjectMeta> {
-    folder
-        .store
-        .list(Some(&folder.path))
-        .try_collect()
-        .await
-        .unwrap_or_default()
 }
 
 pub(super) async fn held_days_names(dir: &Location, col: &str) -> Result<Vec<String>> {

@@ -42,8 +42,9 @@ use crate::storage::Location;
 
 mod held;
 
+use crate::storage::objects_in;
 pub use held::{held_days, HeldDay};
-use held::{held_days_names, objects_in, put_json, read_held, write_day};
+use held::{held_days_names, put_json, read_held, write_day};
 
 /// What an incremental step did in a run.
 #[derive(Debug, Clone, Serialize)]

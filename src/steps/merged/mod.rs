@@ -211,8 +211,9 @@ async fn read_covered(dir: &Location) -> Option<Covered> {
 }
 
 /// Merges the step's held days (the window table registered under the step's name) into one
-/// row per key (`nullable`: the columns with a null in some held day's rows), from the kept merged rows when they can be reused, and registers the result
-/// under the step's name in place of the window.
+/// row per key (`nullable`: the columns with a null in some held day's rows), from the kept
+/// merged rows when they can be reused, and registers the result under the step's name in
+/// place of the window.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     engine: &Engine,
@@ -446,16 +447,7 @@ async fn merge_days(
     let text = serde_json::to_vec_pretty(&covered).map_err(Error::unexpected)?;
     crate::storage::write::put_bytes(&dir.child("_merged/merged.json")?, text).await?;
     let folder = dir.child("_merged")?;
-    let listed: Vec<object_store::ObjectMeta> = {
-        use futures::TryStreamExt;
-        folder
-            .store
-            .list(Some(&folder.path))
-            .try_collect()
-            .await
-            .unwrap_or_default()
-    };
-    for m in listed {
+    for m in crate::storage::objects_in(&folder).await {
         let name = m.location.filename().unwrap_or_default().to_string();
         if name.ends_with(".parquet") && format!("_merged/{name}") != rel {
             let _ = folder.store.delete(&m.location).await;
