@@ -90,10 +90,15 @@ pub(super) fn kmeans_config(spec: &StepSpec) -> std::result::Result<KMeansConfig
                 ))
             }
         },
-        sample_rows: spec.sample_rows.unwrap_or(1_000_000).max(1),
+        sample_rows: spec.sample_rows.unwrap_or(KMEANS_SAMPLE_ROWS).max(1),
         assign,
     })
 }
+
+/// Rows a k-means fit uses by default. Measured on the benchmark generator's 1,000,000 users
+/// (reference job, k = 10): a 400,000-row sample gives the centroids of the full fit (ARI vs the
+/// planted personas 0.333 both ways) in under half the time; 200,000 rows lost 0.03 of ARI.
+const KMEANS_SAMPLE_ROWS: usize = 400_000;
 
 pub(super) fn ltv_config(spec: &StepSpec) -> std::result::Result<LtvConfig, String> {
     let input = spec.input.clone().ok_or("an ltv step needs `input`: a table with id, frequency, recency, age and monetary (see sql/lifecycle/customer_summary.sql)")?;
