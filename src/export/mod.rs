@@ -3,6 +3,7 @@
 
 pub mod files;
 pub mod manifest;
+pub mod order;
 pub mod platform;
 pub mod segment_files;
 
@@ -108,18 +109,28 @@ pub async fn run_export(
             sort.push(col(format!("\"{}\"", f.name())).sort(true, false));
         }
     }
-    let df = df.sort(sort).map_err(|e| execution_error(&context, e))?;
     let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-    let stream = crate::engine::sql::execute(df, &context).await?;
-    let written = match export.format {
-        ExportFormat::Parquet => write::write_parquet(&loc, schema, stream).await?,
-        ExportFormat::Csv => write::write_csv(&loc, schema, stream).await?,
-        other => {
-            return Err(Error::internal(format!(
-                "{context}: format {} exports segments, not tables",
-                format_name(other)
-            )))
+    let written = if sort.len() > keys.len() {
+        // Keys alone first: unique keys already give the full order (see `order`).
+        let tie = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let by_keys = df
+            .clone()
+            .sort(sort[..keys.len()].to_vec())
+            .map_err(|e| execution_error(&context, e))?;
+        let stream = crate::engine::sql::execute(by_keys, &context).await?;
+        let stream = order::stop_at_tie(stream, &keys, tie.clone());
+        match write_table(export.format, &loc, schema.clone(), stream, &context).await {
+            Err(_) if tie.load(std::sync::atomic::Ordering::Relaxed) => {
+                let df = df.sort(sort).map_err(|e| execution_error(&context, e))?;
+                let stream = crate::engine::sql::execute(df, &context).await?;
+                write_table(export.format, &loc, schema, stream, &context).await?
+            }
+            other => other?,
         }
+    } else {
+        let df = df.sort(sort).map_err(|e| execution_error(&context, e))?;
+        let stream = crate::engine::sql::execute(df, &context).await?;
+        write_table(export.format, &loc, schema, stream, &context).await?
     };
     Ok(ExportResult {
         table: export.table.clone(),
@@ -128,6 +139,24 @@ pub async fn run_export(
         bytes: written.bytes,
         elapsed: start.elapsed(),
     })
+}
+
+/// Writes a table's sorted stream in the export's format.
+async fn write_table(
+    format: ExportFormat,
+    loc: &storage::Location,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    stream: write::Batches,
+    context: &str,
+) -> Result<write::Written> {
+    match format {
+        ExportFormat::Parquet => write::write_parquet(loc, schema, stream).await,
+        ExportFormat::Csv => write::write_csv(loc, schema, stream).await,
+        other => Err(Error::internal(format!(
+            "{context}: format {} exports segments, not tables",
+            format_name(other)
+        ))),
+    }
 }
 
 fn sortable(dt: &datafusion::arrow::datatypes::DataType) -> bool {

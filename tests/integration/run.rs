@@ -495,3 +495,46 @@ query = "SELECT user_id FROM users"
         "{out}"
     );
 }
+
+#[test]
+fn exports_break_ties_of_their_order_by_keys_on_every_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        &tmp.path().join("in/rows.csv"),
+        "k,v,w\nb,2,x\na,3,y\nb,1,z\na,3,a\nc,0,q\n",
+    );
+    let job = tmp.path().join("jobs/order.toml");
+    write(
+        &job,
+        r#"name = "order"
+output = "../out"
+[sources]
+rows = { url = "../in/rows.csv", format = "csv" }
+[[step]]
+name = "t"
+query = "SELECT k, v, w FROM rows"
+[[export]]
+table = "t"
+to = "by_k.csv"
+order_by = ["k"]
+[[export]]
+table = "t"
+to = "by_w.csv"
+order_by = ["w"]
+"#,
+    );
+    let res = bin().arg("run").arg(&job).output().unwrap();
+    let text = output_text(&res);
+    assert!(res.status.success(), "{text}");
+    let folder = published_at(&tmp.path().join("out"), "undated");
+    // `k` repeats: ties are broken by `v`, then `w`.
+    assert_eq!(
+        std::fs::read_to_string(folder.join("by_k.csv")).unwrap(),
+        "k,v,w\na,3,a\na,3,y\nb,1,z\nb,2,x\nc,0,q\n"
+    );
+    // `w` is unique: its order is the whole order.
+    assert_eq!(
+        std::fs::read_to_string(folder.join("by_w.csv")).unwrap(),
+        "k,v,w\na,3,a\nc,0,q\nb,2,x\na,3,y\nb,1,z\n"
+    );
+}
