@@ -97,7 +97,7 @@ pub(super) fn kmeans_config(spec: &StepSpec) -> std::result::Result<KMeansConfig
 
 /// Rows a k-means fit uses by default. Measured on the benchmark generator's 1,000,000 users
 /// (reference job, k = 10): a 400,000-row sample gives the centroids of the full fit (ARI vs the
-/// planted personas 0.333 both ways) in under half the time; 200,000 rows lost 0.03 of ARI.
+/// planted personas 0.333 both ways); 200,000 rows lost 0.03 of ARI.
 const KMEANS_SAMPLE_ROWS: usize = 400_000;
 
 pub(super) fn ltv_config(spec: &StepSpec) -> std::result::Result<LtvConfig, String> {
