@@ -2,6 +2,8 @@
 
 use clap::Args;
 
+use super::out::outln;
+
 use super::{load_job, JobArgs};
 use crate::error::{Error, Result};
 
@@ -27,7 +29,7 @@ pub async fn execute(args: CheckArgs) -> Result<()> {
             None => Error::Job(report.problems),
         });
     }
-    println!(
+    outln!(
         "{}: ok ({} sources, {} steps planned, {} exports)",
         job.path.display(),
         report.sources.len(),
@@ -35,7 +37,7 @@ pub async fn execute(args: CheckArgs) -> Result<()> {
         job.exports.len()
     );
     for s in &report.sources {
-        println!(
+        outln!(
             "  source {:<20} {:>6} files {:>12} bytes  {}{}",
             s.name,
             s.files,

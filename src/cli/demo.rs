@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::out::{out, outln};
+
 use crate::demo::{generate, DemoConfig};
 use crate::error::{Error, Result};
 use crate::pipeline::RunOptions;
@@ -128,7 +130,7 @@ pub async fn execute(args: DemoArgs) -> Result<()> {
     let stats = tokio::task::spawn_blocking(move || generate(&cfg))
         .await
         .map_err(|e| Error::internal(format!("generator failed: {e}")))??;
-    println!(
+    outln!(
         "generated {} users, {} orders, {} social events in {:.1} s under {}",
         stats.users,
         stats.orders,
@@ -167,6 +169,6 @@ pub async fn execute(args: DemoArgs) -> Result<()> {
         ..Default::default()
     };
     let report = crate::pipeline::run(&job, &opts).await?;
-    print!("{}", crate::summary::render(&report));
+    out!("{}", crate::summary::render(&report));
     Ok(())
 }

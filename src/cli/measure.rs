@@ -1,6 +1,8 @@
 //! `audiences measure`: campaign results against a published run's target and control groups.
 
 use clap::Args;
+
+use super::out::outln;
 use object_store::ObjectStoreExt;
 
 use super::load_job;
@@ -234,8 +236,8 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
         serde_json::to_vec_pretty(&doc).map_err(Error::unexpected)?,
     )
     .await?;
-    println!("job {}  run {run_id} ({date})  results {shown}", job.name);
-    println!(
+    outln!("job {}  run {run_id} ({date})  results {shown}", job.name);
+    outln!(
         "  {:<28} {:>8} {:>8} {:>8} {:>8} {:>9} {:>22} {:>8} {:>10}",
         "segment",
         "target",
@@ -252,7 +254,7 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
             Some(p) => format!("{} [{p}]", l.segment),
             None => l.segment.clone(),
         };
-        println!(
+        outln!(
             "  {:<28} {:>8} {:>8} {:>8.2} {:>8.2} {:>9.2} {:>22} {:>8.4} {:>10.1}",
             name,
             l.target_users,
@@ -270,7 +272,7 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
         );
     }
     if let Some((after, m)) = &migration {
-        println!("stage migration to run {after}: share of users whose stage advanced");
+        outln!("stage migration to run {after}: share of users whose stage advanced");
         let shares = crate::measure::advanced_shares(m);
         let segs: std::collections::BTreeSet<&String> = shares.keys().map(|k| &k.0).collect();
         for s in segs {
@@ -280,7 +282,7 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
                     .copied()
                     .unwrap_or(0.0)
             };
-            println!(
+            outln!(
                 "  {:<28} target {:>6.2}%  control {:>6.2}%",
                 s,
                 100.0 * get("target"),
@@ -288,6 +290,6 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
             );
         }
     }
-    println!("written: {}", dir.display());
+    outln!("written: {}", dir.display());
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod check;
 mod demo;
 mod measure;
+mod out;
 mod preview;
 mod run;
 mod sql;

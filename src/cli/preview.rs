@@ -1,6 +1,8 @@
 //! `audiences preview`.
 
 use clap::Args;
+
+use super::out::outln;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 
 use super::{load_job, JobArgs};
@@ -46,10 +48,10 @@ async fn show(
         .table(args.step.as_str())
         .await
         .map_err(Error::unexpected)?;
-    println!("step `{}`: {rows} rows", args.step);
-    println!("schema:");
+    outln!("step `{}`: {rows} rows", args.step);
+    outln!("schema:");
     for f in df.schema().fields() {
-        println!(
+        outln!(
             "  {:<32} {}{}",
             f.name(),
             f.data_type(),
@@ -62,7 +64,7 @@ async fn show(
         .collect()
         .await
         .map_err(|e| execution_error(&format!("step `{}`", args.step), e))?;
-    println!(
+    outln!(
         "{}",
         pretty_format_batches(&batches).map_err(Error::unexpected)?
     );

@@ -3,6 +3,8 @@
 use chrono::NaiveDate;
 use clap::Args;
 
+use super::out::{out, outln};
+
 use super::{load_job, JobArgs};
 use crate::error::{Error, Result};
 use crate::job::params::parse_date;
@@ -52,7 +54,7 @@ pub async fn execute(args: RunArgs) -> Result<()> {
     opts.refit = args.refit;
     let (Some(from), Some(to)) = (args.from, args.to) else {
         let report = crate::pipeline::run(&job, &opts).await?;
-        print!("{}", crate::summary::render(&report));
+        out!("{}", crate::summary::render(&report));
         return Ok(());
     };
     if to < from {
@@ -68,7 +70,7 @@ pub async fn execute(args: RunArgs) -> Result<()> {
         let started = std::time::Instant::now();
         match crate::pipeline::run(&job, &opts).await {
             Ok(report) => {
-                print!("{}", crate::summary::render(&report));
+                out!("{}", crate::summary::render(&report));
                 rows.push((
                     d.to_string(),
                     "published".into(),
@@ -99,13 +101,16 @@ pub async fn execute(args: RunArgs) -> Result<()> {
             }
         }
     }
-    println!("\nbackfill {} .. {}:", from, to);
-    println!(
+    outln!("\nbackfill {} .. {}:", from, to);
+    outln!(
         "  {:<12} {:<18} {:<30} {:>9}",
-        "date", "outcome", "run id", "time"
+        "date",
+        "outcome",
+        "run id",
+        "time"
     );
     for (d, o, r, t) in &rows {
-        println!("  {d:<12} {o:<18} {r:<30} {t:>9}");
+        outln!("  {d:<12} {o:<18} {r:<30} {t:>9}");
     }
     if failed.is_empty() {
         Ok(())

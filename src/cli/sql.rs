@@ -1,6 +1,8 @@
 //! `audiences sql`: a query prompt over a job's sources and steps.
 
 use clap::Args;
+
+use super::out::outln;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 
 use super::{load_job, JobArgs};
@@ -81,12 +83,12 @@ async fn session(
     }
     let ctx = &prepared.engine.ctx;
     if let Some(q) = &args.query {
-        println!("{}", run_query(ctx, q, &prepared.plan.bindings).await?);
+        outln!("{}", run_query(ctx, q, &prepared.plan.bindings).await?);
         return Ok(());
     }
     let mut rl = rustyline::DefaultEditor::new()
         .map_err(|e| Error::internal(format!("cannot open the prompt: {e}")))?;
-    println!(
+    outln!(
         "tables: {}  (end a query with ;  quit with \\q or Ctrl-D)",
         job.table_names().join(", ")
     );
@@ -107,7 +109,7 @@ async fn session(
                 if line.trim_end().ends_with(';') {
                     let _ = rl.add_history_entry(buf.trim());
                     match run_query(ctx, &buf, &prepared.plan.bindings).await {
-                        Ok(out) => println!("{out}"),
+                        Ok(out) => outln!("{out}"),
                         Err(e) => eprintln!("error: {e}"),
                     }
                     buf.clear();

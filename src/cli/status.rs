@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use clap::Args;
 
+use super::out::outln;
+
 use super::load_job;
 use crate::error::Result;
 use crate::storage;
@@ -44,7 +46,7 @@ pub async fn execute(args: StatusArgs) -> Result<()> {
     let plan = crate::pipeline::Plan::new(&job, &opts)?;
     let (root, state) = (&plan.root, &plan.state);
     let runs = storage::history::recent(root, args.limit).await?;
-    println!("job {}  output {}", job.name, root.display());
+    outln!("job {}  output {}", job.name, root.display());
     for step in &job.steps {
         let Some(inc) = &step.incremental else {
             continue;
@@ -53,7 +55,7 @@ pub async fn execute(args: StatusArgs) -> Result<()> {
         let held = crate::steps::incremental::held_days(&dir, &inc.column).await?;
         let bytes: u64 = held.iter().map(|h| h.bytes).sum();
         match (held.first(), held.last()) {
-            (Some(a), Some(b)) => println!(
+            (Some(a), Some(b)) => outln!(
                 "incremental step {}: {} days held, {} .. {}, {} rows, {} bytes",
                 step.name,
                 held.len(),
@@ -62,19 +64,19 @@ pub async fn execute(args: StatusArgs) -> Result<()> {
                 held.iter().map(|h| h.rows).sum::<u64>(),
                 bytes
             ),
-            _ => println!("incremental step {}: no days held", step.name),
+            _ => outln!("incremental step {}: no days held", step.name),
         }
         if inc.merge.is_some() {
             match crate::steps::merged::kept_size(&dir).await {
-                Some((rows, bytes, days)) => println!(
+                Some((rows, bytes, days)) => outln!(
                     "  merged rows: {rows} rows, {bytes} bytes, covering {days} days with rows"
                 ),
-                None => println!("  merged rows: none kept yet"),
+                None => outln!("  merged rows: none kept yet"),
             }
         }
         if args.days {
             for h in &held {
-                println!(
+                outln!(
                     "  {}  {}  {:>9} rows {:>10} bytes  computed {}",
                     h.day,
                     &h.fingerprint[..16.min(h.fingerprint.len())],
@@ -107,16 +109,16 @@ pub async fn execute(args: StatusArgs) -> Result<()> {
                         )
                     })
                     .unwrap_or_default();
-                println!(
+                outln!(
                     "model step {}: kept model fitted by run {} for {} on {} input rows ({policy}{next})",
                     step.name, k.run_id, k.fitted_on, k.input.rows
                 );
             }
-            None => println!("model step {}: no model kept yet ({policy})", step.name),
+            None => outln!("model step {}: no model kept yet ({policy})", step.name),
         }
     }
     if runs.is_empty() {
-        println!("no runs recorded yet");
+        outln!("no runs recorded yet");
         return Ok(());
     }
     let mut current: BTreeMap<String, Option<String>> = BTreeMap::new();
@@ -126,9 +128,12 @@ pub async fn execute(args: StatusArgs) -> Result<()> {
             current.insert(r.date.clone(), p.map(|p| p.run_id));
         }
     }
-    println!(
+    outln!(
         "  {:<12} {:<31} {:<18} {:>9}  segments",
-        "date", "run id", "outcome", "time"
+        "date",
+        "run id",
+        "outcome",
+        "time"
     );
     for r in &runs {
         let live = current.get(&r.date).and_then(|c| c.as_deref()) == Some(r.run_id.as_str());
@@ -150,11 +155,15 @@ pub async fn execute(args: StatusArgs) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        println!(
+        outln!(
             "  {:<12} {:<31} {:<18} {:>8.1}s  {}",
-            r.date, r.run_id, outcome, r.seconds, segs
+            r.date,
+            r.run_id,
+            outcome,
+            r.seconds,
+            segs
         );
     }
-    println!("* = the run the date's current.json publishes");
+    outln!("* = the run the date's current.json publishes");
     Ok(())
 }

@@ -41,6 +41,9 @@ pub struct SourceInfo {
     /// Rows left out as dirty, by rule (`unparsable`, each `drop` rule, `duplicate`).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub dropped: std::collections::BTreeMap<String, u64>,
+    /// Files left out by `bad_files = "skip"`: each with the column whose type drifted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_files: Vec<super::drift::FileDrift>,
     /// What decides which rows the source holds besides its files (read schema, cleaning
     /// rules): part of the fingerprint of every day computed from it.
     #[serde(skip)]
@@ -211,7 +214,7 @@ pub async fn register_source(
     } else {
         ext
     };
-    let table_url = listing_url(&loc.url).map_err(|e| {
+    let mut table_url = listing_url(&loc.url).map_err(|e| {
         Error::job_msg(
             Some(&source.name),
             format!("source URL {shown} is not usable: {e}"),
@@ -228,26 +231,70 @@ pub async fn register_source(
                 .collect(),
         );
     let context = format!("source `{}` ({shown})", source.name);
+    // Each file's own schema, so a file whose column changed type is named (the engine's own
+    // inference merges files, or stops after the first thousand CSV rows, and names none).
+    // Parquet footers are cheap, so Parquet files are checked against a declared schema too.
+    let per_file = if source.schema.is_none() || source.format == SourceFormat::Parquet {
+        let read: Vec<object_store::ObjectMeta> = objects
+            .iter()
+            .filter(|m| {
+                m.location.as_ref().ends_with(ext) && table_url.contains(&m.location, false)
+            })
+            .cloned()
+            .collect();
+        file_schemas(engine, options.format.as_ref(), &loc, &read, &context).await?
+    } else {
+        Vec::new()
+    };
+    let mut skipped_files = Vec::new();
     let schema = match &source.schema {
         Some(s) if source.skip_bad_rows => super::cleaning::text_schema(s),
-        Some(s) => s.clone(),
+        Some(s) => {
+            if !per_file.is_empty() {
+                skipped_files = files_that_drifted(&per_file, Some(s)).1;
+            }
+            s.clone()
+        }
+        None if !per_file.is_empty() => {
+            let (schema, drift) = files_that_drifted(&per_file, source.expect.as_deref());
+            skipped_files = drift;
+            schema
+        }
         None => match options.infer_schema(&engine.ctx.state(), &table_url).await {
             Ok(s) => s,
-            Err(e) => {
-                let err = execution_error(&context, e);
-                if let (Error::Data { .. }, SourceFormat::Parquet) = (&err, source.format) {
-                    // Name the damaged file: the engine's message does not.
-                    if let Some((path, why)) = find_corrupt_parquet(&loc, &objects).await {
-                        return Err(Error::data(
-                            context,
-                            format!("corrupt Parquet file {path}: {why}\n  hint: replace or remove the file, then rerun"),
-                        ));
-                    }
-                }
-                return Err(err);
-            }
+            Err(e) => return Err(execution_error(&context, e)),
         },
     };
+    if !skipped_files.is_empty() {
+        if !source.skip_bad_files {
+            return Err(super::drift::files_error(
+                &source.name,
+                &shown,
+                per_file.len(),
+                &skipped_files,
+            ));
+        }
+        if engine.is_distributed() {
+            return Err(held_here_error(engine, job, &source.name));
+        }
+        let hidden: std::collections::BTreeSet<ObjectPath> = skipped_files
+            .iter()
+            .filter_map(|d| {
+                objects
+                    .iter()
+                    .find(|m| file_shown(&loc, &m.location) == d.path)
+                    .map(|m| m.location.clone())
+            })
+            .collect();
+        tracing::warn!(source = %source.name, files = hidden.len(), "files whose column types drifted are left out (bad_files = \"skip\"); the manifest lists them");
+        let hiding = hiding_location(&loc, &source.name, hidden)?;
+        engine.register_store(&hiding);
+        table_url = listing_url(&hiding.url).map_err(|e| {
+            Error::internal(format!(
+                "cannot read {context} without its skipped files: {e}"
+            ))
+        })?;
+    }
     let mut json_unparsable: Option<u64> = None;
     let config = ListingTableConfig::new(table_url)
         .with_listing_options(options)
@@ -328,6 +375,7 @@ pub async fn register_source(
         empty,
         objects: fingerprints,
         dropped,
+        skipped_files,
         declaration: format!(
             "{:?}|{:?}|{}|{}|{:?}|{:?}|{}",
             source.schema,
@@ -359,6 +407,98 @@ fn listing_url(url: &url::Url) -> std::result::Result<ListingTableUrl, String> {
             ListingTableUrl::try_new(base, Some(pattern)).map_err(|e| e.to_string())
         }
     }
+}
+
+/// The schema of the files and those that disagree with it. When every file disagrees with the
+/// declared types, the source as a whole changed: that is the source-level drift check's to
+/// report (column by column), and only files that disagree among themselves are named here.
+fn files_that_drifted(
+    files: &[(String, datafusion::arrow::datatypes::SchemaRef)],
+    declared: Option<&datafusion::arrow::datatypes::Schema>,
+) -> (
+    datafusion::arrow::datatypes::SchemaRef,
+    Vec<super::drift::FileDrift>,
+) {
+    let (schema, drift) = super::drift::reconcile(files, declared);
+    let drifted: std::collections::BTreeSet<&str> = drift.iter().map(|d| d.path.as_str()).collect();
+    if declared.is_some() && drifted.len() == files.len() {
+        return super::drift::reconcile(files, None);
+    }
+    (schema, drift)
+}
+
+/// How a file is named in messages and the manifest: its URL, a local path without `file://`.
+fn file_shown(loc: &Location, path: &ObjectPath) -> String {
+    let shown = format!("{}/{}", loc.store_url.as_str().trim_end_matches('/'), path);
+    shown.strip_prefix("file://").unwrap_or(&shown).to_string()
+}
+
+/// Each file's own schema, read concurrently (as the engine's own inference does); a file that
+/// cannot be read is named.
+async fn file_schemas(
+    engine: &Engine,
+    format: &dyn FileFormat,
+    loc: &Location,
+    objects: &[object_store::ObjectMeta],
+    context: &str,
+) -> Result<Vec<(String, datafusion::arrow::datatypes::SchemaRef)>> {
+    use futures::StreamExt;
+    let state = engine.ctx.state();
+    let found: Vec<_> = futures::stream::iter(objects.iter().map(|m| {
+        let state = &state;
+        async move {
+            let one = std::slice::from_ref(m);
+            (m, format.infer_schema(state, &loc.store, one).await)
+        }
+    }))
+    .buffered(32)
+    .collect()
+    .await;
+    let mut out = Vec::with_capacity(found.len());
+    for (m, res) in found {
+        let path = file_shown(loc, &m.location);
+        match res {
+            Ok(s) => out.push((path, s)),
+            Err(e) => {
+                let err = execution_error(context, e);
+                if let Error::Data { .. } = &err {
+                    if let Some((path, why)) =
+                        find_corrupt_parquet(loc, std::slice::from_ref(m)).await
+                    {
+                        return Err(Error::data(
+                            context.to_string(),
+                            format!("corrupt Parquet file {path}: {why}\n  hint: replace or remove the file, then rerun"),
+                        ));
+                    }
+                }
+                return Err(Error::data(
+                    context.to_string(),
+                    format!("cannot read the schema of file {path}: {}\n  hint: replace or remove the file, then rerun", crate::error::with_causes(&err)),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The source's location seen through a store without the `hidden` files, under a store URL
+/// of its own so other sources on the same store still see every file.
+fn hiding_location(
+    loc: &Location,
+    source: &str,
+    hidden: std::collections::BTreeSet<ObjectPath>,
+) -> Result<Location> {
+    let key = hex::encode(&sha2::Sha256::digest(format!("{}|{source}", loc.url).as_bytes())[..6]);
+    let store_url = url::Url::parse(&format!("skipped://{key}/"))
+        .map_err(|e| Error::internal(format!("skipped-files store URL: {e}")))?;
+    let mut url = store_url.clone();
+    url.set_path(loc.url.path());
+    Ok(Location {
+        url,
+        store_url,
+        path: loc.path.clone(),
+        store: Arc::new(storage::hidden::HidingStore::new(loc.store.clone(), hidden)),
+    })
 }
 
 /// Checks each Parquet file's footer; returns the first damaged file and what is wrong with it.

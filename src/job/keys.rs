@@ -46,6 +46,7 @@ pub const STEP_KEYS: &[(&str, &[&str])] = &[
     ("reach", &["lookalike"]),
     ("min_seed", &["lookalike"]),
     ("horizon", &["ltv"]),
+    ("penalizer", &["ltv"]),
     ("refit", MODELS),
     ("refit_drift", MODELS),
 ];
@@ -149,7 +150,7 @@ mod tests {
             "nulls" => "\"mean\"",
             "assign" => "\"memory\"",
             "k_range" => "[2, 5]",
-            "tol" | "c" | "horizon" => "0.5",
+            "tol" | "c" | "horizon" | "penalizer" => "0.5",
             "method" => "\"logistic\"",
             "reach" => "[\"5%\"]",
             "seed" => "1",

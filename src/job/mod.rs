@@ -70,6 +70,8 @@ pub struct Source {
     pub dedupe: Vec<String>,
     /// CSV: skip (and count) rows that do not parse as the declared schema.
     pub skip_bad_rows: bool,
+    /// `bad_files = "skip"`: files whose column types drifted are left out, not an error.
+    pub skip_bad_files: bool,
     /// Parquet: strings are read as Utf8View.
     pub string_view: bool,
     /// Data-quality gates.

@@ -200,4 +200,6 @@ pub struct LtvConfig {
     pub id: String,
     /// Prediction horizon, in the summary's time unit.
     pub horizon: f64,
+    /// L2 penalty on the models' log-parameters (see [`crate::ml::ltv::DEFAULT_PENALIZER`]).
+    pub penalizer: f64,
 }

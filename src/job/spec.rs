@@ -250,6 +250,11 @@ pub struct SourceSpec {
     /// default) stops the run with exit 65; `skip` leaves them out and counts them.
     #[serde(default)]
     pub bad_rows: Option<String>,
+    /// Files whose columns have other types than the rest of the source's (schema drift in one
+    /// day's file): `fail` (the default) stops the run with exit 65 naming each file; `skip`
+    /// leaves them out, counted and listed in the manifest.
+    #[serde(default)]
+    pub bad_files: Option<String>,
     /// Data-quality gates over the data as it landed, checked before any step runs.
     #[serde(default)]
     pub checks: Option<SourceChecksSpec>,
@@ -404,13 +409,16 @@ pub struct StepSpec {
     /// lookalike: smallest seed accepted (default 100).
     #[serde(default)]
     pub min_seed: Option<usize>,
-    /// kmeans: rows of the deterministic fitting sample (default 1,000,000); lookalike: the
+    /// kmeans: rows of the deterministic fitting sample (default 400,000); lookalike: the
     /// most rows a cluster engine sends to this process to fit on (the seed, then a hash sample).
     #[serde(default)]
     pub sample_rows: Option<usize>,
     /// ltv: prediction horizon, in the time unit of the summary (default 52).
     #[serde(default)]
     pub horizon: Option<f64>,
+    /// ltv: L2 penalty on the log-parameters of BG/NBD and Gamma-Gamma, per customer.
+    #[serde(default)]
+    pub penalizer: Option<f64>,
     /// kmeans: where users are assigned: `memory` (default) or `sql` (the generated SQL
     /// expression, run by the SQL engine).
     #[serde(default)]

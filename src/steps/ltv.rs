@@ -31,7 +31,7 @@ use crate::engine::Engine;
 use crate::error::Problem;
 use crate::error::{Error, Result};
 use crate::job::Step;
-use crate::ml::ltv::{fit_bgnbd, fit_gamma_gamma, BgNbd, GammaGamma, Summary};
+use crate::ml::ltv::{fit_bgnbd, BgNbd, SpendModel, Summary};
 use datafusion::datasource::MemTable;
 
 pub use crate::job::models::LtvConfig;
@@ -41,8 +41,8 @@ pub use crate::job::models::LtvConfig;
 pub struct LtvModel {
     /// BG/NBD.
     pub bgnbd: BgNbd,
-    /// Gamma-Gamma.
-    pub gamma_gamma: GammaGamma,
+    /// Spend per transaction: Gamma-Gamma, or the shared mean where Gamma-Gamma is not usable.
+    pub spend: SpendModel,
     /// Horizon of the predictions.
     pub horizon: f64,
     /// Customers predicted.
@@ -137,8 +137,8 @@ pub async fn run(
         ));
     }
     let ((bg, distinct), gg) = match kept {
-        Some(k) => ((k.bgnbd, k.distinct_summaries as usize), k.gamma_gamma),
-        None => fit(engine, &context, &t).await?,
+        Some(k) => ((k.bgnbd, k.distinct_summaries as usize), k.spend.clone()),
+        None => fit(engine, &context, &t, cfg.penalizer).await?,
     };
 
     // Predict every customer, in parallel.
@@ -168,7 +168,7 @@ pub async fn run(
         }
     }
     let n = ids.len();
-    let population_spend = gg.p * gg.gamma / (gg.q - 1.0);
+    let population_spend = gg.population_spend();
     let h = cfg.horizon;
     let preds: Vec<(f64, f64, f64, f64)> = (0..n)
         .into_par_iter()
@@ -202,7 +202,7 @@ pub async fn run(
     }
     let model = LtvModel {
         bgnbd: bg,
-        gamma_gamma: gg,
+        spend: gg,
         horizon: h,
         customers: n as u64,
         distinct_summaries: distinct as u64,
@@ -242,7 +242,12 @@ pub async fn run(
 
 /// Fits BG/NBD on the distinct summaries and Gamma-Gamma on the repeat buyers' spend:
 /// ((BG/NBD, distinct summaries), Gamma-Gamma).
-async fn fit(engine: &Engine, context: &str, t: &str) -> Result<((BgNbd, usize), GammaGamma)> {
+async fn fit(
+    engine: &Engine,
+    context: &str,
+    t: &str,
+    penalizer: f64,
+) -> Result<((BgNbd, usize), SpendModel)> {
     let context = context.to_string();
     // Identical summaries grouped with weights: the fit costs the distinct rows.
     let grouped = crate::engine::sql::collect(
@@ -280,8 +285,8 @@ async fn fit(engine: &Engine, context: &str, t: &str) -> Result<((BgNbd, usize),
     }
     let (bg, gg) = tokio::task::spawn_blocking(move || -> std::result::Result<_, String> {
         Ok((
-            fit_bgnbd(&data).map(|m| (m, data.len()))?,
-            fit_gamma_gamma(&gg_data)?,
+            fit_bgnbd(&data, penalizer).map(|m| (m, data.len()))?,
+            SpendModel::fit(&gg_data, penalizer)?,
         ))
     })
     .await
@@ -298,13 +303,29 @@ async fn fit(engine: &Engine, context: &str, t: &str) -> Result<((BgNbd, usize),
 
 /// The model as summary lines.
 pub fn render(m: &LtvModel) -> String {
+    let spend = match &m.spend {
+        SpendModel::GammaGamma(gg) if gg.p > RIDGE_P => format!(
+            "Gamma-Gamma p {:.4e} q {:.4} gamma {:.4e} (spend hardly varies within a customer: each repeat buyer's expected spend is close to their own mean)",
+            gg.p, gg.q, gg.gamma
+        ),
+        SpendModel::GammaGamma(gg) => format!(
+            "Gamma-Gamma p {:.4} q {:.4} gamma {:.4}",
+            gg.p, gg.q, gg.gamma
+        ),
+        SpendModel::SharedMean { mean, reason } => format!(
+            "spend: every customer gets the shared mean spend {mean:.2} ({reason})"
+        ),
+    };
     format!(
-        "    BG/NBD r {:.4} alpha {:.4} a {:.4} b {:.4} (log-likelihood {:.1}, {} distinct summaries); Gamma-Gamma p {:.4} q {:.4} gamma {:.4}\n    {} customers: {} without a repeat purchase, {} of age 0 (not fitted), {} repeat buyers without a usable spend; mean value over {} units {:.2}\n",
+        "    BG/NBD r {:.4} alpha {:.4} a {:.4} b {:.4} (log-likelihood {:.1}, {} distinct summaries); {spend}\n    {} customers: {} without a repeat purchase, {} of age 0 (not fitted), {} repeat buyers without a usable spend; mean value over {} units {:.2}\n",
         m.bgnbd.r, m.bgnbd.alpha, m.bgnbd.a, m.bgnbd.b, m.bgnbd.log_likelihood, m.distinct_summaries,
-        m.gamma_gamma.p, m.gamma_gamma.q, m.gamma_gamma.gamma,
         m.customers, m.no_repeat, m.age_zero, m.spend_excluded, m.horizon, m.mean_ltv
     )
 }
+
+/// Past this p, Gamma-Gamma sits on its ridge (spend that hardly varies within a customer) and
+/// the summary says so.
+const RIDGE_P: f64 = 1e3;
 
 /// Checks the step's input has a per-customer summary and registers an empty table of its
 /// output schema.

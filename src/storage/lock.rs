@@ -68,6 +68,15 @@ impl Lock {
                 }
                 Err(object_store::Error::AlreadyExists { .. }) if attempt == 0 => {
                     let (holder, age) = read_holder(loc).await?;
+                    // Our own create reached the store but its response was lost, and the
+                    // retry found the object: the lock is ours.
+                    if holder.as_ref().is_some_and(|h| h.run_id == run_id) {
+                        tracing::debug!(lock = %loc.display(), "the lock found is this run's own");
+                        return Ok(Lock {
+                            loc: loc.clone(),
+                            run_id: run_id.to_string(),
+                        });
+                    }
                     let stale = match &holder {
                         Some(h) if h.host == me.host && !alive(h.pid) => Some(format!(
                             "its holder (pid {} on {}) is no longer running",
@@ -108,10 +117,18 @@ impl Lock {
                     }
                 }
                 Err(object_store::Error::AlreadyExists { .. }) => {
+                    if let Ok((Some(h), _)) = read_holder(loc).await {
+                        if h.run_id == run_id {
+                            return Ok(Lock {
+                                loc: loc.clone(),
+                                run_id: run_id.to_string(),
+                            });
+                        }
+                    }
                     return Err(Error::Temporary {
                         context: Some(format!("lock {}", loc.display())),
                         message: "another run took the lock at the same moment".into(),
-                    })
+                    });
                 }
                 Err(e) => return Err(super::classify_write("lock", &loc.display(), e)),
             }
@@ -142,5 +159,36 @@ async fn read_holder(loc: &Location) -> Result<(Option<Holder>, Duration)> {
         }
         Err(object_store::Error::NotFound { .. }) => Ok((None, Duration::ZERO)),
         Err(e) => Err(super::classify("lock", &loc.display(), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn location() -> Location {
+        super::super::locate("memory:///lock-test-own-run/lock.json").unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_lock_holding_this_runs_id_is_this_runs_own() {
+        // What a lost response leaves: our create reached the store, the retry saw the object.
+        let loc = location();
+        let first = Lock::acquire(&loc, "run-a", Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let again = Lock::acquire(&loc, "run-a", Duration::from_secs(3600))
+            .await
+            .expect("the run's own lock");
+        // Another run is refused while the lock is held, naming the holder.
+        let err = Lock::acquire(&loc, "run-b", Duration::from_secs(3600))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("run run-a"), "{err}");
+        again.release().await;
+        drop(first);
+        Lock::acquire(&loc, "run-b", Duration::from_secs(3600))
+            .await
+            .expect("released");
     }
 }

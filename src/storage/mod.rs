@@ -4,6 +4,7 @@
 //! Credentials and endpoints come only from the standard environment variables of each cloud
 //! (`AWS_*`, `GOOGLE_*`, `AZURE_*`), never from the job file, so a job can be committed safely.
 
+pub mod hidden;
 pub mod history;
 pub mod lock;
 pub mod publish;

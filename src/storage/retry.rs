@@ -77,9 +77,24 @@ impl RetryingStore {
     }
 }
 
-/// Whether a retry can help.
+/// Whether a retry can help: not for errors of the request itself, and not for a disk that is
+/// full or read-only (it will not have changed a second later).
 pub fn transient(e: &object_store::Error) -> bool {
     use object_store::Error as E;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull
+                    | std::io::ErrorKind::QuotaExceeded
+                    | std::io::ErrorKind::ReadOnlyFilesystem
+            ) {
+                return false;
+            }
+        }
+        cause = c.source();
+    }
     !matches!(
         e,
         E::NotFound { .. }
@@ -206,18 +221,40 @@ impl RetryingStore {
 /// It receives the URL the store was opened for.
 pub type StoreLayer = dyn Fn(&url::Url, Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> + Send + Sync;
 
-static LAYER: std::sync::RwLock<Option<Arc<StoreLayer>>> = std::sync::RwLock::new(None);
+type Layers = Vec<(u64, Arc<StoreLayer>)>;
 
-/// Installs (or, with `None`, removes) a layer around every store opened from now on, beneath
-/// the retries. For fault-injection tests of the engine.
-pub fn set_store_layer(layer: Option<Arc<StoreLayer>>) {
-    *LAYER.write().unwrap_or_else(|e| e.into_inner()) = layer;
+static LAYERS: std::sync::RwLock<Layers> = std::sync::RwLock::new(Vec::new());
+static NEXT_LAYER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// An installed layer; dropping it removes the layer.
+#[must_use = "the layer is removed when this is dropped"]
+pub struct StoreLayerGuard(u64);
+
+impl Drop for StoreLayerGuard {
+    fn drop(&mut self) {
+        LAYERS
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(id, _)| *id != self.0);
+    }
 }
 
-/// Applies the installed layer, if any.
+/// Installs a layer around every store opened from now on, beneath the retries, until the
+/// guard is dropped. Layers compose (each sees what the one installed before it returned), so
+/// tests running at once can each wrap their own locations. For fault-injection tests.
+pub fn add_store_layer(layer: Arc<StoreLayer>) -> StoreLayerGuard {
+    let id = NEXT_LAYER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    LAYERS
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((id, layer));
+    StoreLayerGuard(id)
+}
+
+/// Applies the installed layers, if any.
 pub(crate) fn layered(url: &url::Url, store: Arc<dyn ObjectStore>) -> (Arc<dyn ObjectStore>, bool) {
-    match LAYER.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
-        Some(l) => (l(url, store), true),
-        None => (store, false),
-    }
+    let layers = LAYERS.read().unwrap_or_else(|e| e.into_inner());
+    let injected = !layers.is_empty();
+    let store = layers.iter().fold(store, |s, (_, l)| l(url, s));
+    (store, injected)
 }

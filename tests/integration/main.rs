@@ -7,6 +7,7 @@ mod bad_input;
 mod ballista;
 mod check;
 mod clustering;
+mod faults;
 mod incremental;
 mod lifecycle;
 mod lookalike;

@@ -439,22 +439,23 @@ async fn a_run_survives_a_store_failing_a_third_of_its_calls() {
     let (c, f) = (calls.clone(), failed.clone());
     let root = tmp.path().to_path_buf();
     // Only this test's files: other tests share the process.
-    audiences::storage::retry::set_store_layer(Some(Arc::new(move |url: &url::Url, store| {
-        if url.path().starts_with(root.to_str().unwrap()) {
-            Arc::new(Flaky {
-                inner: store,
-                calls: c.clone(),
-                failed: f.clone(),
-                pending: Default::default(),
-            }) as Arc<dyn object_store::ObjectStore>
-        } else {
-            store
-        }
-    })));
+    let layer =
+        audiences::storage::retry::add_store_layer(Arc::new(move |url: &url::Url, store| {
+            if url.path().starts_with(root.to_str().unwrap()) {
+                Arc::new(Flaky {
+                    inner: store,
+                    calls: c.clone(),
+                    failed: f.clone(),
+                    pending: Default::default(),
+                }) as Arc<dyn object_store::ObjectStore>
+            } else {
+                store
+            }
+        }));
     job.state = tmp.path().join("state_flaky").display().to_string();
     let flaky_out = tmp.path().join("flaky");
     let res = audiences::pipeline::run(&job, &opts(&flaky_out)).await;
-    audiences::storage::retry::set_store_layer(None);
+    drop(layer);
     res.unwrap();
     assert!(
         failed.load(Ordering::SeqCst) > 10,

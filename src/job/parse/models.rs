@@ -106,10 +106,17 @@ pub(super) fn ltv_config(spec: &StepSpec) -> std::result::Result<LtvConfig, Stri
     if !(horizon > 0.0 && horizon.is_finite()) {
         return Err(format!("horizon must be a positive number, not {horizon}"));
     }
+    let penalizer = spec.penalizer.unwrap_or(crate::ml::ltv::DEFAULT_PENALIZER);
+    if !(penalizer >= 0.0 && penalizer.is_finite()) {
+        return Err(format!(
+            "penalizer must be a number of 0 or more, not {penalizer}"
+        ));
+    }
     Ok(LtvConfig {
         input,
         id: spec.id.clone().unwrap_or_else(|| "user_id".into()),
         horizon,
+        penalizer,
     })
 }
 

@@ -92,6 +92,19 @@ pub(super) fn check(
                 false
             }
         };
+        let skip_bad_files = match spec.bad_files.as_deref() {
+            None | Some("fail") => false,
+            Some("skip") => true,
+            Some(other) => {
+                ctx.problem(
+                    s.span().start,
+                    Some(sname),
+                    format!("bad_files `{other}` is not `fail` or `skip`"),
+                    None,
+                );
+                false
+            }
+        };
         if spec.string_view && spec.format != SourceFormat::Parquet {
             ctx.problem(
                 s.span().start,
@@ -157,6 +170,7 @@ pub(super) fn check(
             drop: spec.drop.clone().into_iter().collect(),
             dedupe: spec.dedupe.clone(),
             skip_bad_rows,
+            skip_bad_files,
             string_view: spec.string_view,
             checks,
         });

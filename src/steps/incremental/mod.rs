@@ -90,6 +90,7 @@ impl IncrementalReport {
             empty: objects.is_empty(),
             objects,
             dropped: BTreeMap::new(),
+            skipped_files: Vec::new(),
             declaration: String::new(),
             day_files: Some(
                 self.days_held
