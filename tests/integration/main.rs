@@ -8,6 +8,7 @@ mod ballista;
 mod check;
 mod clustering;
 mod faults;
+mod fuzz;
 mod incremental;
 mod lifecycle;
 mod lookalike;
