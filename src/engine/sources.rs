@@ -242,7 +242,16 @@ pub async fn register_source(
             })
             .cloned()
             .collect();
-        file_schemas(engine, options.format.as_ref(), &loc, &read, &context).await?
+        let parquet = source.format == SourceFormat::Parquet;
+        file_schemas(
+            engine,
+            options.format.as_ref(),
+            &loc,
+            &read,
+            &context,
+            parquet,
+        )
+        .await?
     } else {
         Vec::new()
     };
@@ -441,6 +450,7 @@ async fn file_schemas(
     loc: &Location,
     objects: &[object_store::ObjectMeta],
     context: &str,
+    parquet: bool,
 ) -> Result<Vec<(String, datafusion::arrow::datatypes::SchemaRef)>> {
     use futures::StreamExt;
     let state = engine.ctx.state();
@@ -461,7 +471,7 @@ async fn file_schemas(
             Ok(s) => out.push((path, s)),
             Err(e) => {
                 let err = execution_error(context, e);
-                if let Error::Data { .. } = &err {
+                if let (Error::Data { .. }, true) = (&err, parquet) {
                     if let Some((path, why)) =
                         find_corrupt_parquet(loc, std::slice::from_ref(m)).await
                     {

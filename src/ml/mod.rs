@@ -7,3 +7,4 @@ pub mod kmeans;
 pub mod logistic;
 pub mod ltv;
 pub mod similarity;
+pub mod spend;

@@ -31,7 +31,8 @@ use crate::engine::Engine;
 use crate::error::Problem;
 use crate::error::{Error, Result};
 use crate::job::Step;
-use crate::ml::ltv::{fit_bgnbd, BgNbd, SpendModel, Summary};
+use crate::ml::ltv::{fit_bgnbd, BgNbd, Summary};
+use crate::ml::spend::SpendModel;
 use datafusion::datasource::MemTable;
 
 pub use crate::job::models::LtvConfig;

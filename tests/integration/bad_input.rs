@@ -294,3 +294,26 @@ fn every_command_ends_quietly_when_its_reader_has_gone() {
     // The run behind the closed pipe still published.
     assert!(published(&tmp.path().join("out/p")).join("n.csv").exists());
 }
+
+#[test]
+fn a_csv_with_bytes_that_are_not_utf8_is_bad_data_not_a_corrupt_parquet_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("in")).unwrap();
+    std::fs::write(
+        tmp.path().join("in/bad.csv"),
+        b"user_id,name\nu1,ok\nu2,caf\xe9\xff\nu3,fine\n",
+    )
+    .unwrap();
+    let job = tmp.path().join("jobs/u.toml");
+    write(
+        &job,
+        "name = \"u\"\n[sources]\nt = { url = \"../in/bad.csv\", format = \"csv\" }\n[[step]]\nname = \"n\"\nquery = \"SELECT COUNT(*) AS n FROM t\"\n",
+    );
+    let res = bin().arg("run").arg(&job).output().unwrap();
+    let text = output_text(&res);
+    assert_eq!(res.status.code(), Some(65), "{text}");
+    assert!(
+        text.contains("bad.csv") && !text.contains("Parquet"),
+        "{text}"
+    );
+}

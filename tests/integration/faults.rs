@@ -318,11 +318,7 @@ fn reliability_table_names_real_tests() {
         .collect();
     assert!(rows.len() >= 10, "{rows:?}");
     for row in rows {
-        let tests = row
-            .trim_end_matches(['|', ' '])
-            .rsplit('|')
-            .next()
-            .unwrap();
+        let tests = row.trim_end_matches(['|', ' ']).rsplit('|').next().unwrap();
         for test in tests.split(',').map(|t| t.trim().trim_matches('`')) {
             assert!(
                 sources.contains(&format!("fn {test}(")),

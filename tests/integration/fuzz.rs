@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use audiences::error::{Error, Problem};
+use audiences::error::Error;
 use proptest::prelude::*;
 
 use crate::common::*;
@@ -106,12 +106,6 @@ fn apply(text: String, e: &Edit) -> String {
     }
 }
 
-fn located(p: &Problem, file: &str) -> bool {
-    p.location
-        .as_ref()
-        .is_some_and(|l| l.file.ends_with(file) && l.line >= 1 && l.column >= 1)
-}
-
 /// Parses and checks a job file's text; fails on a panic, a hang, or a problem in `file` (a
 /// job file or SQL file) that does not say where it is.
 fn parse_and_check(
@@ -177,10 +171,7 @@ fn parse_and_check(
                 // Source problems are about the data (a missing folder after a mutated URL).
                 !p.step.as_deref().is_some_and(|s| s.starts_with("source "))
             }) {
-                prop_assert!(
-                    located(p, file) || p.location.is_some(),
-                    "no file:line:col in `{p}` ({file})"
-                );
+                prop_assert!(p.location.is_some(), "no file:line:col in `{p}` ({file})");
             }
         }
         Err(Error::Job(problems)) => {
