@@ -219,6 +219,8 @@ pub struct Export {
     pub order_by: Option<Vec<String>>,
     /// Set for an export of segments rather than of a table.
     pub segments: Option<exports::SegmentExport>,
+    /// Where the export is declared in the job file.
+    pub declared_at: Location,
 }
 
 /// How a segment's members are defined.
@@ -250,6 +252,8 @@ pub struct Segment {
     pub description: Option<String>,
     /// Size gates: minimum and maximum target size, largest change against the previous run.
     pub gates: SegmentGates,
+    /// Where the segment is declared in the job file.
+    pub declared_at: Location,
 }
 
 /// Size gates of a segment (for one per value: of each generated segment).

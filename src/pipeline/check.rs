@@ -125,7 +125,7 @@ async fn plan_after_sources(
                     for c in [by.as_str(), id] {
                         if !names.iter().any(|n| n == c) {
                             report.problems.push(Problem {
-                                location: None,
+                                location: Some(seg.declared_at.clone()),
                                 step: Some(label.clone()),
                                 message: format!("table `{from}` has no column `{c}`"),
                                 hint: Some(nearest_columns(c, &names)),
@@ -152,7 +152,7 @@ async fn plan_after_sources(
         for c in wanted {
             if !names.contains(&c) {
                 report.problems.push(Problem {
-                    location: None,
+                    location: Some(e.declared_at.clone()),
                     step: Some(format!("export {} ({})", i + 1, se.format_name())),
                     message: format!("identities table `{t}` has no column `{c}`"),
                     hint: Some(nearest_columns(&c, &names)),

@@ -219,3 +219,39 @@ fn a_key_of_another_step_kind_fails_check_and_run() {
         );
     }
 }
+
+#[test]
+fn an_export_reading_a_missing_identities_column_is_located_in_the_job_file() {
+    // Found by the job-file fuzz test: this problem once came without file:line:col.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo_data(tmp.path(), 200);
+    let job = tmp.path().join("jobs/x.toml");
+    let text = std::fs::read_to_string(repo().join("jobs/demo.toml"))
+        .unwrap()
+        .replace("\"../sql/", &format!("\"{}/sql/", repo().display()))
+        .replace("email = \"email\"", "email = \"emial\"");
+    write(&job, &text);
+    let res = bin()
+        .arg("check")
+        .arg(&job)
+        .arg("--param")
+        .arg(format!("data={}", data.display()))
+        .output()
+        .unwrap();
+    let out = output_text(&res);
+    assert_eq!(res.status.code(), Some(78), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("has no column `emial`"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let located = line
+        .split("x.toml:")
+        .nth(1)
+        .and_then(|rest| rest.split(": ").next())
+        .is_some_and(|lc| {
+            let mut parts = lc.split(':');
+            parts.next().is_some_and(|l| l.parse::<usize>().is_ok())
+                && parts.next().is_some_and(|c| c.parse::<usize>().is_ok())
+        });
+    assert!(located, "no x.toml:line:col in: {line}");
+}

@@ -205,7 +205,8 @@ fn shape(job: &audiences::job::Job) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+    // A fixed seed: the same cases on every run, so CI is repeatable; change it to explore more.
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, rng_seed: proptest::test_runner::RngSeed::Fixed(20261202), ..ProptestConfig::default() })]
 
     #[test]
     fn mutated_job_files_get_located_problems_and_survive_a_round_trip(edits in prop::collection::vec(edit(), 1..4)) {

@@ -67,6 +67,7 @@ pub(super) fn check(
                     }
                 };
                 exports.push(Export {
+                declared_at: ctx.at(offset),
                     table: table.clone(),
                     to: to.clone(),
                     format,
@@ -93,6 +94,7 @@ pub(super) fn check(
                 };
                 match SegmentExport::from_spec(spec, format, pats.clone(), identities, publish.identities.as_deref(), exports.len()) {
                     Ok(se) => exports.push(Export {
+                declared_at: ctx.at(offset),
                         table: String::new(),
                         to: spec.to.clone().unwrap_or_else(|| se.format_name().to_string()),
                         format,

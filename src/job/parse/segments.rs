@@ -84,6 +84,7 @@ pub(super) fn check(
         };
         if let Some(def) = def {
             segments.push(Segment {
+                declared_at: ctx.at(offset),
                 name: gname.to_string(),
                 def,
                 holdout,
