@@ -41,6 +41,8 @@ pub struct PartWriter {
     pub files: Vec<FileEntry>,
     /// Rows written so far.
     pub rows: u64,
+    /// Parts being compressed and uploaded, oldest first.
+    in_flight: std::collections::VecDeque<tokio::task::JoinHandle<Result<FileEntry>>>,
 }
 
 impl PartWriter {
@@ -69,6 +71,7 @@ impl PartWriter {
             rows_in_buf: 0,
             files: Vec::new(),
             rows: 0,
+            in_flight: std::collections::VecDeque::new(),
         }
     }
 
@@ -97,72 +100,56 @@ impl PartWriter {
     }
 
     async fn flush_part(&mut self) -> Result<()> {
-        let n = self.files.len();
+        let n = self.files.len() + self.in_flight.len();
         let inner = format!("{}_part{n:03}.{}", self.stem, self.ext);
         let text = std::mem::take(&mut self.buf);
-        let compress = self.compress;
-        let inner_name = inner.clone();
-        // Compression and checksums are CPU work: keep them off the async threads.
-        let (name, bytes, sha) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let (name, bytes) = match compress {
-                Compress::None => (inner_name, text),
-                Compress::Gzip => {
-                    let mut enc = flate2::GzBuilder::new()
-                        .mtime(0)
-                        .write(Vec::new(), flate2::Compression::default());
-                    enc.write_all(&text)
-                        .map_err(|e| Error::internal(format!("gzip: {e}")))?;
-                    let out = enc
-                        .finish()
-                        .map_err(|e| Error::internal(format!("gzip: {e}")))?;
-                    (format!("{inner_name}.gz"), out)
-                }
-                Compress::Zip => {
-                    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-                    let opts = zip::write::SimpleFileOptions::default()
-                        .compression_method(zip::CompressionMethod::Deflated)
-                        .last_modified_time(zip::DateTime::default())
-                        .unix_permissions(0o644);
-                    w.start_file(inner_name.as_str(), opts)
-                        .map_err(|e| Error::internal(format!("zip: {e}")))?;
-                    w.write_all(&text)
-                        .map_err(|e| Error::internal(format!("zip: {e}")))?;
-                    let out = w
-                        .finish()
-                        .map_err(|e| Error::internal(format!("zip: {e}")))?
-                        .into_inner();
-                    let stem = inner_name
-                        .strip_suffix(".txt")
-                        .or_else(|| inner_name.strip_suffix(".csv"))
-                        .unwrap_or(&inner_name)
-                        .to_string();
-                    (format!("{stem}.zip"), out)
-                }
-            };
-            let sha = hex::encode(Sha256::digest(&bytes));
-            Ok((name, bytes, sha))
-        })
-        .await
-        .map_err(|e| Error::internal(format!("file writer: {e}")))??;
-        let size = bytes.len() as u64;
-        if let Some(max) = self.max_bytes {
-            if size > max {
-                return Err(Error::data(
-                    format!("{}/{name}", self.rel_folder),
-                    format!("the file would be {size} bytes, over the platform's limit of {max} bytes; lower `max_rows_per_file`"),
-                ));
-            }
-        }
-        let loc = self.folder.child(&name)?;
-        crate::storage::write::put_bytes(&loc, bytes).await?;
-        self.files.push(FileEntry {
-            path: format!("{}/{name}", self.rel_folder),
-            rows: self.rows_in_buf as u64,
-            bytes: size,
-            sha256: sha,
-        });
-        self.rows += self.rows_in_buf as u64;
+        let rows = self.rows_in_buf as u64;
         self.rows_in_buf = 0;
+        let compress = self.compress;
+        let max_bytes = self.max_bytes;
+        let folder = self.folder.clone();
+        let rel_folder = self.rel_folder.clone();
+        // Compression, checksum and upload run beside the next part's rendering; at most
+        // `IN_FLIGHT` parts are held at once, and the files keep their order.
+        let task = tokio::spawn(async move {
+            let (name, bytes, sha) =
+                tokio::task::spawn_blocking(move || compress_part(compress, inner, text))
+                    .await
+                    .map_err(|e| Error::internal(format!("file writer: {e}")))??;
+            let size = bytes.len() as u64;
+            if let Some(max) = max_bytes {
+                if size > max {
+                    return Err(Error::data(
+                        format!("{rel_folder}/{name}"),
+                        format!("the file would be {size} bytes, over the platform's limit of {max} bytes; lower `max_rows_per_file`"),
+                    ));
+                }
+            }
+            let loc = folder.child(&name)?;
+            crate::storage::write::put_bytes(&loc, bytes).await?;
+            Ok(FileEntry {
+                path: format!("{rel_folder}/{name}"),
+                rows,
+                bytes: size,
+                sha256: sha,
+            })
+        });
+        self.in_flight.push_back(task);
+        if self.in_flight.len() > IN_FLIGHT {
+            self.settle_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest part in flight and records its file.
+    async fn settle_oldest(&mut self) -> Result<()> {
+        if let Some(task) = self.in_flight.pop_front() {
+            let entry = task
+                .await
+                .map_err(|e| Error::internal(format!("file writer: {e}")))??;
+            self.rows += entry.rows;
+            self.files.push(entry);
+        }
         Ok(())
     }
 
@@ -171,6 +158,66 @@ impl PartWriter {
         if self.rows_in_buf > 0 {
             self.flush_part().await?;
         }
-        Ok((self.files, self.rows))
+        while !self.in_flight.is_empty() {
+            self.settle_oldest().await?;
+        }
+        Ok((std::mem::take(&mut self.files), self.rows))
     }
+}
+
+impl Drop for PartWriter {
+    /// A writer given up (a failed export) stops its uploads: nothing lands after the failure.
+    fn drop(&mut self) {
+        for task in &self.in_flight {
+            task.abort();
+        }
+    }
+}
+
+/// Parts compressed and uploaded at once per file set, beside the rendering of the next.
+const IN_FLIGHT: usize = 2;
+
+/// One part's file name, bytes (compressed as asked) and SHA-256.
+fn compress_part(
+    compress: Compress,
+    inner_name: String,
+    text: Vec<u8>,
+) -> Result<(String, Vec<u8>, String)> {
+    let (name, bytes) = match compress {
+        Compress::None => (inner_name, text),
+        Compress::Gzip => {
+            let mut enc = flate2::GzBuilder::new()
+                .mtime(0)
+                .write(Vec::new(), flate2::Compression::default());
+            enc.write_all(&text)
+                .map_err(|e| Error::internal(format!("gzip: {e}")))?;
+            let out = enc
+                .finish()
+                .map_err(|e| Error::internal(format!("gzip: {e}")))?;
+            (format!("{inner_name}.gz"), out)
+        }
+        Compress::Zip => {
+            let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+            let opts = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated)
+                .last_modified_time(zip::DateTime::default())
+                .unix_permissions(0o644);
+            w.start_file(inner_name.as_str(), opts)
+                .map_err(|e| Error::internal(format!("zip: {e}")))?;
+            w.write_all(&text)
+                .map_err(|e| Error::internal(format!("zip: {e}")))?;
+            let out = w
+                .finish()
+                .map_err(|e| Error::internal(format!("zip: {e}")))?
+                .into_inner();
+            let stem = inner_name
+                .strip_suffix(".txt")
+                .or_else(|| inner_name.strip_suffix(".csv"))
+                .unwrap_or(&inner_name)
+                .to_string();
+            (format!("{stem}.zip"), out)
+        }
+    };
+    let sha = hex::encode(Sha256::digest(&bytes));
+    Ok((name, bytes, sha))
 }

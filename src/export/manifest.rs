@@ -21,6 +21,8 @@ pub struct TableEntry {
     pub rows: u64,
     /// Bytes.
     pub bytes: u64,
+    /// SHA-256 of the file's bytes (lower-case hex), computed while it was written.
+    pub sha256: String,
 }
 
 /// One step's result.

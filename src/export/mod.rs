@@ -30,6 +30,8 @@ pub struct ExportResult {
     pub rows: u64,
     /// Bytes written.
     pub bytes: u64,
+    /// SHA-256 of the bytes written (lower-case hex).
+    pub sha256: String,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -137,6 +139,7 @@ pub async fn run_export(
         url: loc.display(),
         rows: written.rows,
         bytes: written.bytes,
+        sha256: written.sha256,
         elapsed: start.elapsed(),
     })
 }

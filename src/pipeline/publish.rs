@@ -115,6 +115,7 @@ pub async fn publish(
                     .unwrap_or_else(|| e.url.clone()),
                 rows: e.rows,
                 bytes: e.bytes,
+                sha256: e.sha256.clone(),
             })
             .collect(),
         suppression_ids: out.segments.suppression_ids,

@@ -24,7 +24,7 @@ fn publication(out: &std::path::Path, date: &str) -> Option<BTreeMap<String, Vec
 }
 
 /// Checks a publication is complete: the pointer's manifest checksum, and every segment file
-/// the manifest lists, with its size and SHA-256.
+/// and table export the manifest lists, with its size and SHA-256.
 fn verify(p: &BTreeMap<String, Vec<u8>>) -> usize {
     let hex = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
     let ptr: serde_json::Value = serde_json::from_slice(&p["current.json"]).unwrap();
@@ -54,6 +54,7 @@ fn verify(p: &BTreeMap<String, Vec<u8>>) -> usize {
     for t in m["tables"].as_array().into_iter().flatten() {
         let path = t["path"].as_str().unwrap();
         assert_eq!(p[path].len() as u64, t["bytes"].as_u64().unwrap(), "{path}");
+        assert_eq!(hex(&p[path]), t["sha256"].as_str().unwrap(), "{path}");
         checked += 1;
     }
     assert!(checked > 0, "nothing listed: {m}");

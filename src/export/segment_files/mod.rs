@@ -320,8 +320,17 @@ async fn write_line_sets(
     // at most `ROWS_PER_QUERY` members (one query over 10 M members ran out of the sort's
     // memory budget), while small segments share a query (a query per segment cost about a
     // second each at 1,000,000 users, mostly the join's build over the identities).
+    let mut finishing = Finishing::default();
+    let t0 = std::time::Instant::now();
     let normalised = normalise_once(engine, job, ex, label).await?;
+    tracing::debug!(
+        ms = t0.elapsed().as_millis() as u64,
+        "segment files: identifiers normalised"
+    );
+    let mut render_time = std::time::Duration::ZERO;
+    let mut write_time = std::time::Duration::ZERO;
     for group in query_groups(eligible, sizes) {
+        let tq = std::time::Instant::now();
         let sql = rows_sql(
             job,
             ex,
@@ -366,12 +375,21 @@ async fn write_line_sets(
                     .2
                     .as_ref()
                     .and_then(|t| ex.fields.iter().find(|f| &f.header == t).map(|f| f.hash));
+                let tr = std::time::Instant::now();
                 let chunks = render(&batch, a, b, ex, hash);
+                render_time += tr.elapsed();
+                let tw = std::time::Instant::now();
                 let tencent_dropped = ex.format == ExportFormat::TencentAds && key.2.is_none();
                 if !tencent_dropped && current.as_ref().map(|(k, _)| k != &key).unwrap_or(true) {
                     if let Some((k, w)) = current.take() {
-                        let (files, n) = w.finish().await?;
-                        finish(entries, k, files, n);
+                        // The file set's last part is compressed and uploaded while the next
+                        // set renders; sets are recorded in the order they were written.
+                        finishing.push_back((k, tokio::spawn(w.finish())));
+                        if finishing.len() > SETS_IN_FLIGHT {
+                            let (k, task) = finishing.pop_front().expect("one in flight");
+                            let (files, n) = joined(task).await?;
+                            finish(entries, k, files, n);
+                        }
                     }
                     let stem = match &key.2 {
                         Some(t) => format!("{}_{}", key.0, t.to_ascii_lowercase()),
@@ -404,18 +422,66 @@ async fn write_line_sets(
                         }
                     }
                 }
+                write_time += tw.elapsed();
                 a = b;
             }
         }
+        tracing::debug!(
+            segments = group.len(),
+            ms = tq.elapsed().as_millis() as u64,
+            render_ms = render_time.as_millis() as u64,
+            write_ms = write_time.as_millis() as u64,
+            "segment files: query group written"
+        );
     }
     if let Some((k, w)) = current.take() {
-        let (files, n) = w.finish().await?;
+        finishing.push_back((k, tokio::spawn(w.finish())));
+    }
+    while let Some((k, task)) = finishing.pop_front() {
+        let (files, n) = joined(task).await?;
         finish(entries, k, files, n);
     }
     if let Some(t) = normalised {
         let _ = engine.ctx.deregister_table(t.as_str());
     }
     Ok(())
+}
+
+/// File sets whose last part is still being compressed and uploaded while the next renders.
+const SETS_IN_FLIGHT: usize = 2;
+
+/// File sets being finished, oldest first; a failed export aborts them, so no file of it lands
+/// after the failure.
+#[derive(Default)]
+struct Finishing(std::collections::VecDeque<(FileSetKey, SetTask)>);
+
+type SetTask = tokio::task::JoinHandle<Result<(Vec<FileEntry>, u64)>>;
+
+impl std::ops::Deref for Finishing {
+    type Target = std::collections::VecDeque<(FileSetKey, SetTask)>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Finishing {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Finishing {
+    fn drop(&mut self) {
+        for (_, task) in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// The files of a file set finished on its own task.
+async fn joined(task: SetTask) -> Result<(Vec<FileEntry>, u64)> {
+    task.await
+        .map_err(|e| Error::internal(format!("segment file writer: {e}")))?
 }
 
 /// Members one segment-files query holds at most (a single larger segment gets its own).
@@ -542,11 +608,6 @@ async fn write_parquet_sets(
                 let _ = loc.store.delete(&loc.path).await;
                 continue;
             }
-            let bytes = crate::storage::read_bytes(&loc).await?;
-            let sha = {
-                use sha2::Digest;
-                hex::encode(sha2::Sha256::digest(&bytes))
-            };
             if let Some(e) = entries.get_mut(seg) {
                 e.rows.insert(part.to_string(), w.rows);
                 e.file_sets.push(FileSet {
@@ -556,8 +617,8 @@ async fn write_parquet_sets(
                     files: vec![FileEntry {
                         path: rel,
                         rows: w.rows,
-                        bytes: bytes.len() as u64,
-                        sha256: sha,
+                        bytes: w.bytes,
+                        sha256: w.sha256.clone(),
                     }],
                 });
             }

@@ -330,7 +330,17 @@ pub async fn run(
 
     // The audience: candidates by score (descending), ties by id.
     let mut order: Vec<usize> = candidates.clone();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(ids[a].cmp(ids[b])));
+    // The rows are read in id order, so a tie is broken by row index without comparing the
+    // ids' text (many users share a score: identical features give identical scores).
+    let rows_in_id_order = ids.windows(2).all(|w| w[0] <= w[1]);
+    {
+        use rayon::slice::ParallelSliceMut;
+        if rows_in_id_order {
+            order.par_sort_unstable_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+        } else {
+            order.par_sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(ids[a].cmp(ids[b])));
+        }
+    }
     let cand_sorted: Vec<f64> = order.iter().map(|&i| scores[i]).collect();
     let sizes = tier_sizes(&cfg.reach, &cand_sorted);
     match kept {

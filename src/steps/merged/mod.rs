@@ -32,6 +32,7 @@ use crate::job::{Merge, Step};
 use crate::quote::ident as quote;
 use crate::storage::Location;
 
+mod ordered;
 mod sql;
 mod update;
 
@@ -357,7 +358,7 @@ async fn merge_days(
         )
     })?;
     let schema: SchemaRef = Arc::new(full_df.schema().as_arrow().clone());
-    let (batches, report) = match (why_not, kept) {
+    let (batches, report, sorted) = match (why_not, kept) {
         (None, Some(k)) => {
             let added: Vec<String> = held
                 .iter()
@@ -376,6 +377,7 @@ async fn merge_days(
                 held,
                 &day_schema,
                 &names,
+                &schema,
                 &context,
             )
             .await;
@@ -387,7 +389,7 @@ async fn merge_days(
                 remerged_because: None,
                 rows: 0,
             };
-            (out?, report)
+            (out?, report, true)
         }
         (why, _) => {
             let out = full_df
@@ -401,24 +403,29 @@ async fn merge_days(
                 remerged_because: why,
                 rows: 0,
             };
-            (out, report)
+            (out, report, false)
         }
     };
-    // The same types as the full merge (a sum's decimal widens with each merge otherwise).
-    let batches = batches
-        .into_iter()
-        .map(|b| {
-            let cols = b
-                .columns()
-                .iter()
-                .zip(schema.fields())
-                .map(|(c, f)| cast(c, f.data_type()))
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(Error::unexpected)?;
-            RecordBatch::try_new(schema.clone(), cols).map_err(Error::unexpected)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let batches = sort_by_keys(merge, &schema, batches)?;
+    // The same types as the full merge (a sum's decimal widens with each merge otherwise);
+    // a night's update comes back cast and in key order already.
+    let batches = if !sorted {
+        let batches = batches
+            .into_iter()
+            .map(|b| {
+                let cols = b
+                    .columns()
+                    .iter()
+                    .zip(schema.fields())
+                    .map(|(c, f)| cast(c, f.data_type()))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(Error::unexpected)?;
+                RecordBatch::try_new(schema.clone(), cols).map_err(Error::unexpected)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        sort_by_keys(merge, &schema, batches)?
+    } else {
+        batches
+    };
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
 
     // The rows first, then the record naming them, then the old file goes.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 
+use super::ordered::{read_in_order, Keys};
 use super::sql::{hidden_columns, merge_sql, public_columns, rows_of, subtract_sql, ROWS};
 use super::Covered;
 use crate::engine::Engine;
@@ -55,9 +56,10 @@ impl Names {
     }
 }
 
-/// The kept rows updated: the days that left (or changed) taken out, the new (or changed)
-/// days merged in. Reads the kept rows, the days that left and the days added; the other held
-/// days only for keys that must be merged again (see [`subtract_sql`]).
+/// The kept rows updated, in key order: the days that left (or changed) taken out, the new (or
+/// changed) days merged in. Reads the kept rows, the days that left and the days added; the
+/// other held days only for keys that must be merged again (see [`subtract_sql`]). Only the
+/// keys of the added and leaving days are merged again; the other kept rows pass through.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn update(
     engine: &Engine,
@@ -70,11 +72,13 @@ pub(super) async fn update(
     held: &BTreeMap<String, String>,
     day_schema: &SchemaRef,
     names: &Names,
+    kept_schema: &SchemaRef,
     context: &str,
 ) -> Result<Vec<RecordBatch>> {
-    engine
-        .register_parquet_at(&names.kept, &dir.child(&k.file)?, "the kept merged rows")
-        .await?;
+    let keys = Keys::new(merge, kept_schema.clone())?;
+    let kept_loc = dir.child(&k.file)?;
+    let bytes = crate::storage::read_bytes(&kept_loc).await?;
+    let kept_rows = tokio::task::block_in_place(|| read_in_order(bytes, &kept_loc.display()))?;
     let added_files: Vec<Location> = added
         .iter()
         .filter_map(|d| files.get(d).cloned().flatten())
@@ -83,9 +87,21 @@ pub(super) async fn update(
         .register_parquet_files(&names.added, &added_files, day_schema.clone(), context)
         .await?;
     let counted = &k.counted;
-    let mut parts = vec![rows_of(merge, &names.added, Some(counted))];
-    if left.is_empty() {
-        parts.insert(0, format!("SELECT * FROM {}", quote(&names.kept)));
+    // The keys the night touches: those of the added days and of the days that left. Only
+    // their kept rows are merged again; the others are carried as they are.
+    let key_list: Vec<String> = merge.by.iter().map(|c| quote(c)).collect();
+    let mut touching = crate::engine::sql::collect(
+        engine,
+        &format!(
+            "SELECT DISTINCT {} FROM {}",
+            key_list.join(", "),
+            quote(&names.added)
+        ),
+        context,
+    )
+    .await?;
+    let left_rows = if left.is_empty() {
+        None
     } else {
         let left_files: Vec<Location> = left.iter().map(|(_, l)| l.clone()).collect();
         engine
@@ -98,6 +114,24 @@ pub(super) async fn update(
         );
         let batches = crate::engine::sql::collect(engine, &left_sql, context).await?;
         let schema = batch_schema(engine, &left_sql, &batches).await?;
+        touching.extend(batches.iter().cloned());
+        Some((schema, batches))
+    };
+    let touched = keys.set(&touching)?;
+    drop(touching);
+    let (untouched, touched_kept) = tokio::task::block_in_place(|| {
+        let (rest, hit) = keys.split(kept_rows, &touched)?;
+        let hit = hit
+            .iter()
+            .map(|b| keys.conform(b))
+            .collect::<Result<Vec<_>>>()?;
+        Ok::<_, crate::error::Error>((rest, hit))
+    })?;
+    engine
+        .register_batches(&names.kept, kept_schema.clone(), touched_kept)
+        .await?;
+    let mut parts = vec![rows_of(merge, &names.added, Some(counted))];
+    if let Some((schema, batches)) = left_rows {
         engine
             .register_batches(&names.left_rows, schema, batches)
             .await?;
@@ -164,12 +198,23 @@ pub(super) async fn update(
             );
         }
     }
+    if left.is_empty() {
+        parts.insert(0, format!("SELECT * FROM {}", quote(&names.kept)));
+    }
     let sql = merge_sql(
         merge,
         &format!("({}) d", parts.join(" UNION ALL ")),
         Some(counted),
     );
-    crate::engine::sql::collect(engine, &sql, context).await
+    let night = crate::engine::sql::collect(engine, &sql, context).await?;
+    tokio::task::block_in_place(|| {
+        let night = night
+            .iter()
+            .map(|b| keys.conform(b))
+            .collect::<Result<Vec<_>>>()?;
+        let night = sort_by_keys(merge, kept_schema, night)?;
+        keys.interleave(untouched, night)
+    })
 }
 
 /// The schema of a query's result (of its batches when it returned any).
