@@ -221,3 +221,64 @@ fn compress_part(
     let sha = hex::encode(Sha256::digest(&bytes));
     Ok((name, bytes, sha))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer(dir: &std::path::Path, max_rows: usize, max_bytes: Option<u64>) -> PartWriter {
+        let folder = crate::storage::locate(&format!("{}/", dir.display())).unwrap();
+        PartWriter::new(
+            folder,
+            "seg/target".into(),
+            "seg".into(),
+            "txt",
+            None,
+            Compress::None,
+            max_rows,
+            max_bytes,
+        )
+    }
+
+    fn lines(n: usize) -> (Vec<u8>, Vec<usize>) {
+        let mut bytes = Vec::new();
+        let mut ends = Vec::new();
+        for i in 0..n {
+            bytes.extend_from_slice(format!("{i:032x}\n").as_bytes());
+            ends.push(bytes.len());
+        }
+        (bytes, ends)
+    }
+
+    /// Parts finished on their own tasks come back in order, each with its rows and checksum.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parts_in_flight_are_recorded_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), 7, None);
+        let (bytes, ends) = lines(50);
+        w.push(&bytes, &ends).await.unwrap();
+        let (files, rows) = w.finish().await.unwrap();
+        assert_eq!(rows, 50);
+        assert_eq!(files.len(), 8);
+        for (i, f) in files.iter().enumerate() {
+            assert_eq!(f.path, format!("seg/target/seg_part{i:03}.txt"));
+            assert_eq!(f.rows, if i < 7 { 7 } else { 1 });
+            let got = std::fs::read(dir.path().join(format!("seg_part{i:03}.txt"))).unwrap();
+            assert_eq!(f.sha256, hex::encode(Sha256::digest(&got)));
+            assert_eq!(f.bytes, got.len() as u64);
+        }
+    }
+
+    /// A part over the platform's byte limit fails the file set, naming the file and the fix.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_part_over_the_platform_limit_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), 1_000, Some(200));
+        let (bytes, ends) = lines(20);
+        w.push(&bytes, &ends).await.unwrap();
+        let e = w.finish().await.unwrap_err().to_string();
+        assert!(e.contains("seg/target/seg_part000.txt"), "{e}");
+        assert!(e.contains("max_rows_per_file"), "{e}");
+        assert!(!dir.path().join("seg_part000.txt").exists());
+    }
+}
