@@ -323,16 +323,8 @@ async fn write_line_sets(
     // memory budget), while small segments share a query (a query per segment cost about a
     // second each at 1,000,000 users, mostly the join's build over the identities).
     let mut finishing = Finishing::default();
-    let t0 = std::time::Instant::now();
     let normalised = normalise_once(engine, job, ex, label).await?;
-    tracing::debug!(
-        ms = t0.elapsed().as_millis() as u64,
-        "segment files: identifiers normalised"
-    );
-    let mut render_time = std::time::Duration::ZERO;
-    let mut write_time = std::time::Duration::ZERO;
     for group in query_groups(eligible, sizes) {
-        let tq = std::time::Instant::now();
         let sql = rows_sql(
             job,
             ex,
@@ -377,10 +369,7 @@ async fn write_line_sets(
                     .2
                     .as_ref()
                     .and_then(|t| ex.fields.iter().find(|f| &f.header == t).map(|f| f.hash));
-                let tr = std::time::Instant::now();
                 let chunks = render(&batch, a, b, ex, hash);
-                render_time += tr.elapsed();
-                let tw = std::time::Instant::now();
                 let tencent_dropped = ex.format == ExportFormat::TencentAds && key.2.is_none();
                 if !tencent_dropped && current.as_ref().map(|(k, _)| k != &key).unwrap_or(true) {
                     if let Some((k, w)) = current.take() {
@@ -424,17 +413,9 @@ async fn write_line_sets(
                         }
                     }
                 }
-                write_time += tw.elapsed();
                 a = b;
             }
         }
-        tracing::debug!(
-            segments = group.len(),
-            ms = tq.elapsed().as_millis() as u64,
-            render_ms = render_time.as_millis() as u64,
-            write_ms = write_time.as_millis() as u64,
-            "segment files: query group written"
-        );
     }
     if let Some((k, w)) = current.take() {
         finishing.push_back((k, tokio::spawn(w.finish())));
