@@ -5,6 +5,8 @@
 -- incremental steps kept as state, so a night reads one row per user, not 90 days of rows.
 -- Money is summed as DECIMAL: exact, so the result does not depend on the order in which
 -- parallel workers add rows up, and reruns give byte-identical files.
+-- Identifiers (devices, phone, email) stay in the users table: segment files join them from
+-- there and hash them, so no exported table carries a raw identifier.
 WITH o AS (
   SELECT n.user_id, n.orders_90d, n.amount_90d, n.last_order_ts, n.brand_orders_90d,
          n.brand_amount_90d, t.orders_30d, t.amount_30d, t.brand_orders_30d
@@ -32,10 +34,6 @@ reach AS (
   GROUP BY referrer_id
 )
 SELECT u.user_id,
-       u.imei,
-       u.oaid,
-       u.idfa,
-       u.phone,
        COALESCE(u.age, 35) AS age,
        u.gender,
        u.city_tier,

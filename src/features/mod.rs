@@ -205,6 +205,33 @@ pub struct MissingCount {
     pub non_finite: usize,
 }
 
+/// The missing values of a fitted matrix as a line of the run summary (empty when none):
+/// per column, nulls and NaN/±inf, and whether rows were imputed or dropped.
+pub fn render_missing(missing: &[MissingCount], dropped_rows: usize) -> String {
+    let parts: Vec<String> = missing
+        .iter()
+        .filter(|m| m.nulls + m.non_finite > 0)
+        .map(|m| {
+            format!(
+                "{} {} ({} null, {} NaN/±inf)",
+                m.feature,
+                m.nulls + m.non_finite,
+                m.nulls,
+                m.non_finite
+            )
+        })
+        .collect();
+    if parts.is_empty() {
+        return String::new();
+    }
+    let how = if dropped_rows > 0 {
+        format!("{dropped_rows} rows dropped (nulls = \"drop\")")
+    } else {
+        "imputed".to_string()
+    };
+    format!("    missing values: {}; {how}\n", parts.join(", "))
+}
+
 /// The matrix with its row ids.
 pub struct FeatureMatrix {
     /// Row ids, in row order.

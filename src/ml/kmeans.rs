@@ -301,6 +301,20 @@ pub fn sample_indices(n: usize, m: usize, seed: u64) -> Vec<usize> {
     idx
 }
 
+/// Distinct rows of `x`, counted up to `limit` (the count stops there): k-means cannot find
+/// more clusters than there are distinct points.
+pub fn distinct_rows(x: ArrayView2<f64>, limit: usize) -> usize {
+    let mut seen: std::collections::HashSet<Vec<u64>> = std::collections::HashSet::new();
+    for row in x.rows() {
+        // -0.0 and 0.0 are the same point.
+        seen.insert(row.iter().map(|v| (v + 0.0).to_bits()).collect());
+        if seen.len() >= limit {
+            break;
+        }
+    }
+    seen.len()
+}
+
 fn take_rows(x: ArrayView2<f64>, idx: &[usize]) -> Array2<f64> {
     x.select(Axis(0), idx)
 }
@@ -400,6 +414,13 @@ mod tests {
             }
         }
         x
+    }
+
+    #[test]
+    fn distinct_rows_counts_up_to_the_limit() {
+        let x = ndarray::array![[0.0, 1.0], [-0.0, 1.0], [2.0, 1.0], [0.0, 1.0], [3.0, 3.0]];
+        assert_eq!(distinct_rows(x.view(), 10), 3);
+        assert_eq!(distinct_rows(x.view(), 2), 2);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The exports stages: tables written to Parquet or CSV, and segment files in each platform's
 //! format (with adds and removes against the previous published run when asked).
 
+use std::collections::BTreeMap;
+
 use super::Prepared;
 use crate::error::Result;
 use crate::export::segment_files::{self, SegmentExportReport, PREVIOUS};
@@ -35,8 +37,24 @@ pub async fn segment_files(
 ) -> Result<Vec<SegmentExportReport>> {
     let previous = register_previous_segments(job, prepared, run).await?;
     let mut out = Vec::new();
+    // Ids on more than one identities row, counted once per identities table.
+    let mut duplicated: BTreeMap<String, u64> = BTreeMap::new();
     for e in &job.exports {
         let Some(se) = &e.segments else { continue };
+        let dups = match &se.identities {
+            Some(t) => match duplicated.get(t) {
+                Some(n) => *n,
+                None => {
+                    let n = duplicate_ids(&prepared.engine, t, &job.publish.id).await?;
+                    if n > 0 {
+                        warnings.push(format!("identities table `{t}`: {n} ids are on more than one row; every row's identifiers are written for them (one person, several devices or phones)"));
+                    }
+                    duplicated.insert(t.clone(), n);
+                    n
+                }
+            },
+            None => 0,
+        };
         let to = job.render_relative(&e.to, &prepared.plan.bindings)?;
         let r = segment_files::write(
             &prepared.engine,
@@ -49,12 +67,27 @@ pub async fn segment_files(
             warnings,
         )
         .await?;
+        let mut r = r;
+        r.identities_duplicate_ids = dups;
         for s in &r.segments {
             tracing::info!(export = %r.format, segment = %s.segment, rows = ?s.rows, dropped = s.dropped_invalid, "segment files written");
         }
         out.push(r);
     }
     Ok(out)
+}
+
+/// Ids of `table` that are on more than one row.
+async fn duplicate_ids(engine: &crate::engine::Engine, table: &str, id: &str) -> Result<u64> {
+    let sql = format!(
+        "SELECT 'n', COUNT(*) FROM (SELECT {id} FROM {t} WHERE {id} IS NOT NULL GROUP BY {id} HAVING COUNT(*) > 1)",
+        id = crate::quote::ident(id),
+        t = crate::quote::ident(table)
+    );
+    let counts =
+        crate::segments::collect_counts(engine, &sql, &format!("identities table `{table}`"))
+            .await?;
+    Ok(counts.first().map(|(_, v)| v[0] as u64).unwrap_or(0))
 }
 
 /// When an export writes deltas: the previous published run's membership table, registered for

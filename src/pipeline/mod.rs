@@ -244,7 +244,17 @@ async fn run_locked(
     stages.lap("table exports");
     let mut segs = crate::segments::Segments::default();
     let mut segment_exports = Vec::new();
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<String> = steps
+        .iter()
+        .filter_map(|st| {
+            let m = st.model.as_ref()?;
+            let d = m.distinct_points?;
+            Some(format!(
+                "step `{}`: only {d} distinct points in the fitting sample; k lowered to {}",
+                st.name, m.k
+            ))
+        })
+        .collect();
     if !job.segments.is_empty() {
         let (built, seg_gates) = segments::build(job, prepared, run).await?;
         segs = built;

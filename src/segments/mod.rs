@@ -75,7 +75,11 @@ pub fn matches(pattern: &str, name: &str, group_of: Option<&str>) -> bool {
     pattern == name || group_of == Some(pattern)
 }
 
-async fn collect_counts(engine: &Engine, sql: &str, what: &str) -> Result<Vec<(String, Vec<i64>)>> {
+pub(crate) async fn collect_counts(
+    engine: &Engine,
+    sql: &str,
+    what: &str,
+) -> Result<Vec<(String, Vec<i64>)>> {
     let batches = crate::engine::sql::collect(engine, sql, what).await?;
     let mut out = Vec::new();
     for b in batches {

@@ -104,6 +104,23 @@ pub fn published(out: &Path) -> PathBuf {
     published_at(out, &dates[0])
 }
 
+/// The published run of `date` below the output folder `out`: the pointer and every file of the
+/// run folder it names (`None` when nothing is published), to compare a publication byte for byte.
+pub fn publication_of(
+    out: &std::path::Path,
+    date: &str,
+) -> Option<std::collections::BTreeMap<String, Vec<u8>>> {
+    let ptr = std::fs::read(out.join(date).join("current.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&ptr).unwrap();
+    let run = out.join(v["run"].as_str().unwrap());
+    let mut files = snapshot(&run)
+        .into_iter()
+        .map(|(p, b)| (p.display().to_string(), b))
+        .collect::<std::collections::BTreeMap<_, _>>();
+    files.insert("current.json".into(), ptr);
+    Some(files)
+}
+
 /// Every file below `dir` with its bytes.
 pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     let mut out = std::collections::BTreeMap::new();

@@ -9,20 +9,6 @@ use sha2::Digest;
 use crate::common::*;
 use crate::s3::{Fault, Faults, TestS3};
 
-/// The published run of `date` below `out` in the bucket folder: the pointer and every file of
-/// the run folder it names, read from the server's disk (not through the faulty protocol).
-fn publication(out: &std::path::Path, date: &str) -> Option<BTreeMap<String, Vec<u8>>> {
-    let ptr = std::fs::read(out.join(date).join("current.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&ptr).unwrap();
-    let run = out.join(v["run"].as_str().unwrap());
-    let mut files = snapshot(&run)
-        .into_iter()
-        .map(|(p, b)| (p.display().to_string(), b))
-        .collect::<BTreeMap<_, _>>();
-    files.insert("current.json".into(), ptr);
-    Some(files)
-}
-
 /// Checks a publication is complete: the pointer's manifest checksum, and every segment file
 /// and table export the manifest lists, with its size and SHA-256.
 fn verify(p: &BTreeMap<String, Vec<u8>>) -> usize {
@@ -95,17 +81,17 @@ async fn runs_through_a_faulty_store_publish_completely_or_exit_75() {
     };
     let res = run(0).await;
     assert!(res.status.success(), "{}", output_text(&res));
-    verify(&publication(&out, "2026-11-20").unwrap());
+    verify(&publication_of(&out, "2026-11-20").unwrap());
 
     faults.set_rate(RATE);
     let mut exits: BTreeMap<i32, usize> = BTreeMap::new();
     let mut verified = 0;
     for i in 1..=RUNS {
-        let before = publication(&out, "2026-11-20").unwrap();
+        let before = publication_of(&out, "2026-11-20").unwrap();
         let res = run(i * 7).await;
         let code = res.status.code().unwrap_or(-1);
         *exits.entry(code).or_default() += 1;
-        let after = publication(&out, "2026-11-20").unwrap();
+        let after = publication_of(&out, "2026-11-20").unwrap();
         match code {
             0 => {
                 assert_ne!(
@@ -137,7 +123,7 @@ async fn runs_through_a_faulty_store_publish_completely_or_exit_75() {
         "after the faults: {}",
         output_text(&res)
     );
-    verify(&publication(&out, "2026-11-20").unwrap());
+    verify(&publication_of(&out, "2026-11-20").unwrap());
 
     let injected: Vec<String> = Fault::ALL
         .iter()
@@ -255,7 +241,7 @@ async fn an_output_disk_that_fills_up_exits_73_and_leaves_the_publication() {
         ..Default::default()
     };
     audiences::pipeline::run(&job, &opts(0)).await.unwrap();
-    let good = publication(&out, "2026-11-20").unwrap();
+    let good = publication_of(&out, "2026-11-20").unwrap();
     verify(&good);
 
     for room in [0, 3, 7] {
@@ -285,13 +271,13 @@ async fn an_output_disk_that_fills_up_exits_73_and_leaves_the_publication() {
             "names the location and says what to check: {text}"
         );
         assert!(
-            publication(&out, "2026-11-20").unwrap() == good,
+            publication_of(&out, "2026-11-20").unwrap() == good,
             "room for {room} files: the publication is untouched"
         );
     }
     // Space again: the next run publishes; no lock was left behind.
     audiences::pipeline::run(&job, &opts(200)).await.unwrap();
-    verify(&publication(&out, "2026-11-20").unwrap());
+    verify(&publication_of(&out, "2026-11-20").unwrap());
 }
 
 #[test]

@@ -3,6 +3,7 @@
 mod common;
 mod s3;
 
+mod adversarial;
 mod bad_input;
 mod ballista;
 mod check;

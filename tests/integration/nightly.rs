@@ -1,6 +1,6 @@
 //! Nightly-run grade: default dates, backfills, the run history and `status`, JSON logs,
 //! retries under injected storage faults, a storage outage in the middle of a run, and no
-//! secret in any output.
+//! secret or raw identifier in any output.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -521,44 +521,145 @@ async fn run_blocking_std(mut cmd: std::process::Command) -> std::process::Outpu
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_secret_appears_in_logs_manifests_or_history() {
-    let s3 = TestS3::start(&["lake", "ads"]).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let data = demo_data(tmp.path(), 900);
-    upload(&s3, "lake", &data, "demo").await;
+/// A file's text as a reader of it sees it: gzip and zip members unpacked, Parquet as rows.
+fn readable(path: &Path, bytes: &[u8]) -> String {
+    use std::io::Read;
+    let name = path.to_string_lossy();
+    if name.ends_with(".gz") {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    } else if name.ends_with(".zip") {
+        let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+        let mut out = String::new();
+        for i in 0..zip.len() {
+            zip.by_index(i).unwrap().read_to_string(&mut out).unwrap();
+        }
+        out
+    } else if name.ends_with(".parquet") {
+        use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let batches =
+            ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::copy_from_slice(bytes))
+                .unwrap()
+                .build()
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+        datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string()
+    } else {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+}
+
+/// What a raw phone, IMEI or e-mail address would leave in `text`, found in one pass: every 11-
+/// and 15-digit window of its digit runs, and its e-mail-like tokens, lower-cased.
+fn identifier_shapes(text: &str) -> std::collections::HashSet<String> {
+    let mut out = std::collections::HashSet::new();
+    for run in text.split(|c: char| !c.is_ascii_digit()) {
+        for w in [11, 15] {
+            if run.len() >= w {
+                out.extend((0..=run.len() - w).map(|i| run[i..i + w].to_string()));
+            }
+        }
+    }
+    let email_char = |c: char| c.is_ascii_alphanumeric() || "._%+-@".contains(c);
+    for token in text.split(|c: char| !email_char(c)) {
+        if token.contains('@') {
+            out.insert(token.to_lowercase());
+        }
+    }
+    out
+}
+
+/// The demo users' raw phones, emails and IMEIs.
+fn raw_identifiers(data: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in read_parquet(&data.join("users.parquet")) {
+        for c in ["phone", "email", "imei"] {
+            let a = column::<datafusion::arrow::array::StringArray>(&b, c);
+            out.extend(a.iter().flatten().map(str::to_string));
+        }
+    }
+    out
+}
+
+/// Runs the demo job over the S3 server with `job`, logging as `format`; returns what it printed.
+async fn demo_on_s3(s3: &TestS3, job: &Path, format: &str) -> String {
     let mut cmd = bin();
     cmd.env("RUST_LOG", "audiences=debug")
         .env_remove("AWS_SESSION_TOKEN")
         .envs(s3.env())
-        .args([
-            "--log-format",
-            "json",
-            "run",
-            "jobs/demo.toml",
-            "--date",
-            "2026-11-24",
-        ])
+        .args(["--log-format", format, "run"])
+        .arg(job)
+        .args(["--date", "2026-11-24"])
         .args(["--param", "data=s3://lake/demo", "--output", "s3://ads/aud"]);
     let res = run_blocking(cmd).await;
     let text = output_text(&res);
     assert!(res.status.success(), "{text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_or_raw_identifier_appears_in_any_output() {
+    let s3 = TestS3::start(&["lake", "ads"]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo_data(tmp.path(), 900);
+    upload(&s3, "lake", &data, "demo").await;
+    let demo = repo().join("jobs/demo.toml");
+    let mut everything = demo_on_s3(&s3, &demo, "json").await;
     let mut cmd = bin();
     cmd.envs(s3.env())
         .args(["status", "jobs/demo.toml", "--output", "s3://ads/aud"]);
-    let status = run_blocking(cmd).await;
-    let mut everything = text + &output_text(&status);
+    everything += &output_text(&run_blocking(cmd).await);
+    // Every file written: segment files, manifests, report, models, state, history.
     let outputs = snapshot(&s3.root().join("ads"));
     let files = outputs.len();
-    for bytes in outputs.values() {
-        everything.push_str(&String::from_utf8_lossy(bytes));
+    for (path, bytes) in &outputs {
+        everything.push_str(&readable(path, bytes));
     }
     assert!(files > 10, "outputs were written ({files} files)");
-    assert!(
-        everything.contains("manifest"),
-        "the search saw the outputs"
-    );
+    // A rerun with one more export that says `hash = "none"`, logging as text: its log carries
+    // no identifier either, and its outputs do (so the search finds what is there).
+    let text = std::fs::read_to_string(&demo)
+        .unwrap()
+        .replace("\"../sql/", &format!("\"{}/sql/", repo().display()))
+        + "\n[[export]]\nsegments = [\"brand_buyers_30d\"]\nformat = \"csv\"\ncolumns = [\"phone\", \"email\", \"imei\"]\nhash = \"none\"\nmin_size = 1\n";
+    let raw_job = tmp.path().join("jobs/raw.toml");
+    write(&raw_job, &text);
+    everything += &demo_on_s3(&s3, &raw_job, "text").await;
+    for seen in [
+        "manifest",
+        "HASH_IMEI",
+        "brand_lookalike_5pct",
+        "orders_daily",
+        "published",
+    ] {
+        assert!(everything.contains(seen), "the search saw `{seen}`");
+    }
     for secret in [crate::s3::SECRET_KEY, crate::s3::ACCESS_KEY] {
         assert!(!everything.contains(secret), "`{secret}` leaked");
     }
+    let raw = raw_identifiers(&data);
+    assert!(raw.len() > 1000, "{} identifiers to look for", raw.len());
+    let shapes = identifier_shapes(&everything);
+    let leaked: Vec<&String> = raw.iter().filter(|v| shapes.contains(*v)).collect();
+    assert!(
+        leaked.is_empty(),
+        "raw identifiers in the outputs: {leaked:?}"
+    );
+
+    let mut written = String::new();
+    for (path, bytes) in &snapshot(&s3.root().join("ads")) {
+        written.push_str(&readable(path, bytes));
+    }
+    let shapes = identifier_shapes(&written);
+    let found = raw.iter().filter(|v| shapes.contains(*v)).count();
+    assert!(
+        found > 20,
+        "raw identifiers found with hash = \"none\": {found}"
+    );
 }

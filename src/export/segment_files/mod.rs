@@ -88,6 +88,8 @@ pub struct SegmentExportReport {
     pub format: &'static str,
     /// Identities table.
     pub identities: Option<String>,
+    /// Ids on more than one row of the identities table (each row's identifiers are written).
+    pub identities_duplicate_ids: u64,
     /// Fields and their hashing.
     pub fields: Vec<FieldReport>,
     /// Compression.
@@ -172,6 +174,7 @@ pub async fn write(
         to: to.to_string(),
         format: ex.format_name(),
         identities: ex.identities.clone(),
+        identities_duplicate_ids: 0,
         fields: ex
             .fields
             .iter()

@@ -78,6 +78,9 @@ pub struct KMeansModel {
     pub missing: Vec<MissingCount>,
     /// Rows dropped by the null policy.
     pub dropped_rows: usize,
+    /// The distinct points of the fitting sample, when there were no more than k (k lowered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distinct_points: Option<usize>,
     /// The clusters.
     pub clusters: Vec<ClusterProfile>,
 }
@@ -206,20 +209,37 @@ pub async fn run(
         seed: cfg.seed,
     };
     let sample = kmeans::sample_indices(rows, cfg.sample_rows, cfg.seed);
-    let (fit, curve, sample_rows) = tokio::task::block_in_place(|| {
+    let (fit, curve, sample_rows, few_points) = tokio::task::block_in_place(|| {
         let xs = if sample.len() == rows {
             m.x.clone()
         } else {
             m.x.select(ndarray::Axis(0), &sample)
         };
+        // More clusters than distinct points would leave some empty: k is lowered to the
+        // distinct points of the fitting sample, and the summary says so.
+        let k_max = match cfg.k {
+            KChoice::Fixed(k) => k,
+            KChoice::Auto(_, b) => b,
+        };
+        let distinct = kmeans::distinct_rows(xs.view(), k_max + 1);
         let (k, curve) = match cfg.k {
-            KChoice::Fixed(k) => (k, vec![]),
-            KChoice::Auto(a, b) => {
-                kmeans::choose_k(xs.view(), (a, b.min(rows)), &base, 50_000, 2_000)
-            }
+            KChoice::Fixed(k) => (k.min(distinct), vec![]),
+            KChoice::Auto(a, _) if distinct <= a => (distinct, vec![]),
+            KChoice::Auto(a, b) => kmeans::choose_k(
+                xs.view(),
+                (a, b.min(rows).min(distinct)),
+                &base,
+                50_000,
+                2_000,
+            ),
         };
         let fit = kmeans::fit(xs.view(), &KMeansParams { k, ..base.clone() });
-        (fit, curve, xs.nrows())
+        (
+            fit,
+            curve,
+            xs.nrows(),
+            (distinct < k_max).then_some(distinct),
+        )
     });
     let k = fit.centroids.nrows();
 
@@ -239,6 +259,7 @@ pub async fn run(
         sample_rows,
         missing: m.missing.clone(),
         dropped_rows: m.dropped_rows,
+        distinct_points: few_points,
         clusters: (0..k)
             .map(|i| ClusterProfile {
                 id: ids[i],

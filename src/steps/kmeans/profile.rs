@@ -30,8 +30,8 @@ pub(super) async fn profile(
         .iter()
         .map(|c| {
             format!(
-                "AVG(CAST(i.{} AS DOUBLE)) AS {}",
-                quote(c),
+                "AVG({}) AS {}",
+                finite(&format!("i.{}", quote(c))),
                 quote(&format!("m_{c}"))
             )
         })
@@ -40,21 +40,15 @@ pub(super) async fn profile(
         .iter()
         .map(|c| {
             format!(
-                "STDDEV_POP(CAST({} AS DOUBLE)) AS {}",
-                quote(c),
+                "STDDEV_POP({}) AS {}",
+                finite(&quote(c)),
                 quote(&format!("s_{c}"))
             )
         })
         .collect();
     let avg_all: Vec<String> = cols
         .iter()
-        .map(|c| {
-            format!(
-                "AVG(CAST({} AS DOUBLE)) AS {}",
-                quote(c),
-                quote(&format!("m_{c}"))
-            )
-        })
+        .map(|c| format!("AVG({}) AS {}", finite(&quote(c)), quote(&format!("m_{c}"))))
         .collect();
     let per = format!(
         "SELECT c.cluster, COUNT(*) AS n{} FROM {} c JOIN {} i ON c.{id} = i.{id} GROUP BY c.cluster ORDER BY c.cluster",
@@ -155,9 +149,20 @@ pub(super) async fn profile(
     Ok(model)
 }
 
+/// `x` as a double, NaN and ±inf as null: profiles describe the values a column has.
+fn finite(x: &str) -> String {
+    format!("CASE WHEN isnan(CAST({x} AS DOUBLE)) OR abs(CAST({x} AS DOUBLE)) = CAST('Infinity' AS DOUBLE) THEN NULL ELSE CAST({x} AS DOUBLE) END")
+}
+
 /// The profiles as text for the run summary.
 pub fn render_profiles(model: &KMeansModel) -> String {
-    let mut s = String::new();
+    let mut s = crate::features::render_missing(&model.missing, model.dropped_rows);
+    if let Some(d) = model.distinct_points {
+        s.push_str(&format!(
+            "    only {d} distinct points in the fitting sample: k = {}\n",
+            model.k
+        ));
+    }
     if !model.k_curve.is_empty() {
         let pts: Vec<String> = model
             .k_curve

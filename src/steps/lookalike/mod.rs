@@ -244,6 +244,8 @@ pub async fn run(
         intercept: fitted.1,
         centroids: fitted.2,
         blend_weight,
+        missing: m.missing.clone(),
+        dropped_rows: m.dropped_rows,
         seed_given: seed_given.len(),
         seed_missing,
         seed_train: train.len(),

@@ -40,6 +40,12 @@ pub struct LookalikeModel {
     pub centroids: Option<Vec<Vec<f64>>>,
     /// Logistic weight in a blend.
     pub blend_weight: Option<f64>,
+    /// Missing values (null, NaN, ±inf) per feature column of this run's matrix.
+    #[serde(default)]
+    pub missing: Vec<crate::features::MissingCount>,
+    /// Rows dropped by the null policy.
+    #[serde(default)]
+    pub dropped_rows: usize,
     /// Seed ids given.
     pub seed_given: usize,
     /// Seed ids not in the feature table.
@@ -139,6 +145,10 @@ pub fn render(model: &LookalikeModel) -> String {
         model.auc,
         if model.auc < 0.6 { "  WARNING: below 0.6" } else { "" }
     );
+    s.push_str(&crate::features::render_missing(
+        &model.missing,
+        model.dropped_rows,
+    ));
     for t in &model.tiers {
         s.push_str(&format!(
             "    tier {:<10} {:>9} users  recall of held-out seed {:>5.1}%  lift {:.2}x\n",
