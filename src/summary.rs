@@ -156,5 +156,16 @@ pub fn render(r: &RunReport) -> String {
     }
     let _ = writeln!(s, "published: {} (run {})", r.output, r.run_id);
     let _ = writeln!(s, "done in {:.2} s", r.elapsed.as_secs_f64());
+    if let Some(full) = &r.last_full {
+        let secs = r.elapsed.as_secs_f64();
+        let _ = writeln!(
+            s,
+            "night: {secs:.2} s, {:.1}x less than the last full run ({}, run {}: {:.2} s)",
+            full.seconds / secs.max(1e-9),
+            full.date,
+            full.run_id,
+            full.seconds
+        );
+    }
     s
 }

@@ -129,11 +129,12 @@ pub async fn execute(args: StatusArgs) -> Result<()> {
         }
     }
     outln!(
-        "  {:<12} {:<31} {:<18} {:>9}  segments",
+        "  {:<12} {:<31} {:<18} {:>9}  {:<5}  segments",
         "date",
         "run id",
         "outcome",
-        "time"
+        "time",
+        "kind"
     );
     for r in &runs {
         let live = current.get(&r.date).and_then(|c| c.as_deref()) == Some(r.run_id.as_str());
@@ -156,11 +157,12 @@ pub async fn execute(args: StatusArgs) -> Result<()> {
                 .join(", ")
         };
         outln!(
-            "  {:<12} {:<31} {:<18} {:>8.1}s  {}",
+            "  {:<12} {:<31} {:<18} {:>8.1}s  {:<5}  {}",
             r.date,
             r.run_id,
             outcome,
             r.seconds,
+            r.kind.as_deref().unwrap_or("-"),
             segs
         );
     }

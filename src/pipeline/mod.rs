@@ -15,6 +15,7 @@
 //! `check` runs the static checks alone.
 
 mod check;
+mod cost;
 mod exports;
 mod plan;
 mod publish;
@@ -94,6 +95,8 @@ pub struct RunReport {
     pub gates: Vec<crate::quality::GateResult>,
     /// Wall time of the whole run.
     pub elapsed: Duration,
+    /// For a night (state reused): the last full run's record, to compare its cost with.
+    pub last_full: Option<storage::history::RunRecord>,
 }
 
 /// Wall time of each stage, in seconds, in run order (the manifest's `stage_seconds`).
@@ -192,6 +195,11 @@ pub async fn run(job: &Job, opts: &RunOptions) -> Result<RunReport> {
                     .collect()
             })
             .unwrap_or_default(),
+        kind: result
+            .as_ref()
+            .ok()
+            .and_then(cost::kind)
+            .map(str::to_string),
     };
     let _enter = span.enter();
     match &result {
@@ -211,7 +219,11 @@ pub async fn run(job: &Job, opts: &RunOptions) -> Result<RunReport> {
     if let Err(e) = storage::history::record(&root, &record).await {
         tracing::warn!("could not write the run history record: {e}");
     }
-    result
+    let last_full = cost::remember_or_compare(&root, &record).await;
+    result.map(|mut r| {
+        r.last_full = last_full;
+        r
+    })
 }
 
 /// The stages of a run, in order, under the run's locks.

@@ -163,5 +163,6 @@ pub async fn publish(
         warnings: out.warnings,
         gates: out.gates,
         elapsed: std::time::Duration::ZERO,
+        last_full: None,
     })
 }

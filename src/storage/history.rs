@@ -40,6 +40,9 @@ pub struct RunRecord {
     /// Target size of each segment, for a published run.
     #[serde(default)]
     pub segments: BTreeMap<String, u64>,
+    /// For a job with incremental steps: `full` (every window day computed) or `night`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 /// Writes a run's record, then drops the oldest records beyond [`KEEP`]. Failing to write is

@@ -302,6 +302,19 @@ fn a_source_with_no_rows_on_the_first_night_then_nights_equal_a_full_refresh() {
     day("2026-11-24", &["b", "c", "c"]);
     let night = dir.run("run", &["--date", "2026-11-25"]);
     let night_rows = read_parquet(&night.published("2026-11-25").join("orders_7d.parquet"));
+    // The night says what it cost beside the last full run; `status` tells them apart.
+    let said = night.text();
+    assert!(
+        said.contains("less than the last full run (2026-11-23, run "),
+        "{said}"
+    );
+    let status = dir.run("status", &[]).text();
+    let kinds: Vec<&str> = status
+        .lines()
+        .filter(|l| l.contains(" published"))
+        .filter_map(|l| l.split_whitespace().find(|w| *w == "full" || *w == "night"))
+        .collect();
+    assert_eq!(kinds, ["night", "full"], "{status}");
     let full_out = dir.path().join("full");
     let full = dir.run(
         "run",
