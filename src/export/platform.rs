@@ -61,14 +61,25 @@ impl Norm {
     /// `cc` is the country calling code given to national phone numbers.
     pub fn sql(self, c: &str, cc: Option<&str>) -> String {
         let when = |v: String, cond: String| format!("CASE WHEN {cond} THEN {v} END");
+        // Phones arrive written every way (`+86 138 0013 8000`, `(+86)138…`, `0086-138…`,
+        // `86 138…`, `138.0013.8000`, a trunk `0`): only digits and a `+` count. `+` or `00`
+        // starts an international number; a trunk `0` a national one. Without either, a number
+        // that starts with `cc` and has at least 8 digits after it is taken as already
+        // international (no national number starts with its own country code, as a rule),
+        // anything else as national, given `cc`.
         let phone_digits = || {
-            let raw = format!("trim({c})");
-            let d = format!("regexp_replace(regexp_replace({raw}, '[^0-9]', '', 'g'), '^0+', '')");
+            let s = format!("regexp_replace(trim({c}), '[^0-9+]', '', 'g')");
+            let d = format!("regexp_replace({s}, '[^0-9]', '', 'g')");
+            let stripped = format!("regexp_replace({d}, '^0+', '')");
             let national = match cc {
-                Some(cc) => format!("concat({}, {d})", lit(cc)),
+                Some(cc) => format!(
+                    "(CASE WHEN NOT starts_with({d}, '0') AND starts_with({d}, {cc}) AND length({d}) >= {min} THEN {d} ELSE concat({cc}, {stripped}) END)",
+                    cc = lit(cc),
+                    min = cc.len() + 8
+                ),
                 None => "CAST(NULL AS VARCHAR)".to_string(),
             };
-            format!("(CASE WHEN {raw} LIKE '+%' OR {raw} LIKE '00%' THEN {d} ELSE {national} END)")
+            format!("(CASE WHEN starts_with({s}, '+') OR starts_with({s}, '00') THEN {stripped} ELSE {national} END)")
         };
         match self {
             Norm::Imei => {
@@ -94,7 +105,7 @@ impl Norm {
                 )
             }
             Norm::ChinaMobile => {
-                let v = format!("regexp_replace(regexp_replace(trim({c}), '[ ()-]', '', 'g'), '^(\\+86|0086|86)(1[0-9]{{10}})$', '${{2}}')");
+                let v = format!("regexp_replace(regexp_replace(trim({c}), '[^0-9+]', '', 'g'), '^(\\+86|0086|86|0)?(1[0-9]{{10}})$', '${{2}}')");
                 when(v.clone(), format!("regexp_like({v}, '^1[3-9][0-9]{{9}}$')"))
             }
             Norm::Oaid => {
@@ -212,6 +223,85 @@ mod tests {
         assert_eq!(
             h(Hash::Md5, "020000000000"),
             "e3f5536a141811db40efd6400f1d0a4e"
+        );
+    }
+
+    /// Each value normalised by `norm` (country code 86) through the SQL engine.
+    async fn normalised(norm: Norm, values: &[&str]) -> Vec<Option<String>> {
+        use datafusion::arrow::array::{Array, AsArray};
+        let ctx = datafusion::prelude::SessionContext::new();
+        let rows = values
+            .iter()
+            .map(|v| format!("({})", lit(v)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {} FROM (VALUES {rows}) t(p)",
+            norm.sql("t.p", Some("86"))
+        );
+        let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+        let mut out = Vec::new();
+        for b in &batches {
+            let col = datafusion::arrow::compute::cast(
+                b.column(0),
+                &datafusion::arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            let col = col.as_string::<i32>();
+            out.extend((0..col.len()).map(|i| col.is_valid(i).then(|| col.value(i).to_string())));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn phones_written_every_way_normalise_to_one_number() {
+        let forms = [
+            "+86 138 0013 8000",
+            "+86-138-0013-8000",
+            "(+86)13800138000",
+            "(+86) 138 0013 8000",
+            "0086-138-0013-8000",
+            "0086 13800138000",
+            "86 138 0013 8000",
+            "8613800138000",
+            "138.0013.8000",
+            "138 0013 8000",
+            "13800138000",
+            "013800138000",
+            " 138-0013-8000 ",
+        ];
+        for (norm, want) in [
+            (Norm::PhoneDigits, "8613800138000"),
+            (Norm::PhoneE164, "+8613800138000"),
+            (Norm::ChinaMobile, "13800138000"),
+        ] {
+            let got = normalised(norm, &forms).await;
+            for (form, g) in forms.iter().zip(&got) {
+                assert_eq!(g.as_deref(), Some(want), "{norm:?} of {form:?}");
+            }
+        }
+        // Another country's numbers keep their own code; a short national number gets ours;
+        // text without digits is no phone.
+        let got = normalised(
+            Norm::PhoneE164,
+            &[
+                "+44 20 7183 8750",
+                "(+1) 650-253-1234",
+                "0044 20 7183 8750",
+                "8750 1234",
+                "n/a",
+            ],
+        )
+        .await;
+        assert_eq!(
+            got,
+            [
+                Some("+442071838750".to_string()),
+                Some("+16502531234".to_string()),
+                Some("+442071838750".to_string()),
+                Some("+8687501234".to_string()),
+                None
+            ]
         );
     }
 
