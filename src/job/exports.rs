@@ -32,6 +32,53 @@ pub struct SegmentExport {
     pub raw_allowed: bool,
     /// Country calling code of national phone numbers.
     pub country_code: Option<String>,
+    /// google: the app of a `Mobile Device ID` list.
+    pub app_id: Option<String>,
+}
+
+/// Google Customer Match takes one key type per list: contact information (email, phone,
+/// name and address) or mobile device ids, the latter for one app, named by `app_id` (an
+/// Android package name or a numeric App Store id).
+fn google_key_types(fields: &[platforms::Field], app_id: Option<&str>) -> Result<(), String> {
+    const DEVICE: &str = "Mobile Device ID";
+    let device = fields.iter().any(|f| f.header == DEVICE);
+    if device && fields.len() > 1 {
+        let others: Vec<&str> = fields
+            .iter()
+            .filter(|f| f.header != DEVICE)
+            .map(|f| f.header.as_str())
+            .collect();
+        return Err(format!(
+            "Google Customer Match takes one key type per list: `{DEVICE}` cannot share a list with {}; write device ids in an export of their own (fields = {{ mobile_device_id = \"...\" }} with app_id) and contact information in another",
+            others.join(", ")
+        ));
+    }
+    match (device, app_id) {
+        (true, None) => Err(format!(
+            "a `{DEVICE}` list belongs to one app: say `app_id = \"com.example.shop\"` (Android package name) or `app_id = \"123456789\"` (App Store id)"
+        )),
+        (true, Some(app)) if !valid_app_id(app) => Err(format!(
+            "app_id `{app}` is neither an Android package name (com.example.shop) nor a numeric App Store id"
+        )),
+        (false, Some(_)) => Err(format!(
+            "app_id belongs to a `{DEVICE}` list; this export writes contact information"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// An Android package name (two or more dot-separated names of letters, digits and `_`, each
+/// starting with a letter) or a numeric App Store id.
+fn valid_app_id(app: &str) -> bool {
+    if !app.is_empty() && app.chars().all(|c| c.is_ascii_digit()) {
+        return true;
+    }
+    let parts: Vec<&str> = app.split('.').collect();
+    parts.len() >= 2
+        && parts.iter().all(|p| {
+            p.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
 }
 
 impl SegmentExport {
@@ -79,6 +126,9 @@ impl SegmentExport {
             // The key table refuses `ids` and `fields` here: these write the id and `columns`.
             ExportFormat::Csv | ExportFormat::Parquet => Vec::new(),
         };
+        if format == ExportFormat::GoogleCustomerMatch {
+            google_key_types(&fields, spec.app_id.as_deref())?;
+        }
         let has_columns = !spec.columns.as_ref().is_none_or(|c| c.is_empty());
         if matches!(format, ExportFormat::Csv | ExportFormat::Parquet) && has_columns {
             if identities.is_none() {
@@ -125,6 +175,7 @@ impl SegmentExport {
             deltas: spec.deltas.unwrap_or(false),
             raw_allowed,
             country_code: spec.country_code.clone(),
+            app_id: spec.app_id.clone(),
         })
     }
 

@@ -515,6 +515,10 @@ pub struct ExportSpec {
     /// Country calling code given to phone numbers written without `+` or `00` (e.g. `"86"`).
     #[serde(default)]
     pub country_code: Option<String>,
+    /// google: the app a `Mobile Device ID` list belongs to (Android package name or the
+    /// numeric App Store id); such a list holds device ids only.
+    #[serde(default)]
+    pub app_id: Option<String>,
     /// Lines per file (default 1,000,000).
     #[serde(default)]
     pub max_rows_per_file: Option<usize>,

@@ -191,6 +191,53 @@ min_size = 1
 }
 
 #[test]
+fn google_lists_hold_one_key_type_and_device_ids_name_their_app() {
+    let tmp = tempfile::tempdir().unwrap();
+    let google = |fields: &str, app: &str| {
+        format!("[[export]]\nsegments = [\"all\"]\nformat = \"google_customer_match\"\nfields = {{ {fields} }}\n{app}\nmin_size = 1\n")
+    };
+    for (fields, app, expect) in [
+        (
+            "Email = \"email\", \"Mobile Device ID\" = \"gaid\"",
+            "app_id = \"com.example.shop\"",
+            "`Mobile Device ID` cannot share a list with Email",
+        ),
+        ("mobile_device_id = \"gaid\"", "", "say `app_id"),
+        (
+            "mobile_device_id = \"gaid\"",
+            "app_id = \"shop\"",
+            "app_id `shop` is neither",
+        ),
+        (
+            "Email = \"email\"",
+            "app_id = \"123456789\"",
+            "app_id belongs to a `Mobile Device ID` list",
+        ),
+    ] {
+        let job = formats_job(tmp.path(), &google(fields, app));
+        let res = bin().arg("check").arg(&job).output().unwrap();
+        let text = output_text(&res);
+        assert_eq!(res.status.code(), Some(78), "{fields} {app}: {text}");
+        assert!(text.contains(expect), "{fields} {app}: {text}");
+        assert!(text.contains("f.toml:"), "located: {text}");
+    }
+    // A list of device ids only, for one app: its own file, the app in the manifest.
+    let job = formats_job(
+        tmp.path(),
+        &google("mobile_device_id = \"gaid\"", "app_id = \"123456789\""),
+    );
+    let (_, run) = run_ok(&job);
+    let file =
+        std::fs::read_to_string(run.join("google_customer_match/all/target/all_part000.csv"))
+            .unwrap();
+    assert_eq!(
+        file,
+        "Mobile Device ID\n38400000-8cf0-11bd-b23e-10b96e40000d\n"
+    );
+    assert_eq!(manifest(&run)["exports"][0]["app_id"], "123456789");
+}
+
+#[test]
 fn tiktok_csv_and_its_minimum() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ids = String::from("user_id,email,phone,gaid\n");

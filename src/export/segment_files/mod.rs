@@ -90,6 +90,9 @@ pub struct SegmentExportReport {
     pub identities: Option<String>,
     /// Ids on more than one row of the identities table (each row's identifiers are written).
     pub identities_duplicate_ids: u64,
+    /// google: the app of a `Mobile Device ID` list (set it on the list when uploading).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
     /// Fields and their hashing.
     pub fields: Vec<FieldReport>,
     /// Compression.
@@ -175,6 +178,7 @@ pub async fn write(
         format: ex.format_name(),
         identities: ex.identities.clone(),
         identities_duplicate_ids: 0,
+        app_id: ex.app_id.clone(),
         fields: ex
             .fields
             .iter()
