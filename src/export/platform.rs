@@ -279,6 +279,20 @@ mod tests {
             for (form, g) in forms.iter().zip(&got) {
                 assert_eq!(g.as_deref(), Some(want), "{norm:?} of {form:?}");
             }
+            // Not a phone: dropped (and counted by the writer).
+            let invalid = [
+                "",
+                "n/a",
+                "123",
+                "+86",
+                "+1234567890123456789",
+                "phone: none",
+                "0",
+            ];
+            let got = normalised(norm, &invalid).await;
+            for (form, g) in invalid.iter().zip(&got) {
+                assert_eq!(g, &None, "{norm:?} of {form:?}");
+            }
         }
         // Another country's numbers keep their own code; a short national number gets ours;
         // text without digits is no phone.

@@ -104,12 +104,12 @@ impl SegmentExport {
                 })?;
                 let mut out = Vec::new();
                 for id in ids {
-                    let (norm, hash) = platforms::tencent_type(&id.ty, raw_allowed)?;
-                    if out.iter().any(|f: &platforms::Field| f.header == id.ty) {
-                        return Err(format!("id type `{}` is listed twice", id.ty));
+                    let (ty, norm, hash) = platforms::tencent_type(&id.ty, raw_allowed)?;
+                    if out.iter().any(|f: &platforms::Field| f.header == ty) {
+                        return Err(format!("id type `{ty}` is listed twice"));
                     }
                     out.push(platforms::Field {
-                        header: id.ty.clone(),
+                        header: ty,
                         column: id.column.clone(),
                         norm,
                         hash,

@@ -109,6 +109,7 @@ pub struct Field {
 }
 
 /// Tencent id types: (name, normalisation, hashing). Raw types need `hash = "none"`.
+/// `MD5_SHA256_*` is SHA-256 of the lower-case hex MD5 of the normalised id.
 const TENCENT: &[(&str, Norm, Hash)] = &[
     ("HASH_IMEI", Norm::Imei, Hash::Md5),
     ("HASH_IDFA", Norm::Idfa, Hash::Md5),
@@ -116,8 +117,12 @@ const TENCENT: &[(&str, Norm, Hash)] = &[
     ("HASH_MOBILE_PHONE", Norm::ChinaMobile, Hash::Md5),
     ("SHA256_MOBILE_PHONE", Norm::ChinaMobile, Hash::Sha256),
     ("HASH_OAID", Norm::Oaid, Hash::Md5),
-    ("SHA256_HASH_OAID", Norm::Oaid, Hash::Md5Sha256),
+    ("MD5_SHA256_IMEI", Norm::Imei, Hash::Md5Sha256),
+    ("MD5_SHA256_IDFA", Norm::Idfa, Hash::Md5Sha256),
+    ("MD5_SHA256_OAID", Norm::Oaid, Hash::Md5Sha256),
     ("WECHAT_OPENID", Norm::Openid, Hash::None),
+    ("WX_UNIONID", Norm::Openid, Hash::None),
+    ("CAID", Norm::Openid, Hash::None),
     ("MOBILE_QQ_OPENID", Norm::Openid, Hash::None),
     ("IMEI", Norm::Imei, Hash::None),
     ("IDFA", Norm::Idfa, Hash::None),
@@ -125,8 +130,19 @@ const TENCENT: &[(&str, Norm, Hash)] = &[
     ("MOBILE_PHONE", Norm::ChinaMobile, Hash::None),
 ];
 
-/// A Tencent id type by name.
-pub fn tencent_type(name: &str, hash_none: bool) -> Result<(Norm, Hash), String> {
+/// Names Tencent has since replaced: (old, current).
+const TENCENT_RENAMED: &[(&str, &str)] = &[("SHA256_HASH_OAID", "MD5_SHA256_OAID")];
+
+/// A Tencent id type by name: its current name, normalisation and hashing. An old name is
+/// taken with a warning naming the current one.
+pub fn tencent_type(name: &str, hash_none: bool) -> Result<(String, Norm, Hash), String> {
+    let name = match TENCENT_RENAMED.iter().find(|(old, _)| *old == name) {
+        Some((old, new)) => {
+            tracing::warn!("Tencent id type `{old}` is now called `{new}`: files are written as {new}; rename it in the job");
+            *new
+        }
+        None => name,
+    };
     let Some((_, norm, hash)) = TENCENT.iter().find(|(n, _, _)| *n == name) else {
         let names: Vec<&str> = TENCENT.iter().map(|t| t.0).collect();
         return Err(format!(
@@ -139,7 +155,7 @@ pub fn tencent_type(name: &str, hash_none: bool) -> Result<(Norm, Hash), String>
             "id type `{name}` writes raw identifiers; say `hash = \"none\"` to allow it, or use HASH_{name}"
         ));
     }
-    Ok((*norm, *hash))
+    Ok((name.to_string(), *norm, *hash))
 }
 
 /// Fields of a CSV platform: (key accepted in `fields`, header written, normalisation, hashed?).

@@ -191,6 +191,58 @@ min_size = 1
 }
 
 #[test]
+fn tencent_v3_id_types_and_a_renamed_type() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = formats_job(
+        tmp.path(),
+        r#"
+[[export]]
+segments = ["all"]
+format = "tencent_ads"
+ids = [{ type = "MD5_SHA256_IMEI", column = "imei" }, { type = "MD5_SHA256_IDFA", column = "idfa" }, { type = "SHA256_HASH_OAID", column = "oaid" }, { type = "WX_UNIONID", column = "email" }, { type = "CAID", column = "gaid" }]
+compress = "none"
+min_size = 1
+"#,
+    );
+    let (text, run) = run_ok(&job);
+    assert!(
+        text.contains("`SHA256_HASH_OAID` is now called `MD5_SHA256_OAID`"),
+        "{text}"
+    );
+    let read =
+        |p: &str| std::fs::read_to_string(run.join("tencent_ads/all/target").join(p)).unwrap();
+    // SHA-256 of the lower-case hex MD5, over Tencent's own examples.
+    assert_eq!(
+        read("all_md5_sha256_imei_part000.txt"),
+        format!("{}\n", sha(&md5("a000002c9060f7")))
+    );
+    assert_eq!(
+        read("all_md5_sha256_idfa_part000.txt"),
+        format!("{}\n", sha("2c010ed96aef2fc34983e1e7e9176b7e"))
+    );
+    assert_eq!(
+        read("all_md5_sha256_oaid_part000.txt"),
+        format!("{}\n", sha(&md5("1fa8b2c4-0000-4d1c-9a2b-aabbccddeeff")))
+    );
+    let types: Vec<String> = manifest(&run)["exports"][0]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "MD5_SHA256_IMEI",
+            "MD5_SHA256_IDFA",
+            "MD5_SHA256_OAID",
+            "WX_UNIONID",
+            "CAID"
+        ]
+    );
+}
+
+#[test]
 fn google_lists_hold_one_key_type_and_device_ids_name_their_app() {
     let tmp = tempfile::tempdir().unwrap();
     let google = |fields: &str, app: &str| {
