@@ -9,6 +9,7 @@ mod preview;
 mod run;
 mod sql;
 mod status;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -68,6 +69,10 @@ pub enum Command {
     /// List the recent runs of a job: date, run id, outcome, duration, segment sizes.
     #[command(after_help = "Example:\n  audiences status jobs/demo.toml --limit 10")]
     Status(status::StatusArgs),
+    /// Check a published run before uploading it: every file against the manifest (size,
+    /// SHA-256, rows) and its platform's format.
+    #[command(after_help = "Example:\n  audiences verify out/demo/2026-11-24")]
+    Verify(verify::VerifyArgs),
     /// Generate a deterministic demo dataset and run jobs/demo.toml on it.
     #[command(after_help = "Example:\n  audiences demo --users 100000 --dir data/demo")]
     Demo(demo::DemoArgs),
@@ -186,6 +191,7 @@ pub fn main() -> i32 {
             Command::Demo(a) => demo::execute(a).await,
             Command::Status(a) => status::execute(a).await,
             Command::Measure(a) => measure::execute(a).await,
+            Command::Verify(a) => verify::execute(a).await,
         }
     });
     match result {

@@ -6,6 +6,7 @@ pub mod manifest;
 pub mod order;
 pub mod platform;
 pub mod segment_files;
+pub mod verify;
 
 pub use crate::job::exports::{format_name, SegmentExport};
 

@@ -243,6 +243,87 @@ min_size = 1
 }
 
 #[test]
+fn verify_names_a_changed_byte_line_and_header() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = formats_job(
+        tmp.path(),
+        r#"
+[[export]]
+segments = ["all"]
+format = "tencent_ads"
+ids = [{ type = "HASH_IMEI", column = "imei" }]
+compress = "none"
+min_size = 1
+
+[[export]]
+segments = ["all"]
+format = "meta_custom_audience"
+fields = { email = "email", phone = "phone" }
+country_code = "86"
+min_size = 1
+"#,
+    );
+    let (_, run) = run_ok(&job);
+    let verify = |at: &std::path::Path| {
+        let res = bin().arg("verify").arg(at).output().unwrap();
+        (res.status.code(), output_text(&res))
+    };
+    // A good run, by its folder or by its date's pointer.
+    for at in [
+        run.clone(),
+        run.parent().unwrap().parent().unwrap().to_path_buf(),
+    ] {
+        let (code, text) = verify(&at);
+        assert_eq!(code, Some(0), "{text}");
+        assert!(text.contains("ok: every file matches"), "{text}");
+    }
+    let tencent = run.join("tencent_ads/all/target/all_hash_imei_part000.txt");
+    let meta = run.join("meta_custom_audience/all/target/all_part000.csv");
+    let good_tencent = std::fs::read_to_string(&tencent).unwrap();
+    let good_meta = std::fs::read_to_string(&meta).unwrap();
+    let cases: [(&std::path::Path, String, &[&str]); 3] = [
+        (
+            &tencent,
+            good_tencent.replacen('f', "z", 1),
+            &[
+                "all_hash_imei_part000.txt: SHA-256 differs",
+                "line 1: `HASH_IMEI` is not a md5 hash",
+            ],
+        ),
+        (
+            &meta,
+            good_meta.replacen(&sha("test.email@gmail.com"), "test.email@gmail.com", 1),
+            &[
+                "all_part000.csv: SHA-256 differs",
+                "line 2: `email` is not a sha256 hash",
+            ],
+        ),
+        (
+            &meta,
+            good_meta.replacen("email,phone", "Email,phone", 1),
+            &["header `Email` is not one of the export's fields"],
+        ),
+    ];
+    for (file, changed, expect) in cases {
+        std::fs::write(file, &changed).unwrap();
+        let (code, text) = verify(&run);
+        assert_eq!(code, Some(65), "{text}");
+        for e in expect {
+            assert!(text.contains(e), "expected {e:?} in {text}");
+        }
+        std::fs::write(&tencent, &good_tencent).unwrap();
+        std::fs::write(&meta, &good_meta).unwrap();
+    }
+    std::fs::remove_file(&tencent).unwrap();
+    let (code, text) = verify(&run);
+    assert_eq!(code, Some(65), "{text}");
+    assert!(
+        text.contains("listed in the manifest but missing"),
+        "{text}"
+    );
+}
+
+#[test]
 fn google_lists_hold_one_key_type_and_device_ids_name_their_app() {
     let tmp = tempfile::tempdir().unwrap();
     let google = |fields: &str, app: &str| {
