@@ -155,11 +155,9 @@ async fn check_export(dir: &Location, ex: &Value, out: &mut Verified) -> Result<
             )
         })
         .collect();
-    let cap = match format {
-        "tencent_ads" => Some(100 * 1024 * 1024),
-        "tiktok_custom_audience" => Some(1024 * 1024 * 1024 - 1),
-        _ => None,
-    };
+    let cap = serde_json::from_value::<crate::job::ExportFormat>(ex["format"].clone())
+        .ok()
+        .and_then(super::platform::platform_max_bytes);
     for seg in ex["segments"].as_array().into_iter().flatten() {
         // Lines of each group (target, control), to find any in both.
         let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
