@@ -20,6 +20,8 @@ pub struct SegmentExport {
     pub columns: Vec<String>,
     /// Lines per file.
     pub max_rows_per_file: usize,
+    /// Bytes per file: the export's `max_bytes_per_file`, else the platform's cap.
+    pub max_bytes_per_file: Option<u64>,
     /// Compression.
     pub compress: platforms::Compress,
     /// Smallest target group exported.
@@ -157,6 +159,17 @@ impl SegmentExport {
         if !fields.is_empty() && identities.is_none() {
             return Err("name the table holding the identifiers: `identities = \"users\"` here or under [publish]".into());
         }
+        let cap = platforms::platform_max_bytes(format);
+        let max_bytes_per_file = match (spec.max_bytes_per_file, cap) {
+            (Some(0), _) => return Err("max_bytes_per_file must be at least 1".into()),
+            (Some(b), Some(c)) if b > c => {
+                return Err(format!(
+                    "max_bytes_per_file = {b} is over the platform's cap of {c} bytes"
+                ))
+            }
+            (Some(b), _) => Some(b),
+            (None, c) => c,
+        };
         let max_rows_per_file = spec.max_rows_per_file.unwrap_or(1_000_000);
         if max_rows_per_file == 0 {
             return Err("max_rows_per_file must be at least 1".into());
@@ -169,6 +182,7 @@ impl SegmentExport {
             fields,
             columns: spec.columns.clone().unwrap_or_default(),
             max_rows_per_file,
+            max_bytes_per_file,
             compress,
             min_size: spec.min_size.unwrap_or(1000) as u64,
             required: spec.required.unwrap_or(false),

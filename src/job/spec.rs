@@ -522,6 +522,10 @@ pub struct ExportSpec {
     /// Lines per file (default 1,000,000).
     #[serde(default)]
     pub max_rows_per_file: Option<usize>,
+    /// Bytes per file (default and upper bound: the platform's cap, where it has one); a file
+    /// set is split into parts within it.
+    #[serde(default)]
+    pub max_bytes_per_file: Option<u64>,
     /// `none`, `gzip` or `zip` (tencent_ads default `zip`, others `none`).
     #[serde(default)]
     pub compress: Option<String>,

@@ -324,6 +324,54 @@ min_size = 1
 }
 
 #[test]
+fn a_byte_cap_splits_file_sets_into_parts_within_it() {
+    let mut ids = String::from("user_id,imei,phone\n");
+    for i in 0..100 {
+        ids.push_str(&format!("u{i:03},8600000000{i:05},1380013{i:04}\n"));
+    }
+    let dir = JobDir::new(
+        "name = \"cap\"\n[sources]\nids = { url = \"../in/ids.csv\", format = \"csv\", schema = \"user_id string, imei string, phone string\" }\n[[segment]]\nname = \"all\"\nquery = \"SELECT user_id FROM ids\"\n[publish]\nidentities = \"ids\"\n[[export]]\nsegments = [\"all\"]\nformat = \"tencent_ads\"\nids = [{ type = \"HASH_IMEI\", column = \"imei\" }]\nmax_bytes_per_file = 1500\nmin_size = 1\n[[export]]\nsegments = [\"all\"]\nformat = \"meta_custom_audience\"\nfields = { phone = \"phone\" }\ncountry_code = \"86\"\nmax_bytes_per_file = 700\nmin_size = 1\n",
+    )
+    .file("in/ids.csv", &ids);
+    let run = dir.run("run", &[]).published("undated");
+    let m = manifest(&run);
+    for (ex, cap, per_part) in [(0, 1500, 14), (1, 700, 10)] {
+        let export = &m["exports"][ex];
+        assert_eq!(export["max_bytes_per_file"], cap);
+        let set = &export["segments"][0]["file_sets"][0];
+        let files = set["files"].as_array().unwrap();
+        // Tencent: 33-byte lines in zips (1,024 bytes kept for the archive's headers); Meta:
+        // 65-byte lines under a 6-byte header.
+        let rows: Vec<u64> = files.iter().map(|f| f["rows"].as_u64().unwrap()).collect();
+        assert!(rows.iter().all(|r| *r <= per_part), "{rows:?}");
+        assert_eq!(rows.iter().sum::<u64>(), 100, "{rows:?}");
+        assert!(files.len() >= 100 / per_part as usize, "{rows:?}");
+        for f in files {
+            let bytes = std::fs::metadata(run.join(f["path"].as_str().unwrap()))
+                .unwrap()
+                .len();
+            assert!(bytes <= cap, "{f}");
+        }
+    }
+    let res = bin().arg("verify").arg(&run).output().unwrap();
+    assert_eq!(res.status.code(), Some(0), "{}", output_text(&res));
+    // Above the platform's own cap: refused.
+    let text = std::fs::read_to_string(dir.job()).unwrap().replace(
+        "max_bytes_per_file = 1500",
+        "max_bytes_per_file = 200000000",
+    );
+    write(&dir.job(), &text);
+    let ran = dir.run("check", &[]);
+    assert_eq!(ran.code(), Some(78), "{}", ran.text());
+    assert!(
+        ran.text()
+            .contains("over the platform's cap of 104857600 bytes"),
+        "{}",
+        ran.text()
+    );
+}
+
+#[test]
 fn google_lists_hold_one_key_type_and_device_ids_name_their_app() {
     let tmp = tempfile::tempdir().unwrap();
     let google = |fields: &str, app: &str| {

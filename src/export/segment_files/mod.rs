@@ -99,6 +99,9 @@ pub struct SegmentExportReport {
     pub compress: &'static str,
     /// Lines per file.
     pub max_rows_per_file: usize,
+    /// Bytes per file (the export's `max_bytes_per_file`, else the platform's cap).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bytes_per_file: Option<u64>,
     /// Smallest target group exported.
     pub min_size: u64,
     /// The run the deltas are against (`None` without deltas or without a previous run).
@@ -190,6 +193,7 @@ pub async fn write(
             .collect(),
         compress: ex.compress.name(),
         max_rows_per_file: ex.max_rows_per_file,
+        max_bytes_per_file: ex.max_bytes_per_file,
         min_size: ex.min_size,
         deltas_against: if deltas {
             previous.map(str::to_string)
@@ -309,7 +313,7 @@ async fn write_line_sets(
     } else {
         "csv"
     };
-    let max_bytes = platform::platform_max_bytes(ex.format);
+    let max_bytes = ex.max_bytes_per_file;
     let mut current: Option<(FileSetKey, PartWriter)> = None;
     let finish = |entries: &mut BTreeMap<String, SegmentEntry>,
                   key: FileSetKey,
