@@ -267,8 +267,12 @@ fn every_command_ends_quietly_when_its_reader_has_gone() {
         "name = \"p\"\n[sources]\npeople = { url = \"../in/people.csv\", format = \"csv\" }\n[[step]]\nname = \"n\"\nquery = \"SELECT COUNT(*) AS n FROM people\"\n[[export]]\ntable = \"n\"\nto = \"n.csv\"\n",
     );
     let job = job.to_str().unwrap();
-    let commands: [&[&str]; 6] = [
+    // `run` publishes first: `verify` then reads that publication.
+    let dated = tmp.path().join("out/p/undated");
+    let dated = dated.to_str().unwrap();
+    let commands: [&[&str]; 7] = [
         &["run", job],
+        &["verify", dated],
         &["status", job],
         &["check", job],
         &["preview", job, "--step", "n"],
