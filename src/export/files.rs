@@ -92,9 +92,7 @@ impl PartWriter {
     /// Appends lines (each ending in `\n`) given as one buffer and the end offset of each line.
     /// A part ends at `max_rows` lines, or before the line that would take it over the byte cap.
     pub async fn push(&mut self, bytes: &[u8], ends: &[usize]) -> Result<()> {
-        let Some(limit) = self.text_limit() else {
-            return self.push_rows(bytes, ends).await;
-        };
+        let limit = self.text_limit().unwrap_or(usize::MAX);
         let mut start = 0usize;
         for &end in ends {
             if self.rows_in_buf > 0 && self.buf.len() + (end - start) > limit {
@@ -108,30 +106,6 @@ impl PartWriter {
             self.buf.extend_from_slice(&bytes[start..end]);
             self.rows_in_buf += 1;
             start = end;
-            if self.rows_in_buf == self.max_rows {
-                self.flush_part().await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// `push` without a byte cap: whole runs of lines at a time.
-    async fn push_rows(&mut self, bytes: &[u8], ends: &[usize]) -> Result<()> {
-        let mut start = 0usize;
-        let mut i = 0usize;
-        while i < ends.len() {
-            let room = self.max_rows - self.rows_in_buf;
-            let take = room.min(ends.len() - i);
-            let end = ends[i + take - 1];
-            if self.rows_in_buf == 0 && self.buf.is_empty() {
-                if let Some(h) = &self.header {
-                    self.buf.extend_from_slice(h);
-                }
-            }
-            self.buf.extend_from_slice(&bytes[start..end]);
-            self.rows_in_buf += take;
-            start = end;
-            i += take;
             if self.rows_in_buf == self.max_rows {
                 self.flush_part().await?;
             }

@@ -261,6 +261,11 @@ format = "meta_custom_audience"
 fields = { email = "email", phone = "phone" }
 country_code = "86"
 min_size = 1
+
+[[export]]
+segments = ["all"]
+format = "parquet"
+min_size = 1
 "#,
     );
     let (_, run) = run_ok(&job);
@@ -281,7 +286,7 @@ min_size = 1
     let meta = run.join("meta_custom_audience/all/target/all_part000.csv");
     let good_tencent = std::fs::read_to_string(&tencent).unwrap();
     let good_meta = std::fs::read_to_string(&meta).unwrap();
-    let cases: [(&std::path::Path, String, &[&str]); 3] = [
+    let cases: [(&std::path::Path, String, &[&str]); 4] = [
         (
             &tencent,
             good_tencent.replacen('f', "z", 1),
@@ -303,6 +308,7 @@ min_size = 1
             good_meta.replacen("email,phone", "Email,phone", 1),
             &["header `Email` is not one of the export's fields"],
         ),
+        (&meta, String::new(), &["all_part000.csv: empty file"]),
     ];
     for (file, changed, expect) in cases {
         std::fs::write(file, &changed).unwrap();
@@ -323,16 +329,51 @@ min_size = 1
     );
 }
 
-#[test]
-fn a_byte_cap_splits_file_sets_into_parts_within_it() {
+/// A job over 100 users, each with an IMEI and a phone, all in one segment `all`, with `rest`
+/// (the `[publish]` table's other keys, then the exports).
+fn hundred_users(rest: &str) -> JobDir {
     let mut ids = String::from("user_id,imei,phone\n");
     for i in 0..100 {
         ids.push_str(&format!("u{i:03},8600000000{i:05},1380013{i:04}\n"));
     }
-    let dir = JobDir::new(
-        "name = \"cap\"\n[sources]\nids = { url = \"../in/ids.csv\", format = \"csv\", schema = \"user_id string, imei string, phone string\" }\n[[segment]]\nname = \"all\"\nquery = \"SELECT user_id FROM ids\"\n[publish]\nidentities = \"ids\"\n[[export]]\nsegments = [\"all\"]\nformat = \"tencent_ads\"\nids = [{ type = \"HASH_IMEI\", column = \"imei\" }]\nmax_bytes_per_file = 1500\nmin_size = 1\n[[export]]\nsegments = [\"all\"]\nformat = \"meta_custom_audience\"\nfields = { phone = \"phone\" }\ncountry_code = \"86\"\nmax_bytes_per_file = 700\nmin_size = 1\n",
-    )
-    .file("in/ids.csv", &ids);
+    JobDir::new(&format!(
+        "name = \"cap\"\n[sources]\nids = {{ url = \"../in/ids.csv\", format = \"csv\", schema = \"user_id string, imei string, phone string\" }}\n[[segment]]\nname = \"all\"\nquery = \"SELECT user_id FROM ids\"\n[publish]\nidentities = \"ids\"\n{rest}"
+    ))
+    .file("in/ids.csv", &ids)
+}
+
+#[test]
+fn verify_names_a_line_in_target_and_control_and_a_part_over_its_cap() {
+    let dir = hundred_users("holdout = \"30%\"\n[[export]]\nsegments = [\"all\"]\nformat = \"tencent_ads\"\nids = [{ type = \"HASH_IMEI\", column = \"imei\" }]\ncompress = \"none\"\nmax_bytes_per_file = 2000\nmin_size = 1\n");
+    let run = dir.run("run", &[]).published("undated");
+    let verify = || {
+        let res = bin().arg("verify").arg(&run).output().unwrap();
+        (res.status.code(), output_text(&res))
+    };
+    assert_eq!(verify().0, Some(0), "{}", verify().1);
+    let target = run.join("tencent_ads/all/target/all_hash_imei_part000.txt");
+    let control = run.join("tencent_ads/all/control/all_hash_imei_part000.txt");
+    let (t, c) = (
+        std::fs::read_to_string(&target).unwrap(),
+        std::fs::read_to_string(&control).unwrap(),
+    );
+    std::fs::write(&control, format!("{c}{}\n", t.lines().next().unwrap())).unwrap();
+    let (code, text) = verify();
+    assert_eq!(code, Some(65), "{text}");
+    assert!(
+        text.contains("tencent_ads/all: 1 lines in both the target and the control files"),
+        "{text}"
+    );
+    std::fs::write(&control, &c).unwrap();
+    std::fs::write(&target, t.repeat(3)).unwrap();
+    let (code, text) = verify();
+    assert_eq!(code, Some(65), "{text}");
+    assert!(text.contains("bytes, over the cap of 2000"), "{text}");
+}
+
+#[test]
+fn a_byte_cap_splits_file_sets_into_parts_within_it() {
+    let dir = hundred_users("[[export]]\nsegments = [\"all\"]\nformat = \"tencent_ads\"\nids = [{ type = \"HASH_IMEI\", column = \"imei\" }]\nmax_bytes_per_file = 1500\nmin_size = 1\n[[export]]\nsegments = [\"all\"]\nformat = \"meta_custom_audience\"\nfields = { phone = \"phone\" }\ncountry_code = \"86\"\nmax_bytes_per_file = 700\nmin_size = 1\n");
     let run = dir.run("run", &[]).published("undated");
     let m = manifest(&run);
     for (ex, cap, per_part) in [(0, 1500, 14), (1, 700, 10)] {
