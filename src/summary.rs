@@ -143,6 +143,20 @@ pub fn render(r: &RunReport) -> String {
             "export {:<22} {exported} segments, {rows} target rows in {files} files, {dropped} rows without a valid id  -> {}/",
             e.format, e.to
         );
+        if let Some(r) = &e.refresh {
+            let what = match r.mode {
+                "replace" => "the whole list, to replace the platform's".to_string(),
+                _ => format!(
+                    "adds and removes against run {}",
+                    e.deltas_against.as_deref().unwrap_or("-")
+                ),
+            };
+            let _ = writeln!(s, "  sends {what}; the whole list again on {}", r.next_full);
+        }
+        let withheld: u64 = e.segments.iter().map(|s| s.consent_withheld).sum();
+        if withheld > 0 {
+            let _ = writeln!(s, "  {withheld} rows left out without consent");
+        }
     }
     if !r.gates.is_empty() {
         let _ = writeln!(

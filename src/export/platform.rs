@@ -15,7 +15,7 @@ use md5::Md5;
 use sha2::{Digest, Sha256};
 
 pub use crate::job::platforms::{
-    csv_fields, platform_max_bytes, platform_min_rows, tencent_type, Field, Hash, Norm,
+    csv_fields, platform_floor, platform_max_bytes, tencent_type, Field, Hash, Norm,
 };
 
 impl Hash {

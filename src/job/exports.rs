@@ -36,25 +36,109 @@ pub struct SegmentExport {
     pub country_code: Option<String>,
     /// google: the app of a `Mobile Device ID` list.
     pub app_id: Option<String>,
+    /// With `deltas`: days between runs that send the whole target list as a replacing set.
+    pub full_every_days: u32,
+    /// Hold back file sets below the platform's documented minimum of valid rows.
+    pub platform_floor: bool,
+    /// google: consent signals of the upload.
+    pub consent: Vec<Consent>,
 }
 
+/// A consent signal of a Google export. Google takes consent per upload, not per row, so the
+/// files hold only people with consent and the manifest says the signal to set on the upload.
+#[derive(Debug, Clone)]
+pub struct Consent {
+    /// The signal (`ad_user_data` or `ad_personalization`).
+    pub header: String,
+    /// Its value for every row.
+    pub value: ConsentValue,
+}
+
+/// Where a consent signal comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsentValue {
+    /// `GRANTED` or `UNSPECIFIED` for every row.
+    Fixed(String),
+    /// A column of the identities table, read per row: rows not granted are left out.
+    Column(String),
+}
+
+/// Google's consent signals, as the EU user consent policy names them.
+const CONSENT_SIGNALS: &[&str] = &["ad_user_data", "ad_personalization"];
+
+fn consent(
+    format: ExportFormat,
+    spec: Option<&std::collections::BTreeMap<String, super::spec::ConsentSpec>>,
+) -> Result<Vec<Consent>, String> {
+    let Some(map) = spec else {
+        return Ok(Vec::new());
+    };
+    if format != ExportFormat::GoogleCustomerMatch {
+        return Err("`consent` is written in Google Customer Match files only".into());
+    }
+    let mut out = Vec::new();
+    for signal in CONSENT_SIGNALS {
+        let Some(v) = map.get(*signal) else { continue };
+        let value = match v {
+            super::spec::ConsentSpec::Fixed(s) => {
+                let up = s.trim().to_ascii_uppercase();
+                if up == "DENIED" {
+                    return Err(format!("consent `{signal}` = \"DENIED\": Google rejects Customer Match uploads without consent; leave such people out of the export (or read consent per row: {{ column = \"...\" }})"));
+                }
+                if up != "GRANTED" && up != "UNSPECIFIED" {
+                    return Err(format!("consent `{signal}` = \"{s}\" must be \"GRANTED\", \"UNSPECIFIED\" or {{ column = \"...\" }}"));
+                }
+                ConsentValue::Fixed(up)
+            }
+            super::spec::ConsentSpec::Column(c) => ConsentValue::Column(c.column.clone()),
+        };
+        out.push(Consent {
+            header: signal.to_string(),
+            value,
+        });
+    }
+    if let Some(k) = map.keys().find(|k| !CONSENT_SIGNALS.contains(&k.as_str())) {
+        return Err(format!(
+            "consent signal `{k}` is not one of: {}",
+            CONSENT_SIGNALS.join(", ")
+        ));
+    }
+    Ok(out)
+}
+
+/// `"30 days"`, `"N days"`, `"every N days"`, `"daily"` or `"weekly"`, in days.
+fn full_every(text: Option<&str>) -> Result<u32, String> {
+    let Some(text) = text else {
+        return Ok(DEFAULT_FULL_EVERY_DAYS);
+    };
+    let t = text.trim().to_ascii_lowercase();
+    let n = match t.as_str() {
+        "daily" => Some(1),
+        "weekly" => Some(7),
+        _ => t
+            .strip_prefix("every ")
+            .unwrap_or(&t)
+            .strip_suffix(" days")
+            .or_else(|| t.strip_suffix(" day"))
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .filter(|n| *n >= 1),
+    };
+    n.ok_or_else(|| {
+        format!("full_every = \"{text}\" must be \"N days\" (N ≥ 1), \"daily\" or \"weekly\"")
+    })
+}
+
+/// Days between full sends of a list fed with deltas: well inside Tencent's refresh window and
+/// Google's 540-day membership limit.
+pub const DEFAULT_FULL_EVERY_DAYS: u32 = 30;
+
 /// Google Customer Match takes one key type per list: contact information (email, phone,
-/// name and address) or mobile device ids, the latter for one app, named by `app_id` (an
-/// Android package name or a numeric App Store id).
+/// name and address) or mobile device ids. An export naming both writes them as two file sets
+/// of each segment; device ids belong to one app, named by `app_id` (an Android package name
+/// or a numeric App Store id).
 fn google_key_types(fields: &[platforms::Field], app_id: Option<&str>) -> Result<(), String> {
     const DEVICE: &str = "Mobile Device ID";
     let device = fields.iter().any(|f| f.header == DEVICE);
-    if device && fields.len() > 1 {
-        let others: Vec<&str> = fields
-            .iter()
-            .filter(|f| f.header != DEVICE)
-            .map(|f| f.header.as_str())
-            .collect();
-        return Err(format!(
-            "Google Customer Match takes one key type per list: `{DEVICE}` cannot share a list with {}; write device ids in an export of their own (fields = {{ mobile_device_id = \"...\" }} with app_id) and contact information in another",
-            others.join(", ")
-        ));
-    }
     match (device, app_id) {
         (true, None) => Err(format!(
             "a `{DEVICE}` list belongs to one app: say `app_id = \"com.example.shop\"` (Android package name) or `app_id = \"123456789\"` (App Store id)"
@@ -110,11 +194,17 @@ impl SegmentExport {
                     if out.iter().any(|f: &platforms::Field| f.header == ty) {
                         return Err(format!("id type `{ty}` is listed twice"));
                     }
+                    match (ty.as_str(), &id.app_column) {
+                        ("WECHAT_OPENID", None) => return Err("WECHAT_OPENID files belong to one official account or mini-program each: say which column holds each openid's app, e.g. `{ type = \"WECHAT_OPENID\", column = \"openid\", app_column = \"open_app_id\" }`".into()),
+                        ("WECHAT_OPENID", Some(_)) | (_, None) => {}
+                        (_, Some(_)) => return Err(format!("`app_column` belongs to WECHAT_OPENID, not `{ty}`")),
+                    }
                     out.push(platforms::Field {
                         header: ty,
                         column: id.column.clone(),
                         norm,
                         hash,
+                        app_column: id.app_column.clone(),
                     });
                 }
                 out
@@ -130,6 +220,16 @@ impl SegmentExport {
         };
         if format == ExportFormat::GoogleCustomerMatch {
             google_key_types(&fields, spec.app_id.as_deref())?;
+        }
+        let consent = consent(format, spec.consent.as_ref())?;
+        let full_every_days = full_every(spec.full_every.as_deref())?;
+        if spec.full_every.is_some() && spec.deltas != Some(true) {
+            return Err(
+                "`full_every` paces the full sends of an export with `deltas = true`".into(),
+            );
+        }
+        if spec.platform_floor == Some(true) && platforms::platform_floor(format).is_none() {
+            return Err("`platform_floor` applies to the ad-platform formats".into());
         }
         let has_columns = !spec.columns.as_ref().is_none_or(|c| c.is_empty());
         if matches!(format, ExportFormat::Csv | ExportFormat::Parquet) && has_columns {
@@ -190,6 +290,9 @@ impl SegmentExport {
             raw_allowed,
             country_code: spec.country_code.clone(),
             app_id: spec.app_id.clone(),
+            full_every_days,
+            platform_floor: spec.platform_floor.unwrap_or(false),
+            consent,
         })
     }
 

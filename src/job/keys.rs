@@ -83,6 +83,13 @@ const CSV_PLATFORMS: &[&str] = &[
     "tiktok_custom_audience",
 ];
 
+const AD_PLATFORMS: &[&str] = &[
+    "tencent_ads",
+    "meta_custom_audience",
+    "google_customer_match",
+    "tiktok_custom_audience",
+];
+
 /// Every key of an `[[export]]` and the export kinds it applies to.
 pub const EXPORT_KEYS: &[(&str, &[&str])] = &[
     ("table", &["table"]),
@@ -103,6 +110,9 @@ pub const EXPORT_KEYS: &[(&str, &[&str])] = &[
     ("min_size", SEGMENTS),
     ("required", SEGMENTS),
     ("deltas", SEGMENTS),
+    ("full_every", SEGMENTS),
+    ("platform_floor", AD_PLATFORMS),
+    ("consent", &["google_customer_match"]),
 ];
 
 /// The kinds `key` applies to in `table`, if it is a key of the table.
@@ -170,7 +180,9 @@ mod tests {
             "max_rows_per_file" | "min_size" => "10",
             "max_bytes_per_file" => "4096",
             "compress" => "\"gzip\"",
-            "required" | "deltas" => "true",
+            "required" | "deltas" | "platform_floor" => "true",
+            "full_every" => "\"30 days\"",
+            "consent" => "{ ad_user_data = \"GRANTED\" }",
             "columns" | "order_by" => "[\"a\"]",
             _ => "\"t\"",
         }

@@ -106,6 +106,8 @@ pub struct Field {
     pub norm: Norm,
     /// Hashing of the normalised value.
     pub hash: Hash,
+    /// Tencent `WECHAT_OPENID`: the column naming the app (`open_app_id`) of each openid.
+    pub app_column: Option<String>,
 }
 
 /// Tencent id types: (name, normalisation, hashing). Raw types need `hash = "none"`.
@@ -254,6 +256,7 @@ pub fn csv_fields(
             column,
             norm: *norm,
             hash: h,
+            app_column: None,
         });
     }
     if out.is_empty() {
@@ -262,11 +265,32 @@ pub fn csv_fields(
     Ok(out)
 }
 
-/// The smallest number of rows the platform accepts in one upload.
-pub fn platform_min_rows(format: ExportFormat) -> u64 {
+/// The smallest number of valid rows a file set needs for the platform to use the list (the
+/// opt-in `platform_floor`), with the rule's source. Where the platform states a floor of
+/// matched people, valid rows are the upper bound the engine can check.
+pub fn platform_floor(format: ExportFormat) -> Option<(u64, &'static str)> {
     match format {
-        ExportFormat::TiktokCustomAudience => 1000,
-        _ => 0,
+        // "Your audience must contain at least 100 people" to be used for ads or a lookalike.
+        ExportFormat::MetaCustomAudience => Some((
+            100,
+            "Meta: a customer-list audience needs at least 100 matched people",
+        )),
+        // The list serves once it has at least 100 active members (Search, Gmail, YouTube).
+        ExportFormat::GoogleCustomerMatch => Some((
+            100,
+            "Google Customer Match: a list needs at least 100 active members to serve",
+        )),
+        // Customer files need at least 1,000 rows and 1,000 matched users.
+        ExportFormat::TiktokCustomAudience => Some((
+            1000,
+            "TikTok: a customer file needs at least 1,000 rows (and 1,000 matched users)",
+        )),
+        // A lookalike (拓展人群) seed package needs at least 2,000 users after matching.
+        ExportFormat::TencentAds => Some((
+            2000,
+            "Tencent Ads: a lookalike seed audience needs at least 2,000 users",
+        )),
+        _ => None,
     }
 }
 

@@ -480,6 +480,29 @@ pub struct IdSpec {
     pub ty: String,
     /// Column of the identities table.
     pub column: String,
+    /// WECHAT_OPENID: the identities column naming the official account or mini-program
+    /// (`open_app_id`) each openid belongs to; each app gets its own file set.
+    #[serde(default)]
+    pub app_column: Option<String>,
+}
+
+/// A consent signal: one value for the upload, or a column of the identities table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ConsentSpec {
+    /// `GRANTED` or `UNSPECIFIED` for the whole upload.
+    Fixed(String),
+    /// Read per row from a column of the identities table.
+    Column(ConsentColumn),
+}
+
+/// `{ column = "c" }`: a consent signal read per row (granted / denied, true / false, 1 / 0,
+/// yes / no; anything else is written as `UNSPECIFIED`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentColumn {
+    /// The identities column.
+    pub column: String,
 }
 
 /// One `[[export]]` entry.
@@ -538,6 +561,19 @@ pub struct ExportSpec {
     /// Also write `adds` and `removes` against the previous published run (default false).
     #[serde(default)]
     pub deltas: Option<bool>,
+    /// With `deltas`: how often the whole target list is sent again as a replacing set
+    /// (default "30 days"), so a list fed with adds and removes never silently expires.
+    #[serde(default)]
+    pub full_every: Option<String>,
+    /// Hold back (or, with `required`, fail on) file sets below the platform's documented
+    /// minimum of valid rows (default false).
+    #[serde(default)]
+    pub platform_floor: Option<bool>,
+    /// google: consent signals of the upload (`ad_user_data`, `ad_personalization`), each a
+    /// fixed `GRANTED` / `UNSPECIFIED` or `{ column = "c" }` of the identities table (rows not
+    /// granted are left out).
+    #[serde(default)]
+    pub consent: Option<BTreeMap<String, ConsentSpec>>,
     /// File format; inferred from the extension of `to` when absent.
     #[serde(default)]
     pub format: Option<ExportFormat>,

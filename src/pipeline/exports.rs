@@ -36,6 +36,11 @@ pub async fn segment_files(
     warnings: &mut Vec<String>,
 ) -> Result<Vec<SegmentExportReport>> {
     let previous = register_previous_segments(job, prepared, run).await?;
+    let last_full = match &previous {
+        Some(_) => last_full_sends(prepared, run).await,
+        None => BTreeMap::new(),
+    };
+    let today = prepared.plan.day();
     let mut out = Vec::new();
     // Ids on more than one identities row, counted once per identities table.
     let mut duplicated: BTreeMap<String, u64> = BTreeMap::new();
@@ -64,6 +69,10 @@ pub async fn segment_files(
             segs,
             &run.dir,
             previous.as_deref(),
+            segment_files::SendDates {
+                today,
+                last_full: last_full.get(to.trim_matches('/')).copied(),
+            },
             warnings,
         )
         .await?;
@@ -75,6 +84,37 @@ pub async fn segment_files(
         out.push(r);
     }
     Ok(out)
+}
+
+/// The date each export (by destination) last sent its whole list, from the previous published
+/// run's manifest. A manifest that cannot be read gives none: every export then sends in full,
+/// which is always safe.
+async fn last_full_sends(
+    prepared: &mut Prepared,
+    run: &RunFolder,
+) -> BTreeMap<String, chrono::NaiveDate> {
+    let mut out = BTreeMap::new();
+    let Ok(Some(ptr)) = prepared.plan.previous_run().await else {
+        return out;
+    };
+    let Ok(loc) = run.root.child(&format!("{}/manifest.json", ptr.run)) else {
+        return out;
+    };
+    let Ok(bytes) = crate::storage::read_bytes(&loc).await else {
+        return out;
+    };
+    let Ok(m) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return out;
+    };
+    for ex in m["exports"].as_array().into_iter().flatten() {
+        let date = ex["refresh"]["last_full"]
+            .as_str()
+            .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+        if let (Some(to), Some(d)) = (ex["to"].as_str(), date) {
+            out.insert(to.to_string(), d);
+        }
+    }
+    out
 }
 
 /// Ids of `table` that are on more than one row.

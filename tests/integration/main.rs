@@ -16,6 +16,7 @@ mod lookalike;
 mod ltv;
 mod measure;
 mod nightly;
+mod platforms;
 mod publication;
 mod quality;
 mod reference;

@@ -124,6 +124,68 @@ fn deltas_retention_and_idempotent_reruns() {
 }
 
 #[test]
+fn deltas_send_the_whole_list_again_every_full_every_days() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = growing_job(tmp.path(), 100, "");
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("deltas = true", "deltas = true\nfull_every = \"3 days\"");
+    write(&job, &text);
+    let out = tmp.path().join("out");
+    // (date, whole list sent?, the last full send afterwards)
+    for (date, full, last) in [
+        ("2026-11-01", true, "2026-11-01"),
+        ("2026-11-02", false, "2026-11-01"),
+        ("2026-11-03", false, "2026-11-01"),
+        ("2026-11-04", true, "2026-11-04"),
+        ("2026-11-06", false, "2026-11-04"),
+    ] {
+        let res = run_date(&job, &out, date, &[]);
+        assert!(res.status.success(), "{date}: {}", output_text(&res));
+        let run = published_at(&out, date);
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
+        let ex = &m["exports"][0];
+        assert_eq!(
+            ex["refresh"]["mode"],
+            if full { "replace" } else { "delta" },
+            "{date}"
+        );
+        assert_eq!(ex["refresh"]["last_full"], last, "{date}");
+        let sets = ex["segments"][0]["file_sets"].as_array().unwrap();
+        let ops: Vec<(&str, &str)> = sets
+            .iter()
+            .map(|s| {
+                (
+                    s["part"].as_str().unwrap(),
+                    s["operation"].as_str().unwrap_or("-"),
+                )
+            })
+            .collect();
+        let day = date[8..].parse::<usize>().unwrap();
+        if full {
+            // The whole target list, to replace the platform's; no adds or removes beside it.
+            assert_eq!(ops, [("target", "replace")], "{date}");
+            assert!(!run.join("tencent_ads/day/adds").exists());
+        } else {
+            // Adds as Tencent's APPEND; the target list is kept for reference only.
+            assert_eq!(ops, [("adds", "APPEND"), ("target", "-")], "{date}");
+            let prev = if day == 6 { 4 } else { day - 1 };
+            assert_eq!(
+                lines(&run.join("tencent_ads/day/adds/day_hash_imei_part000.txt")),
+                (10 * prev..10 * day).map(md5_imei).collect::<Vec<_>>(),
+                "{date}"
+            );
+        }
+    }
+    // A bad cadence is a job error naming it.
+    write(&job, &text.replace("\"3 days\"", "\"sometimes\""));
+    let res = bin().arg("check").arg(&job).output().unwrap();
+    assert_eq!(res.status.code(), Some(78));
+    assert!(output_text(&res).contains("full_every = \"sometimes\""));
+}
+
+#[test]
 fn a_killed_run_leaves_the_last_publication_intact_and_the_next_run_succeeds() {
     let tmp = tempfile::tempdir().unwrap();
     // Five rows per file: thousands of files, so the export takes long enough to be killed in.

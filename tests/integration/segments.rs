@@ -385,6 +385,11 @@ fn a_byte_cap_splits_file_sets_into_parts_within_it() {
         // 65-byte lines under a 6-byte header.
         let rows: Vec<u64> = files.iter().map(|f| f["rows"].as_u64().unwrap()).collect();
         assert!(rows.iter().all(|r| *r <= per_part), "{rows:?}");
+        // Split exactly at the cap: every part but the last is as full as the cap allows.
+        assert!(
+            rows[..rows.len() - 1].iter().all(|r| *r == per_part),
+            "{rows:?}"
+        );
         assert_eq!(rows.iter().sum::<u64>(), 100, "{rows:?}");
         assert!(files.len() >= 100 / per_part as usize, "{rows:?}");
         for f in files {
@@ -419,11 +424,6 @@ fn google_lists_hold_one_key_type_and_device_ids_name_their_app() {
         format!("[[export]]\nsegments = [\"all\"]\nformat = \"google_customer_match\"\nfields = {{ {fields} }}\n{app}\nmin_size = 1\n")
     };
     for (fields, app, expect) in [
-        (
-            "Email = \"email\", \"Mobile Device ID\" = \"gaid\"",
-            "app_id = \"com.example.shop\"",
-            "`Mobile Device ID` cannot share a list with Email",
-        ),
         ("mobile_device_id = \"gaid\"", "", "say `app_id"),
         (
             "mobile_device_id = \"gaid\"",
@@ -460,7 +460,7 @@ fn google_lists_hold_one_key_type_and_device_ids_name_their_app() {
 }
 
 #[test]
-fn tiktok_csv_and_its_minimum() {
+fn tiktok_csv_and_its_opt_in_minimum() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ids = String::from("user_id,email,phone,gaid\n");
     for i in 0..1200 {
@@ -486,9 +486,12 @@ segments = ["all"]
 format = "tiktok_custom_audience"
 fields = {{ email = "email", phone = "phone" }}
 min_size = 1
+{{floor}}
 "#
         )
     };
+    let floor = "platform_floor = true";
+    let body = |limit: &str| body(limit).replace("{floor}", floor);
     write(&job, &body(""));
     let (_, run) = run_ok(&job);
     let text =
@@ -501,12 +504,20 @@ min_size = 1
         format!("{},{}", sha("+14155550000"), sha("firstlast@example.com"))
     );
     assert_eq!(text.lines().count(), 1201);
-    // Below TikTok's 1,000-row minimum the segment is not exported, with a warning.
+    // Below TikTok's 1,000-row minimum the segment is held back, with a warning, when the
+    // export opts in; without `platform_floor` the 900 rows are written.
+    std::fs::remove_dir_all(tmp.path().join("out")).unwrap();
+    write(&job, &body("WHERE user_id < 'p00900'").replace(floor, ""));
+    let (_, run) = run_ok(&job);
+    let text =
+        std::fs::read_to_string(run.join("tiktok_custom_audience/all/target/all_part000.csv"))
+            .unwrap();
+    assert_eq!(text.lines().count(), 901);
     std::fs::remove_dir_all(tmp.path().join("out")).unwrap();
     write(&job, &body("WHERE user_id < 'p00900'"));
     let (text, run) = run_ok(&job);
     assert!(
-        text.contains("below the platform's minimum of 1000"),
+        text.contains("900 valid rows, below the platform's minimum of 1000"),
         "{text}"
     );
     assert!(!run

@@ -13,6 +13,7 @@ pub(super) struct Rendered {
     pub(super) ends: Vec<usize>,
     pub(super) dropped: u64,
     pub(super) duplicates: u64,
+    pub(super) withheld: u64,
 }
 
 fn csv_escape(v: &[u8], out: &mut Vec<u8>) {
@@ -39,9 +40,15 @@ pub(super) fn render(
     hash_of_type: Option<Hash>,
 ) -> Vec<Rendered> {
     let nf = batch.num_columns() - 5;
-    let cols: Vec<_> = (0..nf)
+    // Keys first; after them, when consent comes from columns, the row's `withheld` mark.
+    let nkeys = match ex.format {
+        ExportFormat::Csv | ExportFormat::TencentAds => nf,
+        _ => ex.fields.len().min(nf),
+    };
+    let cols: Vec<_> = (0..nkeys)
         .map(|i| batch.column(3 + i).as_string::<i32>())
         .collect();
+    let withheld = (nkeys < nf).then(|| batch.column(3 + nkeys).as_string::<i32>());
     let n = batch
         .column(batch.num_columns() - 1)
         .as_primitive::<Int64Type>();
@@ -63,6 +70,7 @@ pub(super) fn render(
                 ends: Vec::with_capacity(e - s),
                 dropped: 0,
                 duplicates: 0,
+                withheld: 0,
             };
             for r in s..e {
                 let count = n.value(r) as u64;
@@ -76,6 +84,10 @@ pub(super) fn render(
                         .unwrap_or(Hash::None)
                         .apply(v.value(r).as_bytes(), &mut out.bytes);
                 } else {
+                    if withheld.is_some_and(|w| w.is_valid(r)) {
+                        out.withheld += count;
+                        continue;
+                    }
                     if cols.iter().all(|c| c.is_null(r)) {
                         out.dropped += count;
                         continue;

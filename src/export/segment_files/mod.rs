@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
 use futures::StreamExt;
-use object_store::ObjectStoreExt;
 use serde::Serialize;
 
 use super::files::{FileEntry, PartWriter};
@@ -33,9 +32,16 @@ pub const PREVIOUS: &str = "__previous_members";
 pub struct FileSet {
     /// `target`, `control`, `adds` or `removes`.
     pub part: String,
-    /// Tencent id type (none for CSV formats).
+    /// Tencent id type; google: `CONTACT` or `MOBILE_DEVICE_ID` when an export writes both.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_type: Option<String>,
+    /// Tencent WECHAT_OPENID: the app (`open_app_id`) the openids belong to; set it on upload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_app_id: Option<String>,
+    /// With deltas: how to upload the set: `replace` (the whole list, replacing the
+    /// platform's), `append` or `reduce` (Tencent's `operation_type` APPEND / REDUCE).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation: Option<&'static str>,
     /// Lines written.
     pub rows: u64,
     /// The files.
@@ -62,6 +68,9 @@ pub struct SegmentEntry {
     pub duplicates: u64,
     /// Members removed by the suppression tables.
     pub suppressed: u64,
+    /// google: rows left out because their consent column did not say granted.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub consent_withheld: u64,
     /// Lines per part.
     pub rows: BTreeMap<String, u64>,
     /// The files.
@@ -107,18 +116,55 @@ pub struct SegmentExportReport {
     /// The run the deltas are against (`None` without deltas or without a previous run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deltas_against: Option<String>,
+    /// With deltas: whether this run sends the whole list or adds and removes, and when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<Refresh>,
+    /// google: the consent signals to set on the upload (the files hold only people with them).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub consent: BTreeMap<String, String>,
+    /// The platform's minimum of valid rows per file set, when `platform_floor` asks for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform_floor: Option<u64>,
     /// Per segment.
     pub segments: Vec<SegmentEntry>,
+}
+
+/// How an export with deltas sends its lists this run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Refresh {
+    /// `replace`: the whole target list, to replace the platform's; `delta`: adds and removes.
+    pub mode: &'static str,
+    /// The date of the last run that sent the whole list (this run's when it does).
+    pub last_full: String,
+    /// The whole list is sent again by the first run on or after this date.
+    pub next_full: String,
+    /// Days between full sends (`full_every`).
+    pub every_days: u32,
+}
+
+/// When this run sends: its date, and the last date an export of the same destination sent
+/// its whole list (from the previous published run's manifest).
+#[derive(Debug, Clone, Copy)]
+pub struct SendDates {
+    /// The run's date.
+    pub today: chrono::NaiveDate,
+    /// The last full send of this export before this run, when known.
+    pub last_full: Option<chrono::NaiveDate>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 mod lines;
 mod parquet_sets;
 mod rows;
+mod sets;
 
 use crate::quote::{ident as quote, literal as lit};
 use lines::render;
 use parquet_sets::write_parquet_sets;
-use rows::{normalise_once, rows_sql, FileSetKey};
+use rows::{normalise_once, query_groups, rows_sql, FileSetKey};
 
 /// Writes one export of segments below `run_dir`.
 #[allow(clippy::too_many_arguments)]
@@ -130,6 +176,7 @@ pub async fn write(
     segs: &Segments,
     run_dir: &Location,
     previous: Option<&str>,
+    dates: SendDates,
     warnings: &mut Vec<String>,
 ) -> Result<SegmentExportReport> {
     let label = format!("export {} ({})", ex.index + 1, ex.format_name());
@@ -153,6 +200,7 @@ pub async fn write(
             dropped_invalid: 0,
             duplicates: 0,
             suppressed: c.suppressed,
+            consent_withheld: 0,
             rows: BTreeMap::new(),
             file_sets: Vec::new(),
         };
@@ -175,7 +223,9 @@ pub async fn write(
         }
         entries.insert(c.name.clone(), e);
     }
-    let deltas = ex.deltas && previous.is_some();
+    let refresh = sets::refresh(ex, previous.is_some(), dates);
+    // Adds and removes only between full sends; a full send replaces the platform's list.
+    let deltas = refresh.as_ref().is_some_and(|r| r.mode == "delta");
     let mut report = SegmentExportReport {
         to: to.to_string(),
         format: ex.format_name(),
@@ -200,13 +250,11 @@ pub async fn write(
         } else {
             None
         },
+        refresh,
+        consent: sets::consent_signals(ex),
+        platform_floor: None,
         segments: Vec::new(),
     };
-    if ex.deltas && previous.is_none() {
-        warnings.push(format!(
-            "{label}: no previous published run, so no adds / removes files this time"
-        ));
-    }
     if !eligible.is_empty() {
         if ex.format == ExportFormat::Parquet {
             write_parquet_sets(
@@ -232,49 +280,30 @@ pub async fn write(
                     )
                 })
                 .collect();
-            write_line_sets(
-                engine,
-                job,
-                ex,
-                to,
-                &eligible,
-                deltas,
-                run_dir,
-                &label,
-                &mut entries,
-                &sizes,
-            )
-            .await?;
+            // Google lists take one key type each: contact information and device ids are
+            // written as two file sets of each segment.
+            for (set, sub) in sets::key_sets(ex) {
+                write_line_sets(
+                    engine,
+                    job,
+                    &sub,
+                    set,
+                    to,
+                    &eligible,
+                    deltas,
+                    run_dir,
+                    &label,
+                    &mut entries,
+                    &sizes,
+                )
+                .await?;
+            }
         }
     }
-    // The platform's own minimum applies to the lines actually written.
-    let min_rows = platform::platform_min_rows(ex.format);
     for e in entries.values_mut() {
-        let target = e.rows.get("target").copied().unwrap_or(0);
-        if e.exported && target < min_rows {
-            let why =
-                format!("{target} valid target rows, below the platform's minimum of {min_rows}");
-            if ex.required {
-                return Err(Error::data(
-                    format!("{label}, segment `{}`", e.segment),
-                    format!("{why}; the export says required = true"),
-                ));
-            }
-            for set in &e.file_sets {
-                for f in &set.files {
-                    let loc = run_dir.child(&f.path)?;
-                    let _ = loc.store.delete(&loc.path).await;
-                }
-            }
-            warnings.push(format!(
-                "{label}: segment `{}` not exported: {why}",
-                e.segment
-            ));
-            e.exported = false;
-            e.skipped = Some(why);
-            e.file_sets.clear();
-        }
+        sets::mark_operations(ex, report.refresh.as_ref(), &mut e.file_sets);
     }
+    report.platform_floor = sets::apply_floor(ex, &label, run_dir, &mut entries, warnings).await?;
     report.segments = entries.into_values().collect();
     Ok(report)
 }
@@ -284,6 +313,7 @@ async fn write_line_sets(
     engine: &Engine,
     job: &Job,
     ex: &SegmentExport,
+    set: Option<&str>,
     to: &str,
     eligible: &[String],
     deltas: bool,
@@ -319,11 +349,24 @@ async fn write_line_sets(
                   key: FileSetKey,
                   files: Vec<FileEntry>,
                   rows: u64| {
+        // A set with no valid key of its type writes no file and is not listed.
+        if files.is_empty() {
+            return;
+        }
         if let Some(e) = entries.get_mut(&key.0) {
             *e.rows.entry(key.1.clone()).or_insert(0) += rows;
+            let (id_type, open_app_id) = match key.2 {
+                Some(t) => match t.split_once(rows::APP_SEP) {
+                    Some((t, app)) => (Some(t.to_string()), Some(app.to_string())),
+                    None => (Some(t), None),
+                },
+                None => (set.map(str::to_ascii_uppercase), None),
+            };
             e.file_sets.push(FileSet {
                 part: key.1,
-                id_type: key.2,
+                id_type,
+                open_app_id,
+                operation: None,
                 rows,
                 files,
             });
@@ -336,14 +379,7 @@ async fn write_line_sets(
     let mut finishing = Finishing::default();
     let normalised = normalise_once(engine, job, ex, label).await?;
     for group in query_groups(eligible, sizes) {
-        let sql = rows_sql(
-            job,
-            ex,
-            &group,
-            deltas,
-            ex.country_code.as_deref(),
-            normalised.as_deref(),
-        );
+        let sql = rows_sql(job, ex, &group, deltas, normalised.as_deref());
         let df = engine
             .ctx
             .sql(&sql)
@@ -376,10 +412,10 @@ async fn write_line_sets(
                 {
                     b += 1;
                 }
-                let hash = key
-                    .2
-                    .as_ref()
-                    .and_then(|t| ex.fields.iter().find(|f| &f.header == t).map(|f| f.hash));
+                let hash = key.2.as_ref().and_then(|t| {
+                    let t = t.split_once(rows::APP_SEP).map_or(t.as_str(), |(t, _)| t);
+                    ex.fields.iter().find(|f| f.header == t).map(|f| f.hash)
+                });
                 let chunks = render(&batch, a, b, ex, hash);
                 let tencent_dropped = ex.format == ExportFormat::TencentAds && key.2.is_none();
                 if !tencent_dropped && current.as_ref().map(|(k, _)| k != &key).unwrap_or(true) {
@@ -393,9 +429,15 @@ async fn write_line_sets(
                             finish(entries, k, files, n);
                         }
                     }
-                    let stem = match &key.2 {
-                        Some(t) => format!("{}_{}", key.0, t.to_ascii_lowercase()),
-                        None => key.0.clone(),
+                    let stem = match (&key.2, set) {
+                        (Some(t), _) => match t.split_once(rows::APP_SEP) {
+                            Some((t, app)) => {
+                                format!("{}_{}_{app}", key.0, t.to_ascii_lowercase())
+                            }
+                            None => format!("{}_{}", key.0, t.to_ascii_lowercase()),
+                        },
+                        (None, Some(set)) => format!("{}_{set}", key.0),
+                        (None, None) => key.0.clone(),
                     };
                     let rel = format!("{to}/{}/{}", key.0, key.1);
                     let folder = run_dir.child(&rel)?;
@@ -417,6 +459,10 @@ async fn write_line_sets(
                     if let Some(e) = entries.get_mut(&key.0) {
                         e.dropped_invalid += c.dropped;
                         e.duplicates += c.duplicates;
+                        // Counted once per person: in the first (or only) key set.
+                        if set != Some("mobile_device_id") {
+                            e.consent_withheld += c.withheld;
+                        }
                     }
                     if !c.ends.is_empty() {
                         if let Some((_, w)) = current.as_mut() {
@@ -478,29 +524,6 @@ async fn joined(task: SetTask) -> Result<(Vec<FileEntry>, u64)> {
         .map_err(|e| Error::internal(format!("segment file writer: {e}")))?
 }
 
-/// Members one segment-files query holds at most (a single larger segment gets its own).
-const ROWS_PER_QUERY: u64 = 2_000_000;
-
-/// Consecutive groups of segments of at most [`ROWS_PER_QUERY`] members each, in order.
-fn query_groups(eligible: &[String], sizes: &BTreeMap<String, u64>) -> Vec<Vec<String>> {
-    let mut groups: Vec<Vec<String>> = Vec::new();
-    let mut held = 0;
-    for seg in eligible {
-        let n = sizes.get(seg).copied().unwrap_or(ROWS_PER_QUERY);
-        match groups.last_mut() {
-            Some(g) if held + n <= ROWS_PER_QUERY => {
-                g.push(seg.clone());
-                held += n;
-            }
-            _ => {
-                groups.push(vec![seg.clone()]);
-                held = n;
-            }
-        }
-    }
-    groups
-}
-
 fn export_problem(label: &str, ex: &SegmentExport, e: datafusion::error::DataFusionError) -> Error {
     let msg = e.to_string();
     let hint = match &ex.identities {
@@ -541,34 +564,4 @@ fn to_utf8(batch: RecordBatch) -> Result<RecordBatch> {
         cols,
     )
     .map_err(Error::unexpected)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn small_segments_share_a_query_and_large_ones_get_their_own() {
-        let names: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
-        let sizes: BTreeMap<String, u64> = [
-            ("a", 900_000),
-            ("b", 900_000),
-            ("c", 900_000),
-            ("d", 5_000_000),
-            ("e", 10),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        let groups = query_groups(&names, &sizes);
-        assert_eq!(
-            groups,
-            vec![
-                vec!["a".to_string(), "b".to_string()],
-                vec!["c".to_string()],
-                vec!["d".to_string()],
-                vec!["e".to_string()],
-            ]
-        );
-    }
 }

@@ -78,6 +78,8 @@ pub(super) async fn write_parquet_sets(
                 e.file_sets.push(FileSet {
                     part: part.to_string(),
                     id_type: None,
+                    open_app_id: None,
+                    operation: None,
                     rows: w.rows,
                     files: vec![FileEntry {
                         path: rel,

@@ -1,9 +1,12 @@
 //! The SQL of a segment export: members joined to their identifiers, each identifier
 //! normalised and validated (once per export, held as a table), rows de-duplicated and ordered.
 
-use super::{export_problem, lit, quote, SegmentExport, PREVIOUS};
+use std::collections::BTreeMap;
+
+use super::{export_problem, lit, platform, quote, SegmentExport, PREVIOUS};
 use crate::engine::Engine;
 use crate::error::Result;
+use crate::job::exports::ConsentValue;
 use crate::job::{ExportFormat, Job};
 use crate::segments::MEMBERS;
 
@@ -13,7 +16,6 @@ pub(super) fn rows_sql(
     ex: &SegmentExport,
     eligible: &[String],
     deltas: bool,
-    cc: Option<&str>,
     normalised: Option<&str>,
 ) -> String {
     let id = job.publish.id.as_str();
@@ -43,8 +45,9 @@ pub(super) fn rows_sql(
         Some(t) => (
             format!("LEFT JOIN {t} i ON m.user_id = i.user_id"),
             Some(
-                (0..ex.fields.len())
-                    .map(|i| format!("i.f{i}"))
+                value_columns(ex)
+                    .into_iter()
+                    .map(|(alias, _)| format!("i.{alias}"))
                     .collect::<Vec<_>>(),
             ),
         ),
@@ -59,43 +62,79 @@ pub(super) fn rows_sql(
                     .map(|c| format!("CAST(i.{} AS VARCHAR)", quote(c))),
             )
             .collect(),
-        (_, None) => normalised_exprs(ex, cc),
+        (_, None) => value_columns(ex).into_iter().map(|(_, e)| e).collect(),
     };
-    let fcols: Vec<String> = (0..exprs.len()).map(|i| format!("f{i}")).collect();
+    // Keys (f…), then the apps of WECHAT_OPENID keys (a…) and consent signals (c…).
+    let aliases: Vec<String> = match ex.format {
+        ExportFormat::Csv => (0..exprs.len()).map(|i| format!("f{i}")).collect(),
+        _ => value_columns(ex).into_iter().map(|(a, _)| a).collect(),
+    };
     let inner = format!(
         "SELECT m.segment, m.part, m.user_id, {} FROM ({members}) m {join}",
         exprs
             .iter()
-            .zip(&fcols)
+            .zip(&aliases)
             .map(|(e, f)| format!("{e} AS {f}"))
             .collect::<Vec<_>>()
             .join(", ")
     );
     if ex.format == ExportFormat::TencentAds {
-        // One identifier per row: the first id type with a valid value.
-        let case = ex
+        // One identifier per row: the first id type with a valid value (and, for an openid,
+        // a valid app: each app's openids are a file set of their own).
+        let when = |i: usize, f: &platform::Field, then: String| match f.app_column {
+            Some(_) => format!("WHEN f{i} IS NOT NULL AND a{i} IS NOT NULL THEN {then}"),
+            None => format!("WHEN f{i} IS NOT NULL THEN {then}"),
+        };
+        let id_type = ex
             .fields
             .iter()
             .enumerate()
-            .map(|(i, f)| format!("WHEN f{i} IS NOT NULL THEN {}", lit(&f.header)))
+            .map(|(i, f)| match f.app_column {
+                Some(_) => when(
+                    i,
+                    f,
+                    format!("concat({}, a{i})", lit(&format!("{}{APP_SEP}", f.header))),
+                ),
+                None => when(i, f, lit(&f.header)),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let value = ex
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| when(i, f, format!("f{i}")))
             .collect::<Vec<_>>()
             .join(" ");
         format!(
             "SELECT segment, part, id_type, v, MIN(user_id) AS first_user, COUNT(*) AS n FROM (
-               SELECT segment, part, user_id, CASE {case} END AS id_type, COALESCE({}) AS v FROM ({inner}))
+               SELECT segment, part, user_id, CASE {id_type} END AS id_type, CASE {value} END AS v FROM ({inner}))
              GROUP BY segment, part, id_type, v
-             ORDER BY segment, part, id_type NULLS FIRST, first_user, v",
-            fcols.join(", ")
+             ORDER BY segment, part, id_type NULLS FIRST, first_user, v"
         )
     } else {
-        let fl = fcols.join(", ");
+        let keys: Vec<&String> = aliases.iter().filter(|a| a.starts_with('f')).collect();
+        let fl = keys
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        // Rows without consent (`w`) group apart: counted, never written.
+        let w = if aliases.iter().any(|a| a == "w") {
+            ", w"
+        } else {
+            ""
+        };
         format!(
-            "SELECT segment, part, CAST(NULL AS VARCHAR) AS id_type, {fl}, MIN(user_id) AS first_user, COUNT(*) AS n FROM ({inner})
-             GROUP BY segment, part, {fl}
-             ORDER BY segment, part, first_user, {fl}"
+            "SELECT segment, part, CAST(NULL AS VARCHAR) AS id_type, {fl}{w}, MIN(user_id) AS first_user, COUNT(*) AS n FROM ({inner})
+             GROUP BY segment, part, {fl}{w}
+             ORDER BY segment, part, first_user, {fl}{w}"
         )
     }
 }
+
+/// Between an id type and its app in a file set's id type (`WECHAT_OPENID@wx…`).
+pub(super) const APP_SEP: char = '@';
 
 /// (segment, part, id type): the rows of one file set.
 pub(super) type FileSetKey = (String, String, Option<String>);
@@ -109,6 +148,49 @@ pub(super) fn normalised_exprs(ex: &SegmentExport, cc: Option<&str>) -> Vec<Stri
                 .sql(&format!("CAST(i.{} AS VARCHAR)", quote(&f.column)), cc)
         })
         .collect()
+}
+
+/// Every value column of the export's rows over the identities row `i`, with its alias: the
+/// keys `f0…`, the app of each WECHAT_OPENID key `a<i>` (NULL when not a valid app id) and,
+/// when consent comes from columns, `w`: `withheld` for a row without it.
+pub(super) fn value_columns(ex: &SegmentExport) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = normalised_exprs(ex, ex.country_code.as_deref())
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| (format!("f{i}"), e))
+        .collect();
+    for (i, f) in ex.fields.iter().enumerate() {
+        if let Some(app) = &f.app_column {
+            let v = format!("trim(CAST(i.{} AS VARCHAR))", quote(app));
+            out.push((
+                format!("a{i}"),
+                format!("CASE WHEN regexp_like({v}, '^[0-9A-Za-z_.-]{{1,64}}$') THEN {v} END"),
+            ));
+        }
+    }
+    // Google takes consent per upload, not per row: rows whose consent column does not say
+    // granted are left out (and counted), so the file holds only consenting people.
+    let granted: Vec<String> = ex
+        .consent
+        .iter()
+        .filter_map(|c| match &c.value {
+            ConsentValue::Column(col) => Some(format!(
+                "lower(trim(CAST(i.{} AS VARCHAR))) IN ('granted', 'true', '1', 'yes', 'y')",
+                quote(col)
+            )),
+            ConsentValue::Fixed(_) => None,
+        })
+        .collect();
+    if !granted.is_empty() {
+        out.push((
+            "w".to_string(),
+            format!(
+                "CASE WHEN COALESCE({}, false) THEN CAST(NULL AS VARCHAR) ELSE 'withheld' END",
+                granted.join(" AND ")
+            ),
+        ));
+    }
+    out
 }
 
 /// Normalises every identities row once for the export and holds the result as a table, so each
@@ -126,10 +208,9 @@ pub(super) async fn normalise_once(
         return Ok(None);
     }
     let name = format!("__export_ids_{}", ex.index);
-    let cols = normalised_exprs(ex, ex.country_code.as_deref())
+    let cols = value_columns(ex)
         .into_iter()
-        .enumerate()
-        .map(|(i, e)| format!("{e} AS f{i}"))
+        .map(|(a, e)| format!("{e} AS {a}"))
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
@@ -146,4 +227,58 @@ pub(super) async fn normalise_once(
     crate::engine::materialise::materialise(engine, &name, df, label, engine.memory_limit / 4)
         .await?;
     Ok(Some(name))
+}
+
+/// Members one segment-files query holds at most (a single larger segment gets its own).
+const ROWS_PER_QUERY: u64 = 2_000_000;
+
+/// Consecutive groups of segments of at most [`ROWS_PER_QUERY`] members each, in order.
+pub(super) fn query_groups(eligible: &[String], sizes: &BTreeMap<String, u64>) -> Vec<Vec<String>> {
+    let mut groups: Vec<Vec<String>> = Vec::new();
+    let mut held = 0;
+    for seg in eligible {
+        let n = sizes.get(seg).copied().unwrap_or(ROWS_PER_QUERY);
+        match groups.last_mut() {
+            Some(g) if held + n <= ROWS_PER_QUERY => {
+                g.push(seg.clone());
+                held += n;
+            }
+            _ => {
+                groups.push(vec![seg.clone()]);
+                held = n;
+            }
+        }
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn small_segments_share_a_query_and_large_ones_get_their_own() {
+        let names: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        let sizes: BTreeMap<String, u64> = [
+            ("a", 900_000),
+            ("b", 900_000),
+            ("c", 900_000),
+            ("d", 5_000_000),
+            ("e", 10),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let groups = query_groups(&names, &sizes);
+        assert_eq!(
+            groups,
+            vec![
+                vec!["a".to_string(), "b".to_string()],
+                vec!["c".to_string()],
+                vec!["d".to_string()],
+                vec!["e".to_string()],
+            ]
+        );
+    }
 }
