@@ -195,9 +195,9 @@ impl SegmentExport {
                         return Err(format!("id type `{ty}` is listed twice"));
                     }
                     match (ty.as_str(), &id.app_column) {
-                        ("WECHAT_OPENID", None) => return Err("WECHAT_OPENID files belong to one official account or mini-program each: say which column holds each openid's app, e.g. `{ type = \"WECHAT_OPENID\", column = \"openid\", app_column = \"open_app_id\" }`".into()),
-                        ("WECHAT_OPENID", Some(_)) | (_, None) => {}
-                        (_, Some(_)) => return Err(format!("`app_column` belongs to WECHAT_OPENID, not `{ty}`")),
+                        ("WECHAT_OPENID" | "WX_OPENID", None) => return Err("WECHAT_OPENID files belong to one official account or mini-program each: say which column holds each openid's app, e.g. `{ type = \"WECHAT_OPENID\", column = \"openid\", app_column = \"open_app_id\" }`".into()),
+                        ("WECHAT_OPENID" | "WX_OPENID" | "MOBILE_QQ_OPENID", Some(_)) | (_, None) => {}
+                        (_, Some(_)) => return Err(format!("`app_column` belongs to WECHAT_OPENID, WX_OPENID and MOBILE_QQ_OPENID (ids that belong to one app), not `{ty}`")),
                     }
                     out.push(platforms::Field {
                         header: ty,

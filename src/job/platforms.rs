@@ -123,6 +123,7 @@ const TENCENT: &[(&str, Norm, Hash)] = &[
     ("MD5_SHA256_IDFA", Norm::Idfa, Hash::Md5Sha256),
     ("MD5_SHA256_OAID", Norm::Oaid, Hash::Md5Sha256),
     ("WECHAT_OPENID", Norm::Openid, Hash::None),
+    ("WX_OPENID", Norm::Openid, Hash::None),
     ("WX_UNIONID", Norm::Openid, Hash::None),
     ("CAID", Norm::Openid, Hash::None),
     ("MOBILE_QQ_OPENID", Norm::Openid, Hash::None),
