@@ -40,6 +40,24 @@ pub struct MeasureArgs {
     /// The lifecycle export (file stem) the stage migration reads, with columns id and `stage`.
     #[arg(long, default_value = "lifecycle")]
     lifecycle: String,
+    /// The absolute lift worth detecting, in percentage points: the scale of the always-valid
+    /// interval (any value keeps its error rate; it is tightest near this lift).
+    #[arg(long, value_name = "PP", default_value_t = 1.0)]
+    mde: f64,
+}
+
+/// The holdout share a segment of the job was split with: its own, or its per-value group's.
+fn holdout_of(job: &crate::job::Job, segment: &str) -> Option<f64> {
+    job.segments
+        .iter()
+        .find(|s| match s.def {
+            crate::job::SegmentDef::PerValue { .. } => segment
+                .strip_prefix(s.name.as_str())
+                .is_some_and(|rest| rest.starts_with('_')),
+            _ => s.name == segment,
+        })
+        .map(|s| s.holdout)
+        .filter(|h| *h > 0.0)
 }
 
 /// A published run: (date, folder relative to the output root, run id).
@@ -165,7 +183,38 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
             .await
     };
     registered.map_err(|e| Error::data(format!("campaign results ({shown})"), e.to_string()))?;
-    let lifts = crate::measure::measure(&engine, "members", "results", &job.publish.id, by).await?;
+    if !(args.mde > 0.0 && args.mde < 100.0) {
+        return Err(Error::Usage(format!(
+            "--mde {} must be a lift in percentage points above 0 and below 100",
+            args.mde
+        )));
+    }
+    // The split as the run made it: each segment's holdout in the run's manifest (the job may
+    // have changed since), else the job's.
+    let shares: std::collections::BTreeMap<String, f64> =
+        storage::read_bytes(&root.child(&format!("{run_rel}/manifest.json"))?)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .map(|m| {
+                m["segments"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["holdout"].as_f64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+    let holdout = |seg: &str| match shares.get(seg) {
+        Some(h) => Some(*h).filter(|h| *h > 0.0),
+        None => holdout_of(&job, seg),
+    };
+    let opts = crate::measure::Options {
+        holdout: &holdout,
+        tau: args.mde / 100.0,
+    };
+    let lifts =
+        crate::measure::measure(&engine, "members", "results", &job.publish.id, by, &opts).await?;
     let migration = match &args.after {
         Some(after) => {
             let (_, after_rel, after_id) = resolve_run(&root, after).await?;
@@ -202,7 +251,8 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
         "run_id": run_id,
         "results": shown,
         "measured_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "method": "intent to treat; Wald 95% interval and pooled z-test for conversion; 95% percentile bootstrap (2,000 resamples) for value per user",
+        "method": "intent to treat; conversion: Newcombe hybrid score 95% interval, pooled z-test p-value, Benjamini-Hochberg q-value over every lift of this measurement (significant: q < 0.05), always-valid 95% interval (mixture SPRT confidence sequence, tau = --mde), log risk-ratio interval of the relative lift, chi-square sample-ratio test against the holdout share (mismatch: p < 0.001), CUPED with the results' `pre` column; value per user: 95% percentile bootstrap (2,000 resamples)",
+        "mde_pp": args.mde,
         "segments": lifts,
         "stage_migration": migration.as_ref().map(|(after, m)| serde_json::json!({
             "after_run_id": after,
@@ -238,7 +288,7 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
     .await?;
     outln!("job {}  run {run_id} ({date})  results {shown}", job.name);
     outln!(
-        "  {:<28} {:>8} {:>8} {:>8} {:>8} {:>9} {:>22} {:>8} {:>10}",
+        "  {:<28} {:>8} {:>8} {:>7} {:>7} {:>8} {:>18} {:>18} {:>8} {:>8} {:>10}",
         "segment",
         "target",
         "control",
@@ -246,31 +296,43 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
         "ctrl %",
         "lift pp",
         "95% interval (pp)",
+        "always-valid (pp)",
         "p",
+        "q",
         "incr conv"
     );
+    let pp = |c: (f64, f64)| format!("[{:.2}, {:.2}]", 100.0 * c.0, 100.0 * c.1);
     for l in &lifts {
         let name = match &l.part {
             Some(p) => format!("{} [{p}]", l.segment),
             None => l.segment.clone(),
         };
         outln!(
-            "  {:<28} {:>8} {:>8} {:>8.2} {:>8.2} {:>9.2} {:>22} {:>8.4} {:>10.1}",
+            "  {:<28} {:>8} {:>8} {:>7.2} {:>7.2} {:>8.2} {:>18} {:>18} {:>8.4} {:>8.4} {:>10.1}{}",
             name,
             l.target_users,
             l.control_users,
             100.0 * l.target_rate,
             100.0 * l.control_rate,
             100.0 * l.absolute_lift,
-            format!(
-                "[{:.2}, {:.2}]",
-                100.0 * l.absolute_ci.0,
-                100.0 * l.absolute_ci.1
-            ),
+            pp(l.absolute_ci),
+            pp(l.always_valid_ci),
             l.p_value,
-            l.incremental_conversions
+            l.q_value,
+            l.incremental_conversions,
+            if l.significant { "  *" } else { "" }
         );
+        if let Some(c) = &l.cuped {
+            outln!(
+                "  {:<28} CUPED lift {:.2} pp {}, variance {:+.0}%",
+                "",
+                100.0 * c.diff,
+                pp(c.ci),
+                -100.0 * c.variance_reduction
+            );
+        }
     }
+    outln!("  * significant after the Benjamini-Hochberg correction over the {} lifts above (q < 0.05)", lifts.len());
     if let Some((after, m)) = &migration {
         outln!("stage migration to run {after}: share of users whose stage advanced");
         let shares = crate::measure::advanced_shares(m);
@@ -291,5 +353,29 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
         }
     }
     outln!("written: {}", dir.display());
+    // A broken split makes every number above unreadable: an error, not a footnote.
+    let broken: Vec<String> = lifts
+        .iter()
+        .filter(|l| l.sample_ratio_mismatch && l.part.is_none())
+        .map(|l| {
+            format!(
+                "`{}` has {} target and {} control users, not the {:.1}% holdout it was split with (sample-ratio test p = {:.2e})",
+                l.segment,
+                l.target_users,
+                l.control_users,
+                100.0 * l.holdout.unwrap_or_default(),
+                l.sample_ratio_p.unwrap_or_default()
+            )
+        })
+        .collect();
+    if !broken.is_empty() {
+        return Err(Error::data(
+            "sample ratio mismatch",
+            format!(
+                "{}; the split was broken (an upstream change, suppression applied to one side, results missing for one group): do not read these lifts",
+                broken.join("; ")
+            ),
+        ));
+    }
     Ok(())
 }

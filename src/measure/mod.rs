@@ -7,29 +7,31 @@
 //! when the results hold a conversion for the user; the user's value is the sum of the values.
 //!
 //! Per segment: users, conversions and conversion rate in target and control; absolute lift
-//! (difference of rates) with a 95% interval from the unpooled normal approximation
-//! (Wald), its p-value from the pooled two-proportion z-test; relative lift (absolute lift over
-//! the control rate, its interval the absolute interval scaled the same way); incremental
-//! conversions (absolute lift × target users); value per user in target and control, their
-//! difference with a 95% percentile bootstrap interval (2,000 resamples of each group, fixed
-//! seed), and incremental value.
+//! (difference of rates) with Newcombe's hybrid score 95% interval and an always-valid one for
+//! looks during the campaign, its p-value from the pooled two-proportion z-test and the
+//! Benjamini–Hochberg q-value over every lift of the call; relative lift with the log
+//! risk-ratio interval; incremental conversions (absolute lift × target users); value per user
+//! in target and control, their difference with a 95% percentile bootstrap interval (2,000
+//! resamples of each group, fixed seed), and incremental value; the sample-ratio test of the
+//! split against the segment's holdout share; with a pre-period covariate, the CUPED-adjusted
+//! lift (see `stats`).
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, AsArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    Array, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::Serialize;
 
+pub mod stats;
+
 use crate::engine::diagnostics::execution_error;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 
-/// The 97.5% quantile of the standard normal.
-const Z: f64 = 1.959_963_984_540_054;
 /// Bootstrap resamples.
 const RESAMPLES: usize = 2000;
 
@@ -58,6 +60,21 @@ pub struct Lift {
     pub absolute_ci: (f64, f64),
     /// Two-sided p-value (pooled two-proportion z-test).
     pub p_value: f64,
+    /// Benjamini–Hochberg adjusted p-value over every lift measured in the call.
+    pub q_value: f64,
+    /// q_value < 0.05.
+    pub significant: bool,
+    /// Always-valid 95% interval of the absolute lift (a confidence sequence): it may be
+    /// looked at every night of a campaign without raising the false-positive rate.
+    pub always_valid_ci: (f64, f64),
+    /// The holdout share the split was made with (from the job), when known.
+    pub holdout: Option<f64>,
+    /// The sample-ratio test's p-value of target vs control counts against the holdout share.
+    pub sample_ratio_p: Option<f64>,
+    /// sample_ratio_p < 0.001: the split is broken, the lift is not to be read.
+    pub sample_ratio_mismatch: bool,
+    /// With a pre-period covariate (`pre` in the results): the CUPED-adjusted absolute lift.
+    pub cuped: Option<stats::Cuped>,
     /// absolute_lift / control_rate (none when the control group did not convert).
     pub relative_lift: Option<f64>,
     /// 95% interval of the relative lift.
@@ -74,37 +91,6 @@ pub struct Lift {
     pub value_ci: (f64, f64),
     /// value_lift × target users.
     pub incremental_value: f64,
-}
-
-/// Standard normal CDF (Abramowitz & Stegun 7.1.26 through erf; |error| < 1.5e-7).
-fn normal_cdf(x: f64) -> f64 {
-    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs() / std::f64::consts::SQRT_2);
-    let poly = t
-        * (0.254_829_592
-            + t * (-0.284_496_736
-                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
-    let erf = 1.0 - poly * (-(x * x) / 2.0).exp();
-    if x >= 0.0 {
-        0.5 * (1.0 + erf)
-    } else {
-        0.5 * (1.0 - erf)
-    }
-}
-
-/// Absolute lift, its 95% Wald interval and the pooled z-test p-value.
-pub fn two_proportions(n_t: u64, x_t: u64, n_c: u64, x_c: u64) -> (f64, (f64, f64), f64) {
-    let (nt, nc) = (n_t as f64, n_c as f64);
-    let (pt, pc) = (x_t as f64 / nt, x_c as f64 / nc);
-    let diff = pt - pc;
-    let se = (pt * (1.0 - pt) / nt + pc * (1.0 - pc) / nc).sqrt();
-    let pooled = (x_t + x_c) as f64 / (nt + nc);
-    let se0 = (pooled * (1.0 - pooled) * (1.0 / nt + 1.0 / nc)).sqrt();
-    let p = if se0 > 0.0 {
-        2.0 * (1.0 - normal_cdf((diff / se0).abs()))
-    } else {
-        1.0
-    };
-    (diff, (diff - Z * se, diff + Z * se), p)
 }
 
 /// Percentile bootstrap interval of mean(a) − mean(b), deterministic for a seed.
@@ -132,6 +118,14 @@ pub fn bootstrap_mean_diff(a: &[f64], b: &[f64], seed: u64) -> (f64, f64) {
 
 use crate::quote::ident as q;
 
+/// What a measurement needs besides the tables.
+pub struct Options<'a> {
+    /// The holdout share of a segment by name (from the job), when known.
+    pub holdout: &'a dyn Fn(&str) -> Option<f64>,
+    /// Scale of the always-valid interval's mixture: the absolute lift worth detecting.
+    pub tau: f64,
+}
+
 /// Measures every segment of the members table `members` (segment, user_id, grp) against the
 /// results table `results` (user id column `id`, a `converted` flag or count, an optional
 /// `value`).
@@ -143,6 +137,7 @@ pub async fn measure(
     results: &str,
     id: &str,
     by: Option<(&str, &str)>,
+    opts: &Options<'_>,
 ) -> Result<Vec<Lift>> {
     let schema = engine
         .ctx
@@ -169,17 +164,25 @@ pub async fn measure(
     } else {
         "0.0"
     };
+    // The pre-period covariate of CUPED (the same outcome before the campaign), when given.
+    let has_pre = cols.iter().any(|c| c == "pre");
+    let pre = if has_pre {
+        "MAX(COALESCE(CAST(pre AS DOUBLE), 0))"
+    } else {
+        "0.0"
+    };
     // One row per member: converted 0/1 and value; members without results did not convert.
     let sql = format!(
         "WITH r AS (
            SELECT CAST({id} AS VARCHAR) AS user_id,
                   MAX(CASE WHEN CAST(converted AS BIGINT) > 0 THEN 1 ELSE 0 END) AS converted,
-                  {value} AS value
+                  {value} AS value, {pre} AS pre
            FROM {results} GROUP BY CAST({id} AS VARCHAR))
          SELECT arrow_cast(m.segment, 'Utf8') AS segment, arrow_cast(m.grp, 'Utf8') AS grp,
                 CAST(COALESCE(r.converted, 0) AS BIGINT) AS converted,
                 CAST(COALESCE(r.value, 0) AS DOUBLE) AS value,
-                arrow_cast({part}, 'Utf8') AS part
+                arrow_cast({part}, 'Utf8') AS part,
+                CAST(COALESCE(r.pre, 0) AS DOUBLE) AS pre
          FROM {members} m LEFT JOIN r ON CAST(m.user_id AS VARCHAR) = r.user_id
          {join}
          ORDER BY 1, 2, CAST(m.user_id AS VARCHAR)",
@@ -205,8 +208,9 @@ pub async fn measure(
         .collect()
         .await
         .map_err(|e| execution_error("campaign results", e))?;
-    // (segment, part) -> [(values, conversions) of target, of control]
-    type Groups = std::collections::BTreeMap<(String, Option<String>), [(Vec<f64>, u64); 2]>;
+    // (segment, part) -> [(values, conversions, (outcome, covariate) per user) of target, of control]
+    type Side = (Vec<f64>, u64, Vec<(f64, f64)>);
+    type Groups = std::collections::BTreeMap<(String, Option<String>), [Side; 2]>;
     let mut groups: Groups = Default::default();
     for b in &batches {
         let seg = b.column(0).as_string::<i32>();
@@ -214,6 +218,7 @@ pub async fn measure(
         let conv = b.column(2).as_primitive::<Int64Type>();
         let val = b.column(3).as_primitive::<Float64Type>();
         let part = b.column(4).as_string::<i32>();
+        let pre = b.column(5).as_primitive::<Float64Type>();
         for i in 0..b.num_rows() {
             let side = usize::from(grp.value(i) != "target");
             let mut keys = vec![(seg.value(i).to_string(), None)];
@@ -224,18 +229,21 @@ pub async fn measure(
                 let g = &mut groups.entry(k).or_default()[side];
                 g.0.push(val.value(i));
                 g.1 += conv.value(i) as u64;
+                if has_pre {
+                    g.2.push((conv.value(i) as f64, pre.value(i)));
+                }
             }
         }
     }
     let mut out = Vec::new();
-    for ((segment, part), [(tv, tx), (cv, cx)]) in groups {
+    for ((segment, part), [(tv, tx, tp), (cv, cx, cp)]) in groups {
         let (nt, nc) = (tv.len() as u64, cv.len() as u64);
         if nt == 0 || nc == 0 {
             // Without a control group there is nothing to compare with.
             continue;
         }
-        let (diff, ci, p) = two_proportions(nt, tx, nc, cx);
         let (rt, rc) = (tx as f64 / nt as f64, cx as f64 / nc as f64);
+        let diff = rt - rc;
         let (mt, mc) = (
             tv.iter().sum::<f64>() / nt as f64,
             cv.iter().sum::<f64>() / nc as f64,
@@ -243,6 +251,17 @@ pub async fn measure(
         let seed = segment
             .bytes()
             .fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+        let holdout = (opts.holdout)(&segment);
+        let srm = holdout.map(|h| stats::sample_ratio_p(nt, nc, h));
+        let split = |v: &[(f64, f64)]| -> (Vec<f64>, Vec<f64>) { v.iter().copied().unzip() };
+        // CUPED's interval is a large-sample one: like the Wald interval it fails on a group
+        // with few conversions, so it is reported only where each group has some.
+        let cuped = if has_pre && tx.min(cx) >= CUPED_MIN_CONVERSIONS {
+            let ((yt, xt), (yc, xc)) = (split(&tp), split(&cp));
+            stats::cuped(&yt, &xt, &yc, &xc)
+        } else {
+            None
+        };
         out.push(Lift {
             target_users: nt,
             control_users: nc,
@@ -251,10 +270,24 @@ pub async fn measure(
             target_rate: rt,
             control_rate: rc,
             absolute_lift: diff,
-            absolute_ci: ci,
-            p_value: p,
+            absolute_ci: stats::newcombe(tx, nt, cx, nc),
+            p_value: stats::pooled_p(tx, nt, cx, nc),
+            q_value: 1.0,
+            significant: false,
+            // A difference of two rates lies in [−1, 1].
+            always_valid_ci: {
+                let (lo, hi) =
+                    stats::always_valid(diff, stats::diff_variance(tx, nt, cx, nc), opts.tau);
+                (lo.max(-1.0), hi.min(1.0))
+            },
+            holdout,
+            sample_ratio_p: srm,
+            sample_ratio_mismatch: srm.is_some_and(|p| p < SRM_ALPHA),
+            cuped,
             relative_lift: (rc > 0.0).then(|| diff / rc),
-            relative_ci: (rc > 0.0).then(|| (ci.0 / rc, ci.1 / rc)),
+            relative_ci: (rc > 0.0)
+                .then(|| stats::relative_interval(tx, nt, cx, nc))
+                .flatten(),
             incremental_conversions: diff * nt as f64,
             target_value_per_user: mt,
             control_value_per_user: mc,
@@ -265,8 +298,20 @@ pub async fn measure(
             part,
         });
     }
+    // Every segment and tier of one call is one family of tests.
+    let q = stats::benjamini_hochberg(&out.iter().map(|l| l.p_value).collect::<Vec<_>>());
+    for (l, q) in out.iter_mut().zip(q) {
+        l.q_value = q;
+        l.significant = q < 0.05;
+    }
     Ok(out)
 }
+
+/// Conversions each group needs before a CUPED-adjusted lift is reported.
+pub const CUPED_MIN_CONVERSIONS: u64 = 10;
+
+/// A split whose sample-ratio test gives a p-value below this is broken.
+pub const SRM_ALPHA: f64 = 0.001;
 
 /// The lifts as one Arrow batch (the `lift` table written with the measurement).
 pub fn to_batch(lifts: &[Lift]) -> Result<RecordBatch> {
@@ -285,6 +330,17 @@ pub fn to_batch(lifts: &[Lift]) -> Result<RecordBatch> {
         f("absolute_ci_low"),
         f("absolute_ci_high"),
         f("p_value"),
+        f("q_value"),
+        Field::new("significant", DataType::Boolean, false),
+        f("always_valid_ci_low"),
+        f("always_valid_ci_high"),
+        f("holdout"),
+        f("sample_ratio_p"),
+        Field::new("sample_ratio_mismatch", DataType::Boolean, false),
+        f("cuped_lift"),
+        f("cuped_ci_low"),
+        f("cuped_ci_high"),
+        f("cuped_variance_reduction"),
         f("relative_lift"),
         f("relative_ci_low"),
         f("relative_ci_high"),
@@ -298,6 +354,9 @@ pub fn to_batch(lifts: &[Lift]) -> Result<RecordBatch> {
     ]));
     let fl = |g: &dyn Fn(&Lift) -> Option<f64>| {
         Arc::new(Float64Array::from(lifts.iter().map(g).collect::<Vec<_>>())) as Arc<dyn Array>
+    };
+    let bl = |g: &dyn Fn(&Lift) -> bool| {
+        Arc::new(BooleanArray::from(lifts.iter().map(g).collect::<Vec<_>>())) as Arc<dyn Array>
     };
     let il = |g: &dyn Fn(&Lift) -> u64| {
         Arc::new(Int64Array::from(
@@ -323,6 +382,17 @@ pub fn to_batch(lifts: &[Lift]) -> Result<RecordBatch> {
             fl(&|l| Some(l.absolute_ci.0)),
             fl(&|l| Some(l.absolute_ci.1)),
             fl(&|l| Some(l.p_value)),
+            fl(&|l| Some(l.q_value)),
+            bl(&|l| l.significant),
+            fl(&|l| Some(l.always_valid_ci.0)),
+            fl(&|l| Some(l.always_valid_ci.1)),
+            fl(&|l| l.holdout),
+            fl(&|l| l.sample_ratio_p),
+            bl(&|l| l.sample_ratio_mismatch),
+            fl(&|l| l.cuped.map(|c| c.diff)),
+            fl(&|l| l.cuped.map(|c| c.ci.0)),
+            fl(&|l| l.cuped.map(|c| c.ci.1)),
+            fl(&|l| l.cuped.map(|c| c.variance_reduction)),
             fl(&|l| l.relative_lift),
             fl(&|l| l.relative_ci.map(|c| c.0)),
             fl(&|l| l.relative_ci.map(|c| c.1)),
@@ -341,26 +411,6 @@ pub fn to_batch(lifts: &[Lift]) -> Result<RecordBatch> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lift_and_interval_checked_by_hand() {
-        // 30 of 100 treated and 20 of 100 held-out users converted: the difference is 0.10,
-        // its standard error sqrt(0.3·0.7/100 + 0.2·0.8/100) = sqrt(0.0037) = 0.0608276, so the
-        // interval is 0.10 ± 1.96 · 0.0608276 = [-0.019223, 0.219223]. Pooled: p = 0.25,
-        // se0 = sqrt(0.25·0.75·0.02) = 0.0612372, z = 1.63299, two-sided p = 0.10247.
-        let (d, (lo, hi), p) = two_proportions(100, 30, 100, 20);
-        assert!((d - 0.10).abs() < 1e-12);
-        assert!((lo - -0.019223).abs() < 1e-5, "{lo}");
-        assert!((hi - 0.219223).abs() < 1e-5, "{hi}");
-        assert!((p - 0.10247).abs() < 1e-4, "{p}");
-    }
-
-    #[test]
-    fn normal_cdf_known_values() {
-        assert!((normal_cdf(0.0) - 0.5).abs() < 1e-7);
-        assert!((normal_cdf(Z) - 0.975).abs() < 1e-6);
-        assert!((normal_cdf(-1.0) - 0.158_655_25).abs() < 1e-6);
-    }
 
     #[test]
     fn bootstrap_interval_covers_the_difference_and_is_deterministic() {

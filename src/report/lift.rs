@@ -32,7 +32,20 @@ pub fn lift_section(lifts: &[Lift], min: u64) -> String {
             &items,
             &|v| format!("{v:.1}"),
         ));
-        h.push_str("<table id=\"lift\"><tr><th class=\"l\">segment</th><th>target</th><th>control</th><th>target rate</th><th>control rate</th><th>lift (pp)</th><th>95% interval (pp)</th><th>p</th><th>incremental conversions</th><th>incremental value</th></tr>\n");
+        // A broken split makes its lifts unreadable: said first, as an error.
+        for l in lifts
+            .iter()
+            .filter(|l| l.sample_ratio_mismatch && l.part.is_none())
+        {
+            let _ = writeln!(
+                h,
+                "<p class=\"error\">Error: sample ratio mismatch in <b>{}</b>: the target and control counts do not match the {:.1}% holdout it was split with (p = {:.2e}); do not read its lift.</p>",
+                esc(&l.segment),
+                100.0 * l.holdout.unwrap_or_default(),
+                l.sample_ratio_p.unwrap_or_default()
+            );
+        }
+        h.push_str("<table id=\"lift\"><tr><th class=\"l\">segment</th><th>target</th><th>control</th><th>target rate</th><th>control rate</th><th>lift (pp)</th><th>95% interval (pp)</th><th>always-valid interval (pp)</th><th>p</th><th>q (Benjamini–Hochberg)</th><th>incremental conversions</th><th>incremental value</th></tr>\n");
         for l in lifts {
             let name = l
                 .part
@@ -40,12 +53,12 @@ pub fn lift_section(lifts: &[Lift], min: u64) -> String {
                 .map(|p| format!("{} [{p}]", l.segment))
                 .unwrap_or(l.segment.clone());
             if l.target_users < min || l.control_users < min {
-                let _ = writeln!(h, "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td><td colspan=\"7\" class=\"suppressed\">suppressed</td></tr>", esc(&name), cell(l.target_users, min), cell(l.control_users, min));
+                let _ = writeln!(h, "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td><td colspan=\"9\" class=\"suppressed\">suppressed</td></tr>", esc(&name), cell(l.target_users, min), cell(l.control_users, min));
                 continue;
             }
             let _ = writeln!(
                 h,
-                "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{:.2}%</td><td>{:.2}%</td><td>{:.2}</td><td>[{:.2}, {:.2}]</td><td>{:.4}</td><td>{:.1}</td><td>{:.2}</td></tr>",
+                "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{:.2}%</td><td>{:.2}%</td><td>{:.2}</td><td>[{:.2}, {:.2}]</td><td>[{:.2}, {:.2}]</td><td>{:.4}</td><td>{:.4}{}</td><td>{:.1}</td><td>{:.2}</td></tr>",
                 esc(&name),
                 l.target_users,
                 l.control_users,
@@ -54,7 +67,11 @@ pub fn lift_section(lifts: &[Lift], min: u64) -> String {
                 100.0 * l.absolute_lift,
                 100.0 * l.absolute_ci.0,
                 100.0 * l.absolute_ci.1,
+                100.0 * l.always_valid_ci.0,
+                100.0 * l.always_valid_ci.1,
                 l.p_value,
+                l.q_value,
+                if l.significant { " *" } else { "" },
                 l.incremental_conversions,
                 l.incremental_value
             );

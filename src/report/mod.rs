@@ -356,7 +356,7 @@ pub fn render(d: &ReportData) -> String {
     let mut h = String::new();
     let _ = write!(
         h,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{job} {date}</title>\n<style>body{{font-family:sans-serif;margin:24px;max-width:1100px}}table{{border-collapse:collapse;margin:8px 0 20px}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f2f2f2}}td.l,th.l{{text-align:left}}.suppressed{{color:#888}}h2{{margin-top:32px}}</style></head><body>\n<h1>{job} — {date}</h1>\n<p>Run {run}. Numbers over fewer than {min} users are suppressed.</p>\n",
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{job} {date}</title>\n<style>body{{font-family:sans-serif;margin:24px;max-width:1100px}}table{{border-collapse:collapse;margin:8px 0 20px}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f2f2f2}}td.l,th.l{{text-align:left}}.suppressed{{color:#888}}.error{{color:#b00020;font-weight:bold}}h2{{margin-top:32px}}</style></head><body>\n<h1>{job} — {date}</h1>\n<p>Run {run}. Numbers over fewer than {min} users are suppressed.</p>\n",
         job = esc(&d.job),
         date = esc(&d.date),
         run = esc(&d.run_id),

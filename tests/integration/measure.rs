@@ -149,7 +149,19 @@ fn lift_per_segment_matches_an_independent_computation() {
         let xt = target.iter().filter(|u| conv(u)).count() as f64;
         let xc = control.iter().filter(|u| conv(u)).count() as f64;
         let (pt, pc) = (xt / nt, xc / nc);
-        let se = (pt * (1.0 - pt) / nt + pc * (1.0 - pc) / nc).sqrt();
+        // Newcombe's hybrid score interval, from the two Wilson intervals, computed here.
+        let z = 1.959963984540054f64;
+        let wilson = |x: f64, n: f64| {
+            let p = x / n;
+            let c = (p + z * z / (2.0 * n)) / (1.0 + z * z / n);
+            let h = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / (1.0 + z * z / n);
+            (c - h, c + h)
+        };
+        let ((lt, ut), (lc, uc)) = (wilson(xt, nt), wilson(xc, nc));
+        let newcombe = (
+            pt - pc - ((pt - lt).powi(2) + (uc - pc).powi(2)).sqrt(),
+            pt - pc + ((ut - pt).powi(2) + (pc - lc).powi(2)).sqrt(),
+        );
         let l = m["segments"]
             .as_array()
             .unwrap()
@@ -165,14 +177,22 @@ fn lift_per_segment_matches_an_independent_computation() {
         close("target_rate", pt);
         close("control_rate", pc);
         close("absolute_lift", pt - pc);
+        assert!((l["absolute_ci"][0].as_f64().unwrap() - newcombe.0).abs() < 1e-9);
+        assert!((l["absolute_ci"][1].as_f64().unwrap() - newcombe.1).abs() < 1e-9);
+        // The split against the 50% holdout: Pearson's chi-square with one degree of freedom.
+        let e = (nt + nc) / 2.0;
+        let chi2 = (nt - e).powi(2) / e + (nc - e).powi(2) / e;
+        let srm = l["sample_ratio_p"].as_f64().unwrap();
+        assert_eq!(l["holdout"].as_f64(), Some(0.5));
+        // p = P(χ²₁ > chi2): 1 for a perfect split, small for a lopsided one.
         assert!(
-            (l["absolute_ci"][0].as_f64().unwrap() - (pt - pc - 1.959963984540054 * se)).abs()
-                < 1e-9
+            srm > 0.001 && (chi2 > 1.0) == (srm < 0.317_310_5),
+            "{seg}: χ² {chi2}, p {srm}"
         );
-        assert!(
-            (l["absolute_ci"][1].as_f64().unwrap() - (pt - pc + 1.959963984540054 * se)).abs()
-                < 1e-9
-        );
+        assert_eq!(l["sample_ratio_mismatch"], false);
+        // The always-valid interval holds the fixed one.
+        assert!(l["always_valid_ci"][0].as_f64().unwrap() < newcombe.0);
+        assert!(l["always_valid_ci"][1].as_f64().unwrap() > newcombe.1);
         close("incremental_conversions", (pt - pc) * nt);
         // Value: 6 + 4 = 10 per converter.
         close("value_lift", 10.0 * pt - 10.0 * pc);
@@ -190,6 +210,24 @@ fn lift_per_segment_matches_an_independent_computation() {
         .find(|l| l["segment"] == "everyone")
         .unwrap();
     assert!(e["p_value"].as_f64().unwrap() < 0.001, "{e}");
+    // Benjamini–Hochberg over every lift of the call, computed here from the raw p-values.
+    let lifts = m["segments"].as_array().unwrap();
+    let p: Vec<f64> = lifts
+        .iter()
+        .map(|l| l["p_value"].as_f64().unwrap())
+        .collect();
+    for (i, l) in lifts.iter().enumerate() {
+        let want = (0..p.len())
+            .filter(|&j| p[j] >= p[i])
+            .map(|j| {
+                let rank = p.iter().filter(|&&x| x <= p[j]).count() as f64;
+                p[j] * p.len() as f64 / rank
+            })
+            .fold(1.0f64, f64::min);
+        let q = l["q_value"].as_f64().unwrap();
+        assert!((q - want).abs() < 1e-12, "{l}: q {q} vs {want}");
+        assert_eq!(l["significant"], q < 0.05);
+    }
     assert!(
         text.contains("everyone") && text.contains("evens"),
         "{text}"
@@ -623,4 +661,81 @@ fn report_opens_in_a_headless_browser_without_errors() {
             "the screenshot is not blank: {a} bytes vs {b} for an empty page"
         );
     }
+}
+
+#[test]
+fn a_broken_split_is_an_error_not_a_footnote() {
+    use datafusion::arrow::array::{AsArray, BooleanArray};
+    use datafusion::arrow::compute::{cast, filter_record_batch};
+    use datafusion::arrow::datatypes::DataType;
+    let tmp = tempfile::tempdir().unwrap();
+    let (job, out) = published_job(tmp.path());
+    let run = published_at(&out, "2026-11-24");
+    // Two in five of `everyone`'s control group go missing after the split (say, a one-sided
+    // suppression applied downstream): 50% was the holdout, the counts no longer say so.
+    let path = run.join("segments.parquet");
+    let batches = read_parquet(&path);
+    let schema = batches[0].schema();
+    let mut seen = 0usize;
+    let kept: Vec<_> = batches
+        .iter()
+        .map(|b| {
+            let col = |n: &str| cast(b.column_by_name(n).unwrap(), &DataType::Utf8).unwrap();
+            let (seg, grp) = (col("segment"), col("grp"));
+            let (seg, grp) = (seg.as_string::<i32>(), grp.as_string::<i32>());
+            let keep: BooleanArray = (0..b.num_rows())
+                .map(|i| {
+                    let hit = seg.value(i) == "everyone" && grp.value(i) == "control";
+                    seen += usize::from(hit);
+                    Some(!(hit && seen % 5 < 2))
+                })
+                .collect();
+            filter_record_batch(b, &keep).unwrap()
+        })
+        .collect();
+    let f = std::fs::File::create(&path).unwrap();
+    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(f, schema, None).unwrap();
+    for b in &kept {
+        w.write(b).unwrap();
+    }
+    w.close().unwrap();
+    write(
+        &tmp.path().join("r.csv"),
+        "user_id,converted\nu0001,1\nu0002,1\n",
+    );
+    let res = bin()
+        .arg("measure")
+        .arg(&job)
+        .args(["--run", "2026-11-24", "--results"])
+        .arg(tmp.path().join("r.csv"))
+        .output()
+        .unwrap();
+    let text = output_text(&res);
+    assert_eq!(res.status.code(), Some(65), "{text}");
+    assert!(text.contains("sample ratio mismatch"), "{text}");
+    assert!(
+        text.contains("`everyone`") && !text.contains("`evens`"),
+        "{text}"
+    );
+    // The measurement is still written, each lift marked.
+    let dir = std::fs::read_dir(out.join("2026-11-24/measurements"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("measurement.json")).unwrap()).unwrap();
+    for l in m["segments"].as_array().unwrap() {
+        let broken = l["segment"] == "everyone";
+        assert_eq!(l["sample_ratio_mismatch"], broken, "{l}");
+        if broken {
+            assert!(l["sample_ratio_p"].as_f64().unwrap() < 0.001, "{l}");
+        }
+    }
+    let page = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(
+        page.contains("sample ratio mismatch"),
+        "the report says it too"
+    );
 }
