@@ -22,7 +22,14 @@ pub struct MeasureArgs {
     /// Campaign results (path or URL; Parquet or CSV): the user id, `converted` (true/false or
     /// a count) and optionally `value`, one or more rows per user.
     #[arg(long, value_name = "URL")]
-    results: String,
+    results: Option<String>,
+    /// First day of the campaign, for an outcome read from the job's data (default: the day
+    /// after the measured run's date).
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    start: Option<String>,
+    /// Day after the campaign's last (default: start + `[measure] campaign_days`).
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    end: Option<String>,
     /// Sets a param the output location uses; repeat for several.
     #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
     params: Vec<String>,
@@ -47,7 +54,7 @@ pub struct MeasureArgs {
 }
 
 /// The holdout share a segment of the job was split with: its own, or its per-value group's.
-fn holdout_of(job: &crate::job::Job, segment: &str) -> Option<f64> {
+pub(super) fn holdout_of(job: &crate::job::Job, segment: &str) -> Option<f64> {
     job.segments
         .iter()
         .find(|s| match s.def {
@@ -61,7 +68,10 @@ fn holdout_of(job: &crate::job::Job, segment: &str) -> Option<f64> {
 }
 
 /// A published run: (date, folder relative to the output root, run id).
-async fn resolve_run(root: &storage::Location, text: &str) -> Result<(String, String, String)> {
+pub(super) async fn resolve_run(
+    root: &storage::Location,
+    text: &str,
+) -> Result<(String, String, String)> {
     if crate::job::params::parse_date(text).is_ok() {
         let ptr = storage::publish::read_pointer(root, text)
             .await?
@@ -89,7 +99,66 @@ async fn resolve_run(root: &storage::Location, text: &str) -> Result<(String, St
 }
 
 /// Registers a Parquet file of a run folder as `name`, or fails with exit 66 naming it.
-async fn register_run_file(
+/// Each segment's holdout share in a run's manifest: the split as the run made it.
+pub(super) async fn run_holdouts(
+    root: &storage::Location,
+    run_rel: &str,
+) -> Result<std::collections::BTreeMap<String, f64>> {
+    Ok(
+        storage::read_bytes(&root.child(&format!("{run_rel}/manifest.json"))?)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .map(|m| {
+                m["segments"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["holdout"].as_f64()?)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    )
+}
+
+/// Registers the campaign's results file as `results`; returns it as shown to the user.
+async fn register_results_file(engine: &Engine, url: &str) -> Result<String> {
+    let results = storage::locate(&crate::job::params::resolve_path(
+        url,
+        &std::env::current_dir()?,
+    ))?;
+    let shown = results.display();
+    if results.store.head(&results.path).await.is_err()
+        && results
+            .store
+            .list_with_delimiter(Some(&results.path))
+            .await
+            .map(|l| l.objects.is_empty())
+            .unwrap_or(true)
+    {
+        return Err(Error::SourceMissing {
+            source_name: "campaign results".into(),
+            url: shown,
+            detail: "no file there".into(),
+            cause: None,
+        });
+    }
+    let registered = if shown.ends_with(".csv") {
+        engine
+            .ctx
+            .register_csv("results", results.url.as_str(), Default::default())
+            .await
+    } else {
+        engine
+            .ctx
+            .register_parquet("results", results.url.as_str(), Default::default())
+            .await
+    };
+    registered.map_err(|e| Error::data(format!("campaign results ({shown})"), e.to_string()))?;
+    Ok(shown)
+}
+
+pub(super) async fn register_run_file(
     engine: &Engine,
     root: &storage::Location,
     rel: &str,
@@ -123,10 +192,35 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
     };
     let root = crate::pipeline::Plan::new(&job, &opts)?.root;
     let (date, run_rel, run_id) = resolve_run(&root, &args.run).await?;
-    let mut engine = Engine::new(&EngineConfig::default()).await?;
+    // Without a results file the outcome comes from the job's own sources.
+    let mut prepared = match &args.results {
+        Some(_) => None,
+        None => {
+            let day = crate::job::params::parse_date(&date).ok();
+            let opts = crate::pipeline::RunOptions { date: day, ..opts };
+            Some(crate::pipeline::prepare(&job, &opts).await?)
+        }
+    };
+    let bindings = prepared.as_ref().map(|p| p.plan.bindings.clone());
+    let mut own = match prepared {
+        Some(_) => None,
+        None => Some(Engine::new(&EngineConfig::default()).await?),
+    };
+    let engine: &mut Engine = match (&mut prepared, &mut own) {
+        (Some(p), _) => &mut p.engine,
+        (None, Some(e)) => e,
+        (None, None) => unreachable!("one engine is made above"),
+    };
     engine.register_store(&root);
+    if let Some(url) = &args.results {
+        let cwd = std::env::current_dir()?;
+        engine.register_store(&storage::locate(&crate::job::params::resolve_path(
+            url, &cwd,
+        ))?);
+    }
+    let engine = &*engine;
     register_run_file(
-        &engine,
+        engine,
         &root,
         &format!("{run_rel}/segments.parquet"),
         "members",
@@ -140,7 +234,7 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
                 ))
             })?;
             register_run_file(
-                &engine,
+                engine,
                 &root,
                 &format!("{run_rel}/{file}.parquet"),
                 "breakdown",
@@ -150,39 +244,38 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
         }
         None => None,
     };
-    let results = storage::locate(&crate::job::params::resolve_path(
-        &args.results,
-        &std::env::current_dir()?,
-    ))?;
-    engine.register_store(&results);
-    let shown = results.display();
-    if results.store.head(&results.path).await.is_err()
-        && results
-            .store
-            .list_with_delimiter(Some(&results.path))
-            .await
-            .map(|l| l.objects.is_empty())
-            .unwrap_or(true)
-    {
-        return Err(Error::SourceMissing {
-            source_name: "campaign results".into(),
-            url: shown,
-            detail: "no file there".into(),
-            cause: None,
-        });
-    }
-    let registered = if shown.ends_with(".csv") {
-        engine
-            .ctx
-            .register_csv("results", results.url.as_str(), Default::default())
-            .await
-    } else {
-        engine
-            .ctx
-            .register_parquet("results", results.url.as_str(), Default::default())
-            .await
+    let shown = match (&args.results, &bindings) {
+        (Some(url), _) => register_results_file(engine, url).await?,
+        (None, Some(bindings)) => {
+            let day = |flag: &str, v: &Option<String>| -> Result<Option<chrono::NaiveDate>> {
+                v.as_deref()
+                    .map(|t| {
+                        crate::job::params::parse_date(t)
+                            .map_err(|e| Error::Usage(format!("--{flag} `{t}`: {e}")))
+                    })
+                    .transpose()
+            };
+            let run_day = crate::job::params::parse_date(&date).map_err(|_| {
+                Error::Usage(format!(
+                    "run {run_id} has no date ({date}): give the campaign's --results"
+                ))
+            })?;
+            let start = day("start", &args.start)?.unwrap_or(run_day + chrono::Duration::days(1));
+            let end = day("end", &args.end)?
+                .unwrap_or(start + chrono::Duration::days(i64::from(job.campaign_days)));
+            if end <= start {
+                return Err(Error::Usage(format!(
+                    "--end {end} must be after --start {start}"
+                )));
+            }
+            crate::measure::outcome::register_results(engine, &job, bindings, start, end).await?;
+            format!(
+                "[measure] outcome over {start} .. {end} (pre-period {} .. {start})",
+                start - (end - start)
+            )
+        }
+        (None, None) => unreachable!("a job engine is prepared without --results"),
     };
-    registered.map_err(|e| Error::data(format!("campaign results ({shown})"), e.to_string()))?;
     if !(args.mde > 0.0 && args.mde < 100.0) {
         return Err(Error::Usage(format!(
             "--mde {} must be a lift in percentage points above 0 and below 100",
@@ -191,20 +284,7 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
     }
     // The split as the run made it: each segment's holdout in the run's manifest (the job may
     // have changed since), else the job's.
-    let shares: std::collections::BTreeMap<String, f64> =
-        storage::read_bytes(&root.child(&format!("{run_rel}/manifest.json"))?)
-            .await
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .map(|m| {
-                m["segments"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["holdout"].as_f64()?)))
-                    .collect()
-            })
-            .unwrap_or_default();
+    let shares = run_holdouts(&root, &run_rel).await?;
     let holdout = |seg: &str| match shares.get(seg) {
         Some(h) => Some(*h).filter(|h| *h > 0.0),
         None => holdout_of(&job, seg),
@@ -214,21 +294,21 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
         tau: args.mde / 100.0,
     };
     let lifts =
-        crate::measure::measure(&engine, "members", "results", &job.publish.id, by, &opts).await?;
+        crate::measure::measure(engine, "members", "results", &job.publish.id, by, &opts).await?;
     let migration = match &args.after {
         Some(after) => {
             let (_, after_rel, after_id) = resolve_run(&root, after).await?;
             let file = format!("{}.parquet", args.lifecycle);
-            register_run_file(&engine, &root, &format!("{run_rel}/{file}"), "stage_before").await?;
+            register_run_file(engine, &root, &format!("{run_rel}/{file}"), "stage_before").await?;
             register_run_file(
-                &engine,
+                engine,
                 &root,
                 &format!("{after_rel}/{file}"),
                 "stage_after",
             )
             .await?;
             let m = crate::measure::migration(
-                &engine,
+                engine,
                 "members",
                 "stage_before",
                 "stage_after",

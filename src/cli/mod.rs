@@ -5,6 +5,7 @@ mod check;
 mod demo;
 mod measure;
 mod out;
+mod plan;
 mod preview;
 mod run;
 mod sql;
@@ -66,6 +67,12 @@ pub enum Command {
         after_help = "Example:\n  audiences measure jobs/demo.toml --run 2026-11-24 --results data/campaign/results.parquet"
     )]
     Measure(measure::MeasureArgs),
+    /// Before a campaign: per segment, the baseline from the job's own history, the smallest
+    /// lift its holdout can detect, and the holdout share that detects a target lift.
+    #[command(
+        after_help = "Example:\n  audiences plan jobs/demo.toml --date 2026-11-24 --mde 0.5"
+    )]
+    Plan(plan::PlanArgs),
     /// List the recent runs of a job: date, run id, outcome, duration, segment sizes.
     #[command(after_help = "Example:\n  audiences status jobs/demo.toml --limit 10")]
     Status(status::StatusArgs),
@@ -191,6 +198,7 @@ pub fn main() -> i32 {
             Command::Demo(a) => demo::execute(a).await,
             Command::Status(a) => status::execute(a).await,
             Command::Measure(a) => measure::execute(a).await,
+            Command::Plan(a) => plan::execute(a).await,
             Command::Verify(a) => verify::execute(a).await,
         }
     });

@@ -365,6 +365,10 @@ pub struct Job {
     pub report_min_cell_size: u64,
     /// Where the job's SQL runs unless `--engine` / `AUDIENCES_ENGINE` say otherwise.
     pub engine: EngineKind,
+    /// `[measure]`: the campaign's outcome SQL over `[$start, $end)`, when declared.
+    pub outcome: Option<StepSql>,
+    /// `[measure] campaign_days`.
+    pub campaign_days: u32,
 }
 
 impl Job {

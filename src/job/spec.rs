@@ -64,6 +64,25 @@ pub struct JobSpec {
     /// line's `--engine` and the `AUDIENCES_ENGINE` variable override it.
     #[serde(default)]
     pub engine: Option<Spanned<String>>,
+    /// How a campaign on this job's segments is measured and planned.
+    #[serde(default)]
+    pub measure: Option<Spanned<MeasureSpec>>,
+}
+
+/// The `[measure]` table: the campaign's outcome from the job's own data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasureSpec {
+    /// A SQL file over the job's sources and params returning, for the window
+    /// `[$start, $end)`, the id column, `converted` and optionally `value` per user.
+    #[serde(default)]
+    pub outcome: Option<String>,
+    /// The same SQL written inline.
+    #[serde(default)]
+    pub outcome_query: Option<String>,
+    /// Campaign length in days (default 30): the window `plan` evaluates the outcome over.
+    #[serde(default)]
+    pub campaign_days: Option<u32>,
 }
 
 /// The `[report]` table.

@@ -26,6 +26,8 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::Serialize;
 
+pub mod outcome;
+pub mod plan;
 pub mod stats;
 
 use crate::engine::diagnostics::execution_error;

@@ -739,3 +739,135 @@ fn a_broken_split_is_an_error_not_a_footnote() {
         "the report says it too"
     );
 }
+
+#[test]
+fn outcome_from_the_jobs_own_data_measures_and_plans_without_a_results_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let users: String = (0..2000).map(|i| format!("u{i:04}\n")).collect();
+    write(
+        &tmp.path().join("in/users.csv"),
+        &format!("user_id\n{users}"),
+    );
+    // A quarter of the users bought before the campaign and buy again during it; one in ten
+    // more buy during it.
+    let mut orders = String::from("user_id,day,amount\n");
+    for i in 0..2000 {
+        if i % 4 == 0 {
+            orders.push_str(&format!("u{i:04},2026-10-20,30\nu{i:04},2026-11-20,40\n"));
+        } else if i % 10 == 1 {
+            orders.push_str(&format!("u{i:04},2026-11-25,10\n"));
+        }
+    }
+    write(&tmp.path().join("in/orders.csv"), &orders);
+    let job = tmp.path().join("jobs/o.toml");
+    write(
+        &job,
+        r#"name = "o"
+output = "../out"
+[params]
+as_of = { type = "date" }
+[sources]
+users = { url = "../in/users.csv", format = "csv", schema = "user_id string" }
+orders = { url = "../in/orders.csv", format = "csv", schema = "user_id string, day date, amount double" }
+[measure]
+outcome_query = "SELECT user_id, COUNT(*) > 0 AS converted, SUM(amount) AS value FROM orders WHERE day >= $start AND day < $end GROUP BY user_id"
+campaign_days = 30
+[publish]
+holdout = "50%"
+[[segment]]
+name = "everyone"
+query = "SELECT user_id FROM users"
+"#,
+    );
+    let run = |args: &[&str]| {
+        let res = bin().args(args).arg(&job).output().unwrap();
+        (res.status.code(), output_text(&res))
+    };
+    let (code, text) = run(&["run", "--date", "2026-11-10"]);
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = bin()
+        .arg("measure")
+        .arg(&job)
+        .args(["--run", "2026-11-10"])
+        .output()
+        .map(|r| (r.status.code(), output_text(&r)))
+        .unwrap();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("[measure] outcome over 2026-11-11 .. 2026-12-11"),
+        "{text}"
+    );
+    let out = tmp.path().join("out");
+    let run_dir = published_at(&out, "2026-11-10");
+    let members = read_parquet(&run_dir.join("segments.parquet"));
+    let mut target = Vec::new();
+    for b in &members {
+        let u = b.column_by_name("user_id").unwrap();
+        let g = b.column_by_name("grp").unwrap();
+        let u = datafusion::arrow::compute::cast(u, &datafusion::arrow::datatypes::DataType::Utf8)
+            .unwrap();
+        let g = datafusion::arrow::compute::cast(g, &datafusion::arrow::datatypes::DataType::Utf8)
+            .unwrap();
+        let (u, g) = (
+            u.as_any().downcast_ref::<StringArray>().unwrap(),
+            g.as_any().downcast_ref::<StringArray>().unwrap(),
+        );
+        for i in 0..b.num_rows() {
+            if g.value(i) == "target" {
+                target.push(u.value(i)[1..].parse::<usize>().unwrap());
+            }
+        }
+    }
+    let converted = target
+        .iter()
+        .filter(|i| *i % 4 == 0 || *i % 10 == 1)
+        .count();
+    let dir = std::fs::read_dir(out.join("2026-11-10/measurements"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("measurement.json")).unwrap()).unwrap();
+    let l = &m["segments"][0];
+    assert_eq!(
+        l["target_conversions"].as_u64(),
+        Some(converted as u64),
+        "{l}"
+    );
+    // Buyers before buy again: the pre-period removes most of the outcome's variance.
+    let vr = l["cuped"]["variance_reduction"].as_f64().unwrap();
+    assert!(vr > 0.2, "{l}");
+    let cuped = (l["cuped"]["ci"][1].as_f64().unwrap() - l["cuped"]["ci"][0].as_f64().unwrap())
+        / (l["absolute_ci"][1].as_f64().unwrap() - l["absolute_ci"][0].as_f64().unwrap());
+    assert!(
+        cuped < 0.8,
+        "the adjusted interval is at least 20% narrower: {cuped}"
+    );
+
+    // Before a campaign: the baseline over the 30 days before the run, and the MDE.
+    let (code, text) = run(&["plan", "--mde", "5"]);
+    assert_eq!(code, Some(0), "{text}");
+    let p: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("plan.json")).unwrap()).unwrap();
+    let s = &p["segments"][0];
+    let (nt, nc) = (
+        s["target_users"].as_f64().unwrap(),
+        s["control_users"].as_f64().unwrap(),
+    );
+    // Bought in [2026-10-11, 2026-11-10): every fourth user.
+    assert_eq!(s["baseline_rate"].as_f64(), Some(0.25), "{s}");
+    let want =
+        (1.959963984540054 + 0.8416212335729143) * (0.25f64 * 0.75 * (1.0 / nt + 1.0 / nc)).sqrt();
+    assert!((s["mde"].as_f64().unwrap() - want).abs() < 1e-12, "{s}");
+    assert!(text.contains("everyone"), "{text}");
+    // A job without an outcome cannot plan: a usage error naming the fix.
+    let text = std::fs::read_to_string(&job).unwrap();
+    let cut = text.find("[measure]").unwrap();
+    let end = text.find("[publish]").unwrap();
+    write(&job, &format!("{}{}", &text[..cut], &text[end..]));
+    let (code, text) = run(&["plan"]);
+    assert_eq!(code, Some(64), "{text}");
+    assert!(text.contains("[measure] outcome"), "{text}");
+}

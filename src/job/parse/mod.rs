@@ -195,6 +195,36 @@ pub(super) fn job(text: &str, file: &str, dir: &Path) -> Result<Job> {
         }),
     };
 
+    let (outcome, campaign_days) = match &raw.measure {
+        Some(m) => {
+            let off = m.span().start;
+            let m = m.get_ref();
+            let sql = match (&m.outcome, &m.outcome_query) {
+                (Some(f), None) => ctx.sql_file(off, "measure", f),
+                (None, Some(q)) => Some(ctx.inline_sql(off, q)),
+                (None, None) => None,
+                (Some(_), Some(_)) => {
+                    ctx.problem(
+                        off,
+                        Some("measure"),
+                        "give `outcome` (a SQL file) or `outcome_query`, not both".into(),
+                        None,
+                    );
+                    None
+                }
+            };
+            if m.campaign_days == Some(0) {
+                ctx.problem(
+                    off,
+                    Some("measure"),
+                    "campaign_days must be at least 1".into(),
+                    None,
+                );
+            }
+            (sql, m.campaign_days.unwrap_or(30))
+        }
+        None => (None, 30),
+    };
     if !ctx.problems.is_empty() {
         return Err(Error::Job(ctx.problems));
     }
@@ -221,6 +251,8 @@ pub(super) fn job(text: &str, file: &str, dir: &Path) -> Result<Job> {
             .and_then(|r| r.min_cell_size)
             .unwrap_or(50),
         engine,
+        outcome,
+        campaign_days,
     })
 }
 
