@@ -300,13 +300,7 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
             let (_, after_rel, after_id) = resolve_run(&root, after).await?;
             let file = format!("{}.parquet", args.lifecycle);
             register_run_file(engine, &root, &format!("{run_rel}/{file}"), "stage_before").await?;
-            register_run_file(
-                engine,
-                &root,
-                &format!("{after_rel}/{file}"),
-                "stage_after",
-            )
-            .await?;
+            register_run_file(engine, &root, &format!("{after_rel}/{file}"), "stage_after").await?;
             let m = crate::measure::migration(
                 engine,
                 "members",
@@ -402,6 +396,20 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
             l.incremental_conversions,
             if l.significant { "  *" } else { "" }
         );
+        if let Some(b) = &l.pre_balance {
+            outln!(
+                "  {:<28} before the campaign: target {:.4}, control {:.4} (p = {:.3}){}",
+                "",
+                b.target_mean,
+                b.control_mean,
+                b.p_value,
+                if b.p_value < 0.01 {
+                    "  groups differed before the campaign"
+                } else {
+                    ""
+                }
+            );
+        }
         if let Some(c) = &l.cuped {
             outln!(
                 "  {:<28} CUPED lift {:.2} pp {}, variance {:+.0}%",

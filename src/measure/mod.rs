@@ -77,6 +77,10 @@ pub struct Lift {
     pub sample_ratio_mismatch: bool,
     /// With a pre-period covariate (`pre` in the results): the CUPED-adjusted absolute lift.
     pub cuped: Option<stats::Cuped>,
+    /// With a pre-period covariate: its mean in target and control and the p-value of their
+    /// difference (Welch's z-test); a small p-value says the groups differed before the
+    /// campaign.
+    pub pre_balance: Option<stats::Balance>,
     /// absolute_lift / control_rate (none when the control group did not convert).
     pub relative_lift: Option<f64>,
     /// 95% interval of the relative lift.
@@ -258,6 +262,10 @@ pub async fn measure(
         let split = |v: &[(f64, f64)]| -> (Vec<f64>, Vec<f64>) { v.iter().copied().unzip() };
         // CUPED's interval is a large-sample one: like the Wald interval it fails on a group
         // with few conversions, so it is reported only where each group has some.
+        let pre_balance = has_pre.then(|| {
+            let pre = |v: &[(f64, f64)]| v.iter().map(|p| p.1).collect::<Vec<f64>>();
+            stats::balance(&pre(&tp), &pre(&cp))
+        });
         let cuped = if has_pre && tx.min(cx) >= CUPED_MIN_CONVERSIONS {
             let ((yt, xt), (yc, xc)) = (split(&tp), split(&cp));
             stats::cuped(&yt, &xt, &yc, &xc)
@@ -286,6 +294,7 @@ pub async fn measure(
             sample_ratio_p: srm,
             sample_ratio_mismatch: srm.is_some_and(|p| p < SRM_ALPHA),
             cuped,
+            pre_balance,
             relative_lift: (rc > 0.0).then(|| diff / rc),
             relative_ci: (rc > 0.0)
                 .then(|| stats::relative_interval(tx, nt, cx, nc))

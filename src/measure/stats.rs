@@ -160,6 +160,32 @@ pub struct Cuped {
     pub variance_reduction: f64,
 }
 
+/// Balance of a pre-period covariate between target and control.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Balance {
+    /// Mean in the target group.
+    pub target_mean: f64,
+    /// Mean in the control group.
+    pub control_mean: f64,
+    /// Two-sided p-value of the difference (Welch's z-test).
+    pub p_value: f64,
+}
+
+/// Balance of covariate values `t` (target) and `c` (control).
+pub fn balance(t: &[f64], c: &[f64]) -> Balance {
+    let ((mt, vt), (mc, vc)) = (mean_var(t), mean_var(c));
+    let se = (vt / t.len().max(1) as f64 + vc / c.len().max(1) as f64).sqrt();
+    Balance {
+        target_mean: mt,
+        control_mean: mc,
+        p_value: if se > 0.0 {
+            two_sided_p((mt - mc) / se)
+        } else {
+            1.0
+        },
+    }
+}
+
 fn mean_var(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
     let m = v.iter().sum::<f64>() / n;
@@ -257,6 +283,19 @@ mod tests {
         for (a, b) in q.iter().zip(want) {
             assert!((a - b).abs() < 1e-12, "{q:?}");
         }
+    }
+
+    #[test]
+    fn balance_by_hand() {
+        // Means 2 and 1, sample variances 2/3 and 2/3 over 4 and 4: se = √(2 · (2/3) / 4)
+        // = 0.57735, z = 1.73205, p = 2 · (1 − Φ(1.73205)) = 0.08326.
+        let b = balance(&[1.0, 2.0, 3.0, 2.0], &[0.0, 1.0, 2.0, 1.0]);
+        let (mt, vt) = mean_var(&[1.0, 2.0, 3.0, 2.0]);
+        assert_eq!((mt, b.control_mean), (2.0, 1.0));
+        assert!((vt - 2.0 / 3.0).abs() < 1e-12);
+        let z = 1.0 / (2.0 * (2.0 / 3.0) / 4.0f64).sqrt();
+        assert!((b.p_value - two_sided_p(z)).abs() < 1e-12);
+        assert!((b.p_value - 0.083_26).abs() < 1e-4, "{b:?}");
     }
 
     #[test]
