@@ -67,6 +67,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../sql/demo/customer_summary.sql"),
     ),
     (
+        "sql/demo/outcome.sql",
+        include_str!("../../sql/demo/outcome.sql"),
+    ),
+    (
         "sql/lifecycle/stages.sql",
         include_str!("../../sql/lifecycle/stages.sql"),
     ),

@@ -147,6 +147,11 @@ async fn plan_after_sources(
             .fields
             .iter()
             .map(|f| f.column.clone())
+            .chain(se.fields.iter().filter_map(|f| f.app_column.clone()))
+            .chain(se.consent.iter().filter_map(|c| match &c.value {
+                crate::job::exports::ConsentValue::Column(c) => Some(c.clone()),
+                crate::job::exports::ConsentValue::Fixed(_) => None,
+            }))
             .chain(se.columns.iter().cloned())
             .chain(std::iter::once(id.to_string()));
         for c in wanted {
@@ -158,6 +163,34 @@ async fn plan_after_sources(
                     hint: Some(nearest_columns(&c, &names)),
                 });
             }
+        }
+    }
+    // The campaign outcome: planned with `$start` and `$end` bound, returning the id and
+    // `converted`.
+    if let Some(sql) = &job.outcome {
+        let mut b = bindings.clone();
+        let today = chrono::Utc::now().date_naive();
+        b.insert("start".into(), crate::job::ParamValue::Date(today));
+        b.insert("end".into(), crate::job::ParamValue::Date(today));
+        match crate::engine::sql::plan_sql(engine, "measure", sql, &b).await {
+            Ok(df) => {
+                let names = columns_of(&df);
+                for need in [id, "converted"] {
+                    if !names.iter().any(|n| n == need) {
+                        report.problems.push(Problem {
+                            location: Some(crate::error::Location {
+                                file: sql.file.clone(),
+                                line: sql.first_line,
+                                column: sql.first_column,
+                            }),
+                            step: Some("measure".into()),
+                            message: format!("the outcome SQL returns no column `{need}` (it returns: {})", names.join(", ")),
+                            hint: Some("return the id, `converted` (true/false or a count) and optionally `value` per user".into()),
+                        });
+                    }
+                }
+            }
+            Err(p) => report.problems.push(p),
         }
     }
     Ok(())

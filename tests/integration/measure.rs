@@ -862,6 +862,29 @@ query = "SELECT user_id FROM users"
         (1.959963984540054 + 0.8416212335729143) * (0.25f64 * 0.75 * (1.0 / nt + 1.0 / nc)).sqrt();
     assert!((s["mde"].as_f64().unwrap() - want).abs() < 1e-12, "{s}");
     assert!(text.contains("everyone"), "{text}");
+    // `check` plans the outcome SQL: a wrong column is named with its place in the job file.
+    let text = std::fs::read_to_string(&job).unwrap();
+    write(
+        &job,
+        &text.replace("COUNT(*) > 0 AS converted", "COUNT(*) > 0 AS bought"),
+    );
+    let (code, out_text) = run(&["check"]);
+    assert_eq!(code, Some(78), "{out_text}");
+    assert!(
+        out_text.contains("o.toml:") && out_text.contains("no column `converted`"),
+        "{out_text}"
+    );
+    write(
+        &job,
+        &text.replace("FROM orders WHERE day", "FROM orders WHERE dya"),
+    );
+    let (code, out_text) = run(&["check"]);
+    assert_eq!(code, Some(78), "{out_text}");
+    assert!(
+        out_text.contains("[measure]") || out_text.contains("measure"),
+        "{out_text}"
+    );
+    write(&job, &text);
     // A job without an outcome cannot plan: a usage error naming the fix.
     let text = std::fs::read_to_string(&job).unwrap();
     let cut = text.find("[measure]").unwrap();

@@ -190,6 +190,19 @@ u5,oAbCdEf523456,not an app id
         "{}",
         res.text()
     );
+    // An app column the identities table does not have: `check` names it.
+    let dir = with_exports(
+        csv,
+        ALL,
+        &export.replace("app_column = \"app\"", "app_column = \"appx\""),
+    );
+    let res = dir.run("check", &[]);
+    assert_eq!(res.code(), Some(78), "{}", res.text());
+    assert!(
+        res.text().contains("has no column `appx`"),
+        "{}",
+        res.text()
+    );
     // And an app column on another type is a mistake.
     let dir = with_exports(csv, ALL, &export.replace("WECHAT_OPENID", "WX_UNIONID"));
     let res = dir.run("check", &[]);
