@@ -124,6 +124,22 @@ pub async fn execute(args: PlanArgs) -> Result<()> {
         serde_json::to_vec_pretty(&doc).map_err(Error::unexpected)?,
     )
     .await?;
+    // The same table on the run's page, written beside the plan (the run is never changed).
+    let run_page = storage::read_bytes(&root.child(&format!("{run_rel}/report.html"))?)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    let section = crate::report::plan_section(
+        &plans,
+        job.report_min_cell_size,
+        &format!("{} .. {day}", day - len),
+        target,
+    );
+    storage::write::put_bytes(
+        &dir.child("plan.html")?,
+        crate::report::with_plan(run_page.as_deref(), &section).into_bytes(),
+    )
+    .await?;
     outln!(
         "job {}  run {run_id} ({date})  baseline: the outcome over {} .. {day} ({} days)",
         job.name,
@@ -165,6 +181,9 @@ pub async fn execute(args: PlanArgs) -> Result<()> {
         "  MDE: the smallest lift in conversion rate the split detects 80% of the time at 5% significance; holdout for: the share that detects {:.2} pp",
         args.mde
     );
-    outln!("written: {}", dir.child("plan.json")?.display());
+    outln!(
+        "written: {} and plan.html (the run's report with this table)",
+        dir.child("plan.json")?.display()
+    );
     Ok(())
 }

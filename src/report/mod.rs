@@ -21,11 +21,13 @@ use crate::error::Result;
 use crate::measure::Lift;
 
 mod lift;
+mod plan;
 
 use crate::segments::Segments;
 use crate::steps::kmeans::KMeansModel;
 use crate::steps::lookalike::LookalikeModel;
 pub use lift::{lift_section, with_lift};
+pub use plan::{plan_section, with_plan};
 
 /// Everything the page shows.
 #[derive(Debug, Default, Clone)]

@@ -862,6 +862,16 @@ query = "SELECT user_id FROM users"
         (1.959963984540054 + 0.8416212335729143) * (0.25f64 * 0.75 * (1.0 / nt + 1.0 / nc)).sqrt();
     assert!((s["mde"].as_f64().unwrap() - want).abs() < 1e-12, "{s}");
     assert!(text.contains("everyone"), "{text}");
+    // The run's page with the plan table, beside the plan.
+    let page = std::fs::read_to_string(dir.join("plan.html")).unwrap();
+    assert!(
+        page.contains("<table id=\"plan\">") && page.contains("<table id=\"segments\">"),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("{:.2}", 100.0 * want)),
+        "the MDE in points"
+    );
     // `check` plans the outcome SQL: a wrong column is named with its place in the job file.
     let text = std::fs::read_to_string(&job).unwrap();
     write(
