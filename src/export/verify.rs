@@ -244,6 +244,15 @@ fn check_lines(
                 return;
             };
             let got: Vec<&str> = header.split(',').collect();
+            if format == "google_customer_match"
+                && got.contains(&"Mobile Device ID")
+                && got.len() > 1
+            {
+                problems.push(format!(
+                    "{path}: mixes `Mobile Device ID` with contact columns; Google takes one key type per list"
+                ));
+            }
+
             let known: BTreeMap<&str, &str> = fields
                 .iter()
                 .map(|(n, h)| (n.as_str(), h.as_str()))

@@ -105,6 +105,21 @@ u5,e@example.com,,,
     // verify accepts what was written.
     let v = bin().arg("verify").arg(&run).output().unwrap();
     assert_eq!(v.status.code(), Some(0), "{}", output_text(&v));
+    // A list that mixes key types (edited by hand, say) is named by verify.
+    let contact = g.join("all/target/all_contact_part000.csv");
+    let text = std::fs::read_to_string(&contact).unwrap();
+    write(
+        &contact,
+        &text.replacen("Email,Phone", "Email,Mobile Device ID", 1),
+    );
+    let v = bin().arg("verify").arg(&run).output().unwrap();
+    assert_eq!(v.status.code(), Some(65), "{}", output_text(&v));
+    assert!(
+        output_text(&v).contains("Google takes one key type per list"),
+        "{}",
+        output_text(&v)
+    );
+    write(&contact, &text);
 
     // Consent Google would reject, or a signal it does not know: job errors naming them.
     for (consent, expect) in [
