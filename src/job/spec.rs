@@ -69,19 +69,17 @@ pub struct JobSpec {
     pub measure: Option<Spanned<MeasureSpec>>,
 }
 
-/// The `[measure]` table: the campaign's outcome from the job's own data.
+/// The `[measure]` table: the campaign's outcome from the job's own data (an absent `Option`
+/// key is `None`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MeasureSpec {
     /// A SQL file over the job's sources and params returning, for the window
     /// `[$start, $end)`, the id column, `converted` and optionally `value` per user.
-    #[serde(default)]
     pub outcome: Option<String>,
     /// The same SQL written inline.
-    #[serde(default)]
     pub outcome_query: Option<String>,
     /// Campaign length in days (default 30): the window `plan` evaluates the outcome over.
-    #[serde(default)]
     pub campaign_days: Option<u32>,
 }
 
@@ -501,7 +499,6 @@ pub struct IdSpec {
     pub column: String,
     /// WECHAT_OPENID: the identities column naming the official account or mini-program
     /// (`open_app_id`) each openid belongs to; each app gets its own file set.
-    #[serde(default)]
     pub app_column: Option<String>,
 }
 
@@ -582,16 +579,13 @@ pub struct ExportSpec {
     pub deltas: Option<bool>,
     /// With `deltas`: how often the whole target list is sent again as a replacing set
     /// (default "30 days"), so a list fed with adds and removes never silently expires.
-    #[serde(default)]
     pub full_every: Option<String>,
     /// Hold back (or, with `required`, fail on) file sets below the platform's documented
     /// minimum of valid rows (default false).
-    #[serde(default)]
     pub platform_floor: Option<bool>,
     /// google: consent signals of the upload (`ad_user_data`, `ad_personalization`), each a
     /// fixed `GRANTED` / `UNSPECIFIED` or `{ column = "c" }` of the identities table (rows not
     /// granted are left out).
-    #[serde(default)]
     pub consent: Option<BTreeMap<String, ConsentSpec>>,
     /// File format; inferred from the extension of `to` when absent.
     #[serde(default)]
