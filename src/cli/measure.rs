@@ -54,7 +54,7 @@ pub struct MeasureArgs {
 }
 
 /// The holdout share a segment of the job was split with: its own, or its per-value group's.
-pub(super) fn holdout_of(job: &crate::job::Job, segment: &str) -> Option<f64> {
+fn holdout_of(job: &crate::job::Job, segment: &str) -> Option<f64> {
     job.segments
         .iter()
         .find(|s| match s.def {
@@ -64,7 +64,6 @@ pub(super) fn holdout_of(job: &crate::job::Job, segment: &str) -> Option<f64> {
             _ => s.name == segment,
         })
         .map(|s| s.holdout)
-        .filter(|h| *h > 0.0)
 }
 
 /// A published run: (date, folder relative to the output root, run id).
@@ -98,17 +97,36 @@ pub(super) async fn resolve_run(
     Ok((rec.date, rel, rec.run_id))
 }
 
-/// Registers a Parquet file of a run folder as `name`, or fails with exit 66 naming it.
-/// Each segment's holdout share in a run's manifest: the split as the run made it.
-pub(super) async fn run_holdouts(
-    root: &storage::Location,
-    run_rel: &str,
-) -> Result<std::collections::BTreeMap<String, f64>> {
-    Ok(
-        storage::read_bytes(&root.child(&format!("{run_rel}/manifest.json"))?)
+/// Where a measurement's results come from: a file, or the job's `[measure]` outcome over its
+/// own sources (with the params bound for the run's date).
+enum Outcome {
+    File(storage::Location),
+    Job(crate::job::Bindings),
+}
+
+/// The lift worth detecting, given in percentage points, as a share.
+pub(super) fn lift_to_detect(pp: f64) -> Result<f64> {
+    if pp > 0.0 && pp < 100.0 {
+        Ok(pp / 100.0)
+    } else {
+        Err(Error::Usage(format!(
+            "--mde {pp} must be a lift in percentage points above 0 and below 100"
+        )))
+    }
+}
+
+/// Each segment's holdout share as a run split it: from the run's manifest (the job may have
+/// changed since), else from the job.
+pub(super) struct Holdouts(std::collections::BTreeMap<String, f64>);
+
+impl Holdouts {
+    /// Reads the shares of the run folder `run_rel` below `root`.
+    pub(super) async fn read(root: &storage::Location, run_rel: &str) -> Result<Holdouts> {
+        let manifest = storage::read_bytes(&root.child(&format!("{run_rel}/manifest.json"))?)
             .await
             .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        let shares = manifest
             .map(|m| {
                 m["segments"]
                     .as_array()
@@ -117,16 +135,22 @@ pub(super) async fn run_holdouts(
                     .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["holdout"].as_f64()?)))
                     .collect()
             })
-            .unwrap_or_default(),
-    )
+            .unwrap_or_default();
+        Ok(Holdouts(shares))
+    }
+
+    /// The share of `segment` (none for a segment without a control group).
+    pub(super) fn of(&self, job: &crate::job::Job, segment: &str) -> Option<f64> {
+        match self.0.get(segment) {
+            Some(h) => Some(*h),
+            None => holdout_of(job, segment),
+        }
+        .filter(|h| *h > 0.0)
+    }
 }
 
 /// Registers the campaign's results file as `results`; returns it as shown to the user.
-async fn register_results_file(engine: &Engine, url: &str) -> Result<String> {
-    let results = storage::locate(&crate::job::params::resolve_path(
-        url,
-        &std::env::current_dir()?,
-    ))?;
+async fn register_results_file(engine: &Engine, results: &storage::Location) -> Result<String> {
     let shown = results.display();
     if results.store.head(&results.path).await.is_err()
         && results
@@ -158,6 +182,7 @@ async fn register_results_file(engine: &Engine, url: &str) -> Result<String> {
     Ok(shown)
 }
 
+/// Registers a Parquet file of a run folder as `name`, or fails with exit 66 naming it.
 pub(super) async fn register_run_file(
     engine: &Engine,
     root: &storage::Location,
@@ -193,32 +218,27 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
     let root = crate::pipeline::Plan::new(&job, &opts)?.root;
     let (date, run_rel, run_id) = resolve_run(&root, &args.run).await?;
     // Without a results file the outcome comes from the job's own sources.
-    let mut prepared = match &args.results {
-        Some(_) => None,
+    let (mut engine, outcome) = match &args.results {
+        Some(url) => {
+            let cwd = std::env::current_dir()?;
+            let loc = storage::locate(&crate::job::params::resolve_path(url, &cwd))?;
+            (
+                Engine::new(&EngineConfig::default()).await?,
+                Outcome::File(loc),
+            )
+        }
         None => {
             let day = crate::job::params::parse_date(&date).ok();
             let opts = crate::pipeline::RunOptions { date: day, ..opts };
-            Some(crate::pipeline::prepare(&job, &opts).await?)
+            let p = crate::pipeline::prepare(&job, &opts).await?;
+            (p.engine, Outcome::Job(p.plan.bindings))
         }
     };
-    let bindings = prepared.as_ref().map(|p| p.plan.bindings.clone());
-    let mut own = match prepared {
-        Some(_) => None,
-        None => Some(Engine::new(&EngineConfig::default()).await?),
-    };
-    let engine: &mut Engine = match (&mut prepared, &mut own) {
-        (Some(p), _) => &mut p.engine,
-        (None, Some(e)) => e,
-        (None, None) => unreachable!("one engine is made above"),
-    };
     engine.register_store(&root);
-    if let Some(url) = &args.results {
-        let cwd = std::env::current_dir()?;
-        engine.register_store(&storage::locate(&crate::job::params::resolve_path(
-            url, &cwd,
-        ))?);
+    if let Outcome::File(loc) = &outcome {
+        engine.register_store(loc);
     }
-    let engine = &*engine;
+    let engine = &engine;
     register_run_file(
         engine,
         &root,
@@ -244,9 +264,9 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
         }
         None => None,
     };
-    let shown = match (&args.results, &bindings) {
-        (Some(url), _) => register_results_file(engine, url).await?,
-        (None, Some(bindings)) => {
+    let shown = match &outcome {
+        Outcome::File(loc) => register_results_file(engine, loc).await?,
+        Outcome::Job(bindings) => {
             let day = |flag: &str, v: &Option<String>| -> Result<Option<chrono::NaiveDate>> {
                 v.as_deref()
                     .map(|t| {
@@ -274,24 +294,13 @@ pub async fn execute(args: MeasureArgs) -> Result<()> {
                 start - (end - start)
             )
         }
-        (None, None) => unreachable!("a job engine is prepared without --results"),
     };
-    if !(args.mde > 0.0 && args.mde < 100.0) {
-        return Err(Error::Usage(format!(
-            "--mde {} must be a lift in percentage points above 0 and below 100",
-            args.mde
-        )));
-    }
-    // The split as the run made it: each segment's holdout in the run's manifest (the job may
-    // have changed since), else the job's.
-    let shares = run_holdouts(&root, &run_rel).await?;
-    let holdout = |seg: &str| match shares.get(seg) {
-        Some(h) => Some(*h).filter(|h| *h > 0.0),
-        None => holdout_of(&job, seg),
-    };
+    let tau = lift_to_detect(args.mde)?;
+    let holdouts = Holdouts::read(&root, &run_rel).await?;
+    let holdout = |seg: &str| holdouts.of(&job, seg);
     let opts = crate::measure::Options {
         holdout: &holdout,
-        tau: args.mde / 100.0,
+        tau,
     };
     let lifts =
         crate::measure::measure(engine, "members", "results", &job.publish.id, by, &opts).await?;

@@ -3,7 +3,7 @@
 use clap::Args;
 
 use super::load_job;
-use super::measure::{holdout_of, register_run_file, resolve_run, run_holdouts};
+use super::measure::{lift_to_detect, register_run_file, resolve_run, Holdouts};
 use super::out::outln;
 use crate::error::{Error, Result};
 use crate::storage;
@@ -33,12 +33,7 @@ pub struct PlanArgs {
 /// Runs `audiences plan`.
 pub async fn execute(args: PlanArgs) -> Result<()> {
     let job = load_job(&args.job)?;
-    if !(args.mde > 0.0 && args.mde < 100.0) {
-        return Err(Error::Usage(format!(
-            "--mde {} must be a lift in percentage points above 0 and below 100",
-            args.mde
-        )));
-    }
+    let target = lift_to_detect(args.mde)?;
     if job.outcome.is_none() {
         return Err(Error::Usage(format!(
             "{} declares no campaign outcome: add [measure] outcome = \"outcome.sql\" (the id, `converted` and `value` per user over [$start, $end))",
@@ -95,9 +90,8 @@ pub async fn execute(args: PlanArgs) -> Result<()> {
         "before",
     )
     .await?;
-    let shares = run_holdouts(&root, &run_rel).await?;
-    let holdout = |seg: &str| shares.get(seg).copied().or_else(|| holdout_of(&job, seg));
-    let target = args.mde / 100.0;
+    let holdouts = Holdouts::read(&root, &run_rel).await?;
+    let holdout = |seg: &str| holdouts.of(&job, seg);
     let plans = crate::measure::plan::plan(
         engine,
         "members",

@@ -53,3 +53,35 @@ pub fn with_plan(run_page: Option<&str>, section: &str) -> String {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(nt: u64, nc: u64) -> SegmentPlan {
+        SegmentPlan {
+            segment: "s".into(),
+            target_users: nt,
+            control_users: nc,
+            holdout: 0.1,
+            baseline_rate: 0.05,
+            value_per_user: 1.0,
+            pre_correlation: 0.0,
+            mde: Some(0.02),
+            mde_cuped: Some(0.019),
+            holdout_for_target: None,
+            holdout_for_target_cuped: Some(0.25),
+        }
+    }
+
+    #[test]
+    fn small_groups_are_suppressed_and_others_shown() {
+        let h = plan_section(&[segment(900, 100)], 50, "a .. b", 0.01);
+        assert!(
+            h.contains("<td>2.00</td><td>1.90</td><td>unreachable</td><td>25.0%</td>"),
+            "{h}"
+        );
+        let h = plan_section(&[segment(900, 30)], 50, "a .. b", 0.01);
+        assert!(h.contains("suppressed") && !h.contains("2.00"), "{h}");
+    }
+}

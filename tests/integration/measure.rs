@@ -891,8 +891,8 @@ query = "SELECT user_id FROM users"
     let (code, out_text) = run(&["check"]);
     assert_eq!(code, Some(78), "{out_text}");
     assert!(
-        out_text.contains("[measure]") || out_text.contains("measure"),
-        "{out_text}"
+        out_text.contains("o.toml:") && out_text.contains("dya"),
+        "the unknown column, located: {out_text}"
     );
     write(&job, &text);
     // A job without an outcome cannot plan: a usage error naming the fix.

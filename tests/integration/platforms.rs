@@ -200,8 +200,7 @@ u5,oAbCdEf523456,not an app id
     let res = dir.run("check", &[]);
     assert_eq!(res.code(), Some(78), "{}", res.text());
     assert!(
-        res.text().contains("app_column = \\\"open_app_id\\\"")
-            || res.text().contains("app_column = \"open_app_id\""),
+        res.text().contains("app_column = \"open_app_id\""),
         "{}",
         res.text()
     );

@@ -282,12 +282,11 @@ pub async fn write(
                 .collect();
             // Google lists take one key type each: contact information and device ids are
             // written as two file sets of each segment.
-            for (set, sub) in sets::key_sets(ex) {
+            for set in sets::key_sets(ex) {
                 write_line_sets(
                     engine,
                     job,
-                    &sub,
-                    set,
+                    &set,
                     to,
                     &eligible,
                     deltas,
@@ -312,8 +311,7 @@ pub async fn write(
 async fn write_line_sets(
     engine: &Engine,
     job: &Job,
-    ex: &SegmentExport,
-    set: Option<&str>,
+    key_set: &sets::KeySet,
     to: &str,
     eligible: &[String],
     deltas: bool,
@@ -322,6 +320,7 @@ async fn write_line_sets(
     entries: &mut BTreeMap<String, SegmentEntry>,
     sizes: &BTreeMap<String, u64>,
 ) -> Result<()> {
+    let (ex, set) = (&key_set.export, key_set.name);
     let header = match ex.format {
         ExportFormat::TencentAds => None,
         ExportFormat::Csv => Some(
@@ -459,8 +458,7 @@ async fn write_line_sets(
                     if let Some(e) = entries.get_mut(&key.0) {
                         e.dropped_invalid += c.dropped;
                         e.duplicates += c.duplicates;
-                        // Counted once per person: in the first (or only) key set.
-                        if set != Some("mobile_device_id") {
+                        if key_set.counts_withheld {
                             e.consent_withheld += c.withheld;
                         }
                     }

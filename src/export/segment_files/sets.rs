@@ -14,23 +14,40 @@ use crate::storage::Location;
 /// Header of Google's mobile-device-id template.
 const DEVICE: &str = "Mobile Device ID";
 
+/// One key set of an export: what its file sets are named, and the export restricted to it.
+pub(super) struct KeySet {
+    /// `contact` / `mobile_device_id` for Google's two key types; `None` for a single set.
+    pub(super) name: Option<&'static str>,
+    /// Rows left out for consent are counted here (each person once: in the first set).
+    pub(super) counts_withheld: bool,
+    /// The export with this set's fields only.
+    pub(super) export: SegmentExport,
+}
+
 /// The export's key sets, each written as its own file sets: a Google export naming both
 /// contact information and device ids becomes `contact` and `mobile_device_id`; any other
 /// export is one set.
-pub(super) fn key_sets(ex: &SegmentExport) -> Vec<(Option<&'static str>, SegmentExport)> {
+pub(super) fn key_sets(ex: &SegmentExport) -> Vec<KeySet> {
     let device = ex.fields.iter().any(|f| f.header == DEVICE);
     if ex.format != ExportFormat::GoogleCustomerMatch || !device || ex.fields.len() == 1 {
-        return vec![(None, ex.clone())];
+        return vec![KeySet {
+            name: None,
+            counts_withheld: true,
+            export: ex.clone(),
+        }];
     }
-    let only = |keep_device: bool| {
-        let mut sub = ex.clone();
-        sub.fields.retain(|f| (f.header == DEVICE) == keep_device);
-        sub
+    let only = |name, keep_device: bool| {
+        let mut export = ex.clone();
+        export
+            .fields
+            .retain(|f| (f.header == DEVICE) == keep_device);
+        KeySet {
+            name: Some(name),
+            counts_withheld: !keep_device,
+            export,
+        }
     };
-    vec![
-        (Some("contact"), only(false)),
-        (Some("mobile_device_id"), only(true)),
-    ]
+    vec![only("contact", false), only("mobile_device_id", true)]
 }
 
 /// Whether this run sends the whole list (`replace`) or adds and removes (`delta`): the whole
