@@ -13,6 +13,7 @@ pub mod day_counts;
 pub mod diagnostics;
 pub mod drift;
 pub mod materialise;
+pub mod ordered;
 pub mod sources;
 pub mod sql;
 

@@ -108,7 +108,7 @@ pub async fn run_export(
         .map(|k| col(format!("\"{k}\"")).sort(true, false))
         .collect();
     for f in df.schema().fields() {
-        if !keys.contains(f.name()) && sortable(f.data_type()) {
+        if !keys.contains(f.name()) && crate::engine::ordered::sortable(f.data_type()) {
             sort.push(col(format!("\"{}\"", f.name())).sort(true, false));
         }
     }
@@ -161,9 +161,4 @@ async fn write_table(
             format_name(other)
         ))),
     }
-}
-
-fn sortable(dt: &datafusion::arrow::datatypes::DataType) -> bool {
-    use datafusion::arrow::datatypes::DataType as D;
-    dt.is_primitive() || matches!(dt, D::Utf8 | D::LargeUtf8 | D::Utf8View | D::Boolean)
 }

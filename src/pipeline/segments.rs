@@ -40,8 +40,13 @@ pub async fn build(
         .await
         .map_err(|e| execution_error("segments", e))?;
     let schema = Arc::new(df.schema().as_arrow().clone());
+    let started = std::time::Instant::now();
     let stream = crate::engine::sql::execute(df, "segments").await?;
     write::write_parquet(&run.dir.child("segments.parquet")?, schema, stream).await?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "segments.parquet written"
+    );
     Ok((segs, gates))
 }
 

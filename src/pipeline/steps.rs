@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use super::{Prepared, RunOptions};
-use crate::engine::Engine;
+use crate::engine::materialise::Held;
+use crate::engine::{ordered, Engine};
 use crate::error::{Error, Result};
-use crate::job::Job;
+use crate::job::{Job, StepKind};
 use crate::steps::{StepInputs, StepResult};
 use crate::storage;
 
@@ -81,7 +82,18 @@ pub async fn run_steps(
             sources: &sources,
             ..inputs.clone()
         };
-        let r = crate::steps::run(&prepared.engine, step, &step_inputs).await?;
+        let mut r = crate::steps::run(&prepared.engine, step, &step_inputs).await?;
+        // A plain SQL step's result held in memory (incremental steps are read from state).
+        let in_memory = matches!(r.held, Held::Memory(_)) && r.incremental.is_none();
+        if matches!(step.kind, StepKind::Sql(_)) && in_memory {
+            if let Some(keys) = wanted_order(job, idx) {
+                let started = std::time::Instant::now();
+                if ordered::hold_in_order(&prepared.engine, &step.name, &keys).await? {
+                    tracing::debug!(step = %step.name, keys = ?keys, ms = started.elapsed().as_millis() as u64, "held in key order");
+                }
+                r.elapsed += started.elapsed();
+            }
+        }
         if let Some(inc) = r.incremental.as_ref().filter(|i| i.merged.is_none()) {
             let dir = crate::steps::incremental::step_state(&plan.state, &step.name)?;
             sources.push(inc.as_source(&dir));
@@ -103,6 +115,23 @@ pub async fn run_steps(
         pb.finish_and_clear();
     }
     Ok(results)
+}
+
+/// The order later readers want step `idx`'s rows in, when one is known: the id of the first
+/// later model step reading it, else the `order_by` of the first export of it.
+fn wanted_order(job: &Job, idx: usize) -> Option<Vec<String>> {
+    let name = job.steps[idx].name.as_str();
+    let model = job.steps[idx + 1..].iter().find_map(|s| match &s.kind {
+        StepKind::KMeans(c) if c.input == name => Some(vec![c.id.clone()]),
+        StepKind::Lookalike(c) if c.input == name => Some(vec![c.id.clone()]),
+        _ => None,
+    });
+    model.or_else(|| {
+        job.exports
+            .iter()
+            .filter(|e| e.segments.is_none() && e.table == name)
+            .find_map(|e| e.order_by.clone())
+    })
 }
 
 /// Drops from memory the transient steps up to `idx` that no later part of the job names:

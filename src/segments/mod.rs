@@ -15,7 +15,7 @@ use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Int64Type;
 use serde::Serialize;
 
-use crate::engine::materialise::materialise;
+use crate::engine::materialise::{materialise, Held};
 use crate::engine::sql::plan_sql;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -416,7 +416,12 @@ pub async fn build(
         .sql(&sql)
         .await
         .map_err(|e| Error::internal(format!("segments: {e}")))?;
-    materialise(engine, MEMBERS, df, "segments", threshold).await?;
+    let (_, held) = materialise(engine, MEMBERS, df, "segments", threshold).await?;
+    if matches!(held, Held::Memory(_)) {
+        // Held in the order `segments.parquet` is written in, which then needs no sort.
+        let keys = ["segment", "grp", "user_id"].map(String::from);
+        crate::engine::ordered::hold_in_order(engine, MEMBERS, &keys).await?;
+    }
     for (name, v) in collect_counts(
         engine,
         &format!("SELECT segment, COUNT(*) FILTER (WHERE grp = 'target'), COUNT(*) FILTER (WHERE grp = 'control') FROM {MEMBERS} GROUP BY segment"),

@@ -170,6 +170,7 @@ pub async fn run(
     previous: Option<&KMeansModel>,
 ) -> Result<KMeansOutcome> {
     // On a cluster only the fitting sample reaches this process; the SQL form assigns rows.
+    let started = std::time::Instant::now();
     let bound = engine.is_distributed().then_some(Bound {
         rows: cfg.sample_rows,
         seed: cfg.seed,
@@ -187,6 +188,11 @@ pub async fn run(
     )
     .await?;
     let rows = m.x.nrows();
+    tracing::debug!(
+        step = name,
+        ms = started.elapsed().as_millis() as u64,
+        "feature matrix loaded"
+    );
     let (k_min, _) = match cfg.k {
         KChoice::Fixed(k) => (k, k),
         KChoice::Auto(a, b) => (a, b),
@@ -242,6 +248,12 @@ pub async fn run(
         )
     });
     let k = fit.centroids.nrows();
+    tracing::debug!(
+        step = name,
+        ms = started.elapsed().as_millis() as u64,
+        iterations = fit.iterations,
+        "fitted"
+    );
 
     // Stable ids: match to the previous run's centroids (Hungarian on centroid distance).
     let (ids, matches) = stable_ids(&m.features, &fit.centroids, previous);
@@ -381,7 +393,9 @@ async fn assign_and_profile(
         }
     };
     let n_out: usize = batches.iter().map(|b| b.num_rows()).sum();
-    engine.register_batches(name, schema, batches).await?;
+    // Rows come in id order: declared, so readers sorting by id (exports) need no sort.
+    crate::engine::ordered::register_in_order(engine, name, schema, batches, &[cfg.id.clone()])
+        .await?;
     let model = profile::profile(engine, name, cfg, model).await?;
     Ok(KMeansOutcome { model, rows: n_out })
 }

@@ -102,6 +102,7 @@ pub async fn run(
     kept: Option<&LookalikeModel>,
 ) -> Result<(LookalikeModel, usize)> {
     let context = format!("step `{name}`");
+    let started = std::time::Instant::now();
     let seed_sql = match &cfg.seed {
         SeedSource::Table(t) => format!("SELECT {} FROM {}", quote(&cfg.id), quote(t)),
         SeedSource::Query(q) => q.clone(),
@@ -157,6 +158,11 @@ pub async fn run(
         }
     };
     let n = m.x.nrows();
+    tracing::debug!(
+        step = name,
+        ms = started.elapsed().as_millis() as u64,
+        "feature matrix loaded"
+    );
 
     // Seed and exclusions.
     let seed_given = id_set(engine, name, &seed_sql, "seed").await?;
@@ -225,6 +231,11 @@ pub async fn run(
     let neg_pick = kmeans::sample_indices(candidates.len(), k_neg, cfg.seed_value);
     let negatives: Vec<usize> = neg_pick.iter().map(|&j| candidates[j]).collect();
 
+    tracing::debug!(
+        step = name,
+        ms = started.elapsed().as_millis() as u64,
+        "seed and candidates"
+    );
     let fitted = match kept {
         Some(k) => (k.weights.clone(), k.intercept, k.centroids.clone()),
         None => fit(cfg, &m.x, &train, &negatives),
@@ -330,6 +341,11 @@ pub async fn run(
         }
     };
 
+    tracing::debug!(
+        step = name,
+        ms = started.elapsed().as_millis() as u64,
+        "fitted and scored"
+    );
     // The audience: candidates by score (descending), ties by id.
     let mut order: Vec<usize> = candidates.clone();
     // The rows are read in id order, so a tie is broken by row index without comparing the
@@ -372,6 +388,11 @@ pub async fn run(
         );
     }
 
+    tracing::debug!(
+        step = name,
+        ms = started.elapsed().as_millis() as u64,
+        "ranked and evaluated"
+    );
     // Output: every candidate inside the largest tier, labelled with the smallest tier holding it.
     let mut tiers_by_size: Vec<(usize, String)> = sizes
         .iter()
