@@ -394,8 +394,14 @@ async fn assign_and_profile(
     };
     let n_out: usize = batches.iter().map(|b| b.num_rows()).sum();
     // Rows come in id order: declared, so readers sorting by id (exports) need no sort.
-    crate::engine::ordered::register_in_order(engine, name, schema, batches, &[cfg.id.clone()])
-        .await?;
+    crate::engine::ordered::register_in_order(
+        engine,
+        name,
+        schema,
+        batches,
+        std::slice::from_ref(&cfg.id),
+    )
+    .await?;
     let model = profile::profile(engine, name, cfg, model).await?;
     Ok(KMeansOutcome { model, rows: n_out })
 }
