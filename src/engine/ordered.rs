@@ -41,13 +41,7 @@ pub async fn hold_in_order(engine: &Engine, name: &str, keys: &[String]) -> Resu
         .collect()
         .await
         .map_err(|e| Error::internal(format!("table `{name}`: {e}")))?;
-    let sorted = tokio::task::block_in_place(|| {
-        if is_sorted(&schema, &batches, keys)? {
-            Ok(batches)
-        } else {
-            sort_batches(&schema, &batches, keys)
-        }
-    })?;
+    let sorted = tokio::task::block_in_place(|| sort_by_keys(&schema, batches, keys))?;
     declare(engine, name, schema, sorted, keys)?;
     Ok(true)
 }
@@ -158,14 +152,26 @@ fn is_sorted(schema: &SchemaRef, batches: &[RecordBatch], keys: &[String]) -> Re
         .all(|i| rows.row(i - 1) <= rows.row(i)))
 }
 
-/// The batches' rows sorted by `keys`, then by every other sortable column.
-fn sort_batches(
+/// The batches' rows sorted by `keys` (ascending, nulls last), then by every other sortable
+/// column; batches already in strictly ascending key order are returned as they are (no rows:
+/// one empty batch).
+pub fn sort_by_keys(
     schema: &SchemaRef,
-    batches: &[RecordBatch],
+    batches: Vec<RecordBatch>,
     keys: &[String],
 ) -> Result<Vec<RecordBatch>> {
     let n: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    let rows = rows_of(&key_columns(schema, batches, keys)?)?;
+    if n == 0 {
+        return Ok(vec![RecordBatch::new_empty(schema.clone())]);
+    }
+    let rows = rows_of(&key_columns(schema, &batches, keys)?)?;
+    if (1..n)
+        .into_par_iter()
+        .all(|i| rows.row(i - 1) < rows.row(i))
+    {
+        return Ok(batches);
+    }
+    let batches = &batches[..];
     let mut order: Vec<u32> = (0..n as u32).collect();
     order.par_sort_unstable_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)));
     let tied = order
@@ -238,7 +244,7 @@ mod tests {
         ];
         let keys = vec!["id".to_string()];
         assert!(!is_sorted(&schema, &batches, &keys).unwrap());
-        let sorted = sort_batches(&schema, &batches, &keys).unwrap();
+        let sorted = sort_by_keys(&schema, batches.clone(), &keys).unwrap();
         let ids = whole_column(&sorted, 0).unwrap();
         let ids = ids.as_any().downcast_ref::<StringArray>().unwrap();
         let got: Vec<Option<&str>> = ids.iter().collect();

@@ -238,29 +238,5 @@ pub(super) fn sort_by_keys(
     schema: &SchemaRef,
     batches: Vec<RecordBatch>,
 ) -> Result<Vec<RecordBatch>> {
-    use datafusion::arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch};
-    use datafusion::arrow::compute::{SortColumn, SortOptions};
-    let all = concat_batches(schema, &batches).map_err(Error::unexpected)?;
-    drop(batches);
-    if all.num_rows() == 0 {
-        return Ok(vec![all]);
-    }
-    let keys: Vec<SortColumn> = merge
-        .by
-        .iter()
-        .map(|k| {
-            let i = schema.index_of(k).map_err(Error::unexpected)?;
-            Ok(SortColumn {
-                values: all.column(i).clone(),
-                options: Some(SortOptions {
-                    descending: false,
-                    nulls_first: false,
-                }),
-            })
-        })
-        .collect::<Result<_>>()?;
-    let order = lexsort_to_indices(&keys, None).map_err(Error::unexpected)?;
-    Ok(vec![
-        take_record_batch(&all, &order).map_err(Error::unexpected)?
-    ])
+    crate::engine::ordered::sort_by_keys(schema, batches, &merge.by)
 }
