@@ -13,9 +13,10 @@
 //! segments/          named sets of ids: priority, suppression, holdout (SQL)
 //! quality/           data-quality gates of sources, steps and segments
 //! steps/             one module per step kind behind one small interface: sql, incremental,
-//!                    kmeans, lookalike, ltv (and the feature matrix they share)
+//!                    kmeans, lookalike, ltv, propensity (and the feature matrix and ranked
+//!                    tiers they share)
 //! ml/                numeric kernels: k-means, logistic regression, BG/NBD, Gamma-Gamma,
-//!                    Hungarian matching, similarity; ndarray + rayon, no SQL engine
+//!                    Hungarian matching, similarity, calibration; ndarray + rayon, no SQL engine
 //! engine/            the DataFusion session (local or Ballista), sources, cleaning, drift,
 //!                    results held once, the one SQL helper and its error mapping
 //! storage/           object stores: locations, writes, lock, publication, history, retries

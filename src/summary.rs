@@ -76,6 +76,9 @@ pub fn render(r: &RunReport) -> String {
         if let Some(m) = &st.ltv {
             s.push_str(&crate::steps::ltv::render(m));
         }
+        if let Some(m) = &st.propensity {
+            s.push_str(&crate::steps::propensity::render(m));
+        }
         if let Some(i) = &st.incremental {
             let _ = writeln!(
                 s,

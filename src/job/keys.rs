@@ -8,11 +8,12 @@
 use super::spec::{ExportFormat, ExportSpec};
 
 /// The step kinds, as written in `kind = "..."`.
-pub const STEP_KINDS: &[&str] = &["sql", "kmeans", "lookalike", "ltv"];
+pub const STEP_KINDS: &[&str] = &["sql", "kmeans", "lookalike", "ltv", "propensity"];
 
 const ALL_STEPS: &[&str] = STEP_KINDS;
-const MODELS: &[&str] = &["kmeans", "lookalike", "ltv"];
-const MATRIX: &[&str] = &["kmeans", "lookalike"];
+const MODELS: &[&str] = &["kmeans", "lookalike", "ltv", "propensity"];
+const MATRIX: &[&str] = &["kmeans", "lookalike", "propensity"];
+const SCORED: &[&str] = &["lookalike", "propensity"];
 
 /// Every key of a `[[step]]` and the step kinds it applies to.
 pub const STEP_KEYS: &[(&str, &[&str])] = &[
@@ -32,20 +33,22 @@ pub const STEP_KEYS: &[(&str, &[&str])] = &[
     ("nulls", MATRIX),
     ("assign", MATRIX),
     ("sample_rows", MATRIX),
-    ("seed", MATRIX),
+    ("seed", &["kmeans", "lookalike"]),
     ("k", &["kmeans"]),
     ("k_range", &["kmeans"]),
     ("max_iter", &["kmeans"]),
     ("tol", &["kmeans"]),
     ("n_init", &["kmeans"]),
-    ("exclude", &["lookalike"]),
+    ("exclude", SCORED),
     ("method", &["lookalike"]),
-    ("negatives", &["lookalike"]),
-    ("c", &["lookalike"]),
-    ("seed_value", &["lookalike"]),
-    ("reach", &["lookalike"]),
+    ("negatives", SCORED),
+    ("c", SCORED),
+    ("seed_value", SCORED),
+    ("reach", SCORED),
     ("min_seed", &["lookalike"]),
-    ("horizon", &["ltv"]),
+    ("horizon", &["ltv", "propensity"]),
+    ("label", &["propensity"]),
+    ("min_auc", &["propensity"]),
     ("penalizer", &["ltv"]),
     ("refit", MODELS),
     ("refit_drift", MODELS),
@@ -162,7 +165,7 @@ mod tests {
             "nulls" => "\"mean\"",
             "assign" => "\"memory\"",
             "k_range" => "[2, 5]",
-            "tol" | "c" | "horizon" | "penalizer" => "0.5",
+            "tol" | "c" | "horizon" | "penalizer" | "min_auc" => "0.5",
             "method" => "\"logistic\"",
             "reach" => "[\"5%\"]",
             "seed" => "1",

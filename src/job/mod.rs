@@ -102,6 +102,8 @@ pub enum StepKind {
     Lookalike(models::LookalikeConfig),
     /// Predict lifetime value from customer summaries.
     Ltv(models::LtvConfig),
+    /// Rank users by the probability of an outcome in the next days.
+    Propensity(models::PropensityConfig),
 }
 
 /// A checked step.

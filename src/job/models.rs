@@ -203,3 +203,42 @@ pub struct LtvConfig {
     /// L2 penalty on the models' log-parameters (see [`crate::ml::ltv::DEFAULT_PENALIZER`]).
     pub penalizer: f64,
 }
+
+/// A checked propensity step: a classifier trained on the feature step computed as of an
+/// earlier date and labelled by what happened in the `horizon_days` after it.
+#[derive(Debug, Clone)]
+pub struct PropensityConfig {
+    /// The feature step (its SQL, or a step it reads, uses `$as_of`).
+    pub input: String,
+    /// Id column.
+    pub id: String,
+    /// Features (`None`: every numeric column but the id).
+    pub features: Option<Vec<String>>,
+    /// Transforms per column.
+    pub transforms: BTreeMap<String, Vec<String>>,
+    /// Null policy.
+    pub nulls: NullPolicy,
+    /// SQL returning the ids labelled positive for `[$label_start, $label_end)`.
+    pub label: String,
+    /// Days of each label window.
+    pub horizon_days: u32,
+    /// Tables whose ids are never in the audience (they are still trained on).
+    pub exclude: Vec<String>,
+    /// Negatives kept per positive in the training sample (`None`: the sample as drawn);
+    /// the intercept is corrected so scores stay calibrated probabilities.
+    pub negatives: Option<usize>,
+    /// Inverse L2 strength (scikit-learn's C).
+    pub c: f64,
+    /// Most rows a fit uses (a uniform sample).
+    pub sample_rows: usize,
+    /// Seed of the random sampling.
+    pub seed_value: u64,
+    /// Tiers, nested.
+    pub reach: Vec<Reach>,
+    /// The backtest's AUC below which the run warns.
+    pub min_auc: f64,
+    /// Score in memory or with the generated SQL.
+    pub assign: AssignMode,
+    /// The sql steps computed again for an earlier date, in job order, the input last.
+    pub upstream: Vec<super::Step>,
+}

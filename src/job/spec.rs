@@ -430,9 +430,17 @@ pub struct StepSpec {
     /// most rows a cluster engine sends to this process to fit on (the seed, then a hash sample).
     #[serde(default)]
     pub sample_rows: Option<usize>,
-    /// ltv: prediction horizon, in the time unit of the summary (default 52).
+    /// ltv: prediction horizon, in the time unit of the summary (default 52); propensity: days
+    /// of the label window after each feature date.
     #[serde(default)]
     pub horizon: Option<f64>,
+    /// propensity: SQL returning the ids who did the thing in `[$label_start, $label_end)`
+    /// (its id column, else its first).
+    #[serde(default)]
+    pub label: Option<String>,
+    /// propensity: a warning when the backtest's AUC is below this (default 0.6).
+    #[serde(default)]
+    pub min_auc: Option<f64>,
     /// ltv: L2 penalty on the log-parameters of BG/NBD and Gamma-Gamma, per customer.
     #[serde(default)]
     pub penalizer: Option<f64>,

@@ -32,10 +32,11 @@ pub struct Outputs {
 
 /// The fitted model of a step, as JSON, when the step fits one.
 fn model_json(r: &StepResult) -> Result<Option<Vec<u8>>> {
-    let text = match (&r.model, &r.lookalike, &r.ltv) {
-        (Some(m), _, _) => serde_json::to_vec_pretty(m),
-        (_, Some(m), _) => serde_json::to_vec_pretty(m),
-        (_, _, Some(m)) => serde_json::to_vec_pretty(m),
+    let text = match (&r.model, &r.lookalike, &r.ltv, &r.propensity) {
+        (Some(m), _, _, _) => serde_json::to_vec_pretty(m),
+        (_, Some(m), _, _) => serde_json::to_vec_pretty(m),
+        (_, _, Some(m), _) => serde_json::to_vec_pretty(m),
+        (_, _, _, Some(m)) => serde_json::to_vec_pretty(m),
         _ => return Ok(None),
     };
     text.map(Some)

@@ -124,6 +124,7 @@ fn wanted_order(job: &Job, idx: usize) -> Option<Vec<String>> {
     let model = job.steps[idx + 1..].iter().find_map(|s| match &s.kind {
         StepKind::KMeans(c) if c.input == name => Some(vec![c.id.clone()]),
         StepKind::Lookalike(c) if c.input == name => Some(vec![c.id.clone()]),
+        StepKind::Propensity(c) if c.input == name => Some(vec![c.id.clone()]),
         _ => None,
     });
     model.or_else(|| {

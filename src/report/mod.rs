@@ -1,6 +1,7 @@
 //! `report.html`: one self-contained page per run for people to glance at — segment sizes and
 //! overlaps, cluster profiles as a heatmap, the lifecycle funnel and transition matrix, LTV
-//! deciles, the lookalike gain curve and tier quality, and campaign lift once measured.
+//! deciles, the lookalike gain curve and tier quality, propensity backtests and calibration,
+//! and campaign lift once measured.
 //!
 //! Charts are inline SVG drawn with plotters; there is no script and no network access, so the
 //! page reads the same offline and in any mail client. Every number computed over fewer than
@@ -22,6 +23,7 @@ use crate::measure::Lift;
 
 mod lift;
 mod plan;
+mod propensity;
 
 use crate::segments::Segments;
 use crate::steps::kmeans::KMeansModel;
@@ -46,6 +48,8 @@ pub struct ReportData {
     pub clusters: Vec<KMeansModel>,
     /// Lookalike models.
     pub lookalikes: Vec<LookalikeModel>,
+    /// Propensity models and their backtests.
+    pub propensities: Vec<crate::steps::propensity::PropensityModel>,
     /// Users per lifecycle stage, in funnel order.
     pub funnel: Vec<(String, u64)>,
     /// Users per (from stage, to stage).
@@ -111,6 +115,9 @@ pub async fn gather(
         }
         if let Some(m) = &r.lookalike {
             data.lookalikes.push(m.clone());
+        }
+        if let Some(m) = &r.propensity {
+            data.propensities.push(m.clone());
         }
         let Ok(t) = engine.ctx.table(r.name.as_str()).await else {
             continue;
@@ -537,6 +544,7 @@ pub fn render(d: &ReportData) -> String {
         }
         h.push_str("</table>\n");
     }
+    h.push_str(&propensity::section(&d.propensities, min));
     h.push_str(&lift_section(&d.lifts, min));
     h.push_str("</body></html>\n");
     h

@@ -287,6 +287,49 @@ pub async fn apply_matrix(
     })
 }
 
+/// Two matrices of one read of `input`: its own, with the transform fitted there, and the one
+/// of a fitted transform applied to it (a propensity backtest scores the rows its model
+/// learns from next). Rows sorted by id in both.
+#[allow(clippy::too_many_arguments)]
+pub async fn load_and_apply(
+    engine: &Engine,
+    name: &str,
+    input: &str,
+    id: &str,
+    features: &Option<Vec<String>>,
+    transforms: &BTreeMap<String, Vec<String>>,
+    nulls: NullPolicy,
+    fitted: &[features::FittedFeature],
+) -> Result<(features::FeatureMatrix, features::FeatureMatrix)> {
+    let context = format!("step `{name}`");
+    let df = engine
+        .ctx
+        .table(input)
+        .await
+        .map_err(|_| step_err(name, format!("input table `{input}` does not exist"), None))?;
+    let specs = feature_specs(name, input, id, features, transforms, df.schema())?;
+    let mut cols: Vec<&str> = vec![id];
+    for s in &specs {
+        let (ColumnSpec::Numeric { column, .. } | ColumnSpec::OneHot { column, .. }) = s;
+        if !cols.contains(&column.as_str()) {
+            cols.push(column);
+        }
+    }
+    for f in fitted {
+        if !cols.contains(&f.column.as_str()) {
+            cols.push(&f.column);
+        }
+    }
+    let batches = read_sorted(df, &cols, id, &context).await?;
+    tokio::task::block_in_place(|| {
+        let own =
+            features::build(&batches, id, &specs, nulls).map_err(|e| feature_error(name, e, ""))?;
+        let applied =
+            features::apply(&batches, id, fitted, nulls).map_err(|e| feature_error(name, e, ""))?;
+        Ok((own, applied))
+    })
+}
+
 /// The source columns of the numeric features, in feature order, each once.
 pub fn numeric_columns(features: &[features::FittedFeature]) -> Vec<String> {
     let mut cols: Vec<String> = Vec::new();

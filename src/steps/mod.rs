@@ -6,7 +6,9 @@
 //! - `sql`: one query (the default kind); `incremental`: a sql step computed per day, kept as state;
 //! - `kmeans`: clusters with stable ids and profiles; `lookalike`: a seed audience expanded and
 //!   tiered; `ltv`: BG/NBD and Gamma-Gamma lifetime value;
-//! - `matrix`: the feature matrix the model kinds share.
+//! - `propensity`: the probability of an outcome in the next days, learned from an earlier
+//!   date's features and what followed;
+//! - `matrix`: the feature matrix the model kinds share; `ranking`: tiers of scored audiences.
 //!
 //! The numeric kernels they call live in `ml/`.
 
@@ -16,6 +18,8 @@ pub mod lookalike;
 pub mod ltv;
 pub mod matrix;
 pub mod merged;
+pub mod propensity;
+pub mod ranking;
 pub mod refit;
 pub mod sql;
 
@@ -45,6 +49,8 @@ pub struct StepResult {
     pub lookalike: Option<lookalike::LookalikeModel>,
     /// The fitted models, for ltv steps.
     pub ltv: Option<ltv::LtvModel>,
+    /// The fitted model and its backtest, for propensity steps.
+    pub propensity: Option<propensity::PropensityModel>,
     /// What an incremental step computed and reused.
     pub incremental: Option<incremental::IncrementalReport>,
     /// Which model a model step used: fitted in this run or kept from an earlier one.
@@ -64,6 +70,7 @@ impl StepResult {
             model: None,
             lookalike: None,
             ltv: None,
+            propensity: None,
             incremental: None,
             model_use: None,
             keep: None,
@@ -125,6 +132,7 @@ pub async fn plan(
         StepKind::KMeans(cfg) => kmeans::plan(engine, step, cfg).await,
         StepKind::Lookalike(cfg) => lookalike::plan(engine, step, cfg).await,
         StepKind::Ltv(cfg) => ltv::plan(engine, step, cfg).await,
+        StepKind::Propensity(cfg) => propensity::plan(engine, step, cfg, bindings).await,
     }
 }
 
@@ -159,6 +167,7 @@ pub async fn run(engine: &Engine, step: &Step, inputs: &StepInputs<'_>) -> Resul
         StepKind::KMeans(cfg) => kmeans::run_step(engine, step, cfg, inputs).await?,
         StepKind::Lookalike(cfg) => lookalike::run_step(engine, step, cfg, inputs).await?,
         StepKind::Ltv(cfg) => ltv::run_step(engine, step, cfg, inputs).await?,
+        StepKind::Propensity(cfg) => propensity::run_step(engine, step, cfg, inputs).await?,
     };
     result.elapsed = start.elapsed();
     Ok(result)

@@ -149,7 +149,7 @@ fn demo_job_checks_clean() {
         .unwrap();
     let text = output_text(&res);
     assert!(res.status.success(), "{text}");
-    assert!(text.contains("18 steps planned"), "{text}");
+    assert!(text.contains("19 steps planned"), "{text}");
 }
 
 /// A job whose export names the identities column `column`; every segment would fall under
@@ -213,7 +213,7 @@ fn a_key_of_another_step_kind_fails_check_and_run() {
         assert!(out.contains("j.toml:13:1"), "{cmd}: the key's line: {out}");
         assert!(
             out.contains(
-                "[clusters] `reach` does not apply to a kmeans step; it applies to lookalike steps"
+                "[clusters] `reach` does not apply to a kmeans step; it applies to lookalike, propensity steps"
             ),
             "{cmd}: {out}"
         );

@@ -17,6 +17,7 @@ mod ltv;
 mod measure;
 mod nightly;
 mod platforms;
+mod propensity;
 mod publication;
 mod quality;
 mod reference;

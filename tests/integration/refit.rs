@@ -51,7 +51,7 @@ fn models_fit_weekly_and_the_nights_between_apply_the_kept_ones() {
     let tmp = tempfile::tempdir().unwrap();
     let data = demo_data(tmp.path(), USERS);
     let out = tmp.path().join("out");
-    let steps = ["clusters", "brand_lookalike", "ltv"];
+    let steps = ["clusters", "brand_lookalike", "brand_propensity", "ltv"];
 
     ok(run(&data, &out, "2026-11-17", &[]));
     let first = run_id(&out, "2026-11-17");
@@ -68,7 +68,7 @@ fn models_fit_weekly_and_the_nights_between_apply_the_kept_ones() {
         "{text}"
     );
     let uses = model_use(&out, "2026-11-17");
-    assert_eq!(uses.len(), 3);
+    assert_eq!(uses.len(), 4);
     for (name, fitted, by, _) in &uses {
         assert!(!fitted && *by == first, "{name}");
     }

@@ -1,11 +1,12 @@
-//! The checked configuration of each model step kind (kmeans, lookalike, ltv) from its keys.
+//! The checked configuration of each model step kind (kmeans, lookalike, ltv, propensity) from its keys.
 //! Which keys a kind takes at all is the key table's business (`job::keys`).
 
 use std::collections::BTreeMap;
 
 use crate::features::NullPolicy;
 use crate::job::models::{
-    AssignMode, KChoice, KMeansConfig, LookalikeConfig, LtvConfig, Method, Reach, SeedSource,
+    AssignMode, KChoice, KMeansConfig, LookalikeConfig, LtvConfig, Method, PropensityConfig, Reach,
+    SeedSource,
 };
 use crate::job::spec::StepSpec;
 
@@ -25,6 +26,20 @@ fn model_assign(spec: &StepSpec) -> std::result::Result<AssignMode, String> {
         "memory" => Ok(AssignMode::Memory),
         "sql" => Ok(AssignMode::Sql),
         other => Err(format!("assign = \"{other}\" must be memory or sql")),
+    }
+}
+
+/// `reach` of a scored step: its tiers (default 1%, 2%, 5%, 10%).
+fn model_reach(spec: &StepSpec) -> std::result::Result<Vec<Reach>, String> {
+    match &spec.reach {
+        None => Ok(vec![
+            Reach::Percent(1.0),
+            Reach::Percent(2.0),
+            Reach::Percent(5.0),
+            Reach::Percent(10.0),
+        ]),
+        Some(list) if !list.is_empty() => list.iter().map(Reach::parse).collect(),
+        Some(_) => Err("reach lists at least one tier".into()),
     }
 }
 
@@ -140,19 +155,7 @@ pub(super) fn lookalike_config(spec: &StepSpec) -> std::result::Result<Lookalike
             ))
         }
     };
-    let reach = match &spec.reach {
-        None => vec![
-            Reach::Percent(1.0),
-            Reach::Percent(2.0),
-            Reach::Percent(5.0),
-            Reach::Percent(10.0),
-        ],
-        Some(list) if !list.is_empty() => list
-            .iter()
-            .map(Reach::parse)
-            .collect::<std::result::Result<Vec<_>, _>>()?,
-        Some(_) => return Err("reach lists at least one tier".into()),
-    };
+    let reach = model_reach(spec)?;
     let nulls = model_nulls(spec)?;
     let assign = model_assign(spec)?;
     let transforms = model_transforms(spec)?;
@@ -176,5 +179,64 @@ pub(super) fn lookalike_config(spec: &StepSpec) -> std::result::Result<Lookalike
         min_seed: spec.min_seed.unwrap_or(100),
         assign,
         sample_rows: spec.sample_rows.unwrap_or(1_000_000).max(1),
+    })
+}
+
+/// Rows a propensity fit uses by default: the backtest and the model are each fitted on a
+/// uniform sample of this many rows (see the README, "Propensity").
+const PROPENSITY_SAMPLE_ROWS: usize = 200_000;
+
+/// A propensity step's keys; its `upstream` steps are filled in by the caller, which knows the
+/// steps declared before it.
+pub(super) fn propensity_config(spec: &StepSpec) -> std::result::Result<PropensityConfig, String> {
+    let input = spec.input.clone().ok_or(
+        "a propensity step needs `input = \"feature_step\"`: a step whose SQL uses $as_of",
+    )?;
+    let label = match &spec.label {
+        Some(l) if !l.trim().is_empty() => l.clone(),
+        _ => return Err("a propensity step needs `label`: SQL returning the ids who did the thing in [$label_start, $label_end), e.g. \"SELECT user_id FROM orders WHERE brand = 'B01' AND ts >= $label_start AND ts < $label_end\"".into()),
+    };
+    for p in ["$label_start", "$label_end"] {
+        if !label.contains(p) {
+            return Err(format!("`label` does not use {p}: without it every window gets the same labels, so the model and its backtest would learn from the future"));
+        }
+    }
+    let horizon = spec.horizon.ok_or("a propensity step needs `horizon`: the days after each feature date in which the label is observed, e.g. horizon = 30")?;
+    if !(horizon >= 1.0 && horizon.fract() == 0.0 && horizon <= 3650.0) {
+        return Err(format!(
+            "horizon = {horizon} must be a whole number of days from 1 to 3650"
+        ));
+    }
+    let c = spec.c.unwrap_or(1.0);
+    if c.is_nan() || c <= 0.0 {
+        return Err("c must be > 0".into());
+    }
+    let min_auc = spec.min_auc.unwrap_or(0.6);
+    if !(0.0..=1.0).contains(&min_auc) {
+        return Err(format!("min_auc = {min_auc} must be between 0 and 1"));
+    }
+    if spec.negatives == Some(0) {
+        return Err("negatives = 0 would train on positives only; leave it out to train on the sample as drawn".into());
+    }
+    if spec.sample_rows == Some(0) {
+        return Err("sample_rows must be at least 1".into());
+    }
+    Ok(PropensityConfig {
+        input,
+        id: spec.id.clone().unwrap_or_else(|| "user_id".into()),
+        features: spec.features.clone(),
+        transforms: model_transforms(spec)?,
+        nulls: model_nulls(spec)?,
+        label,
+        horizon_days: horizon as u32,
+        exclude: spec.exclude.clone().unwrap_or_default(),
+        negatives: spec.negatives,
+        c,
+        sample_rows: spec.sample_rows.unwrap_or(PROPENSITY_SAMPLE_ROWS),
+        seed_value: spec.seed_value.unwrap_or(42),
+        reach: model_reach(spec)?,
+        min_auc,
+        assign: model_assign(spec)?,
+        upstream: vec![],
     })
 }

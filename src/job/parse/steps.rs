@@ -3,7 +3,7 @@
 
 use toml::Spanned;
 
-use super::models::{kmeans_config, lookalike_config, ltv_config};
+use super::models::{kmeans_config, lookalike_config, ltv_config, propensity_config};
 use super::{valid_table_name, Ctx};
 use crate::job::models::Refit;
 use crate::job::spec::{ParamType, StepSpec};
@@ -42,6 +42,12 @@ pub(super) fn check(
                 .map(StepKind::Lookalike)
                 .map_err(Some),
             "ltv" => ltv_config(spec).map(StepKind::Ltv).map_err(Some),
+            "propensity" => propensity_config(spec)
+                .and_then(|mut c| {
+                    c.upstream = upstream(&c.input, &steps, params)?;
+                    Ok(StepKind::Propensity(c))
+                })
+                .map_err(Some),
             other => {
                 ctx.problem(
                     offset,
@@ -75,6 +81,67 @@ pub(super) fn check(
         }
     }
     steps
+}
+
+/// The sql steps a propensity step computes again for an earlier date: its input and every
+/// step the input reads, directly or through other steps, in job order. Each must be a sql
+/// step, and one of them must use `$as_of` (else an earlier date gives the same features).
+fn upstream(
+    input: &str,
+    steps: &[Step],
+    params: &[ParamDecl],
+) -> std::result::Result<Vec<Step>, String> {
+    if !params
+        .iter()
+        .any(|p| p.name == "as_of" && p.ty == ParamType::Date)
+    {
+        return Err("a propensity step computes its input as of earlier dates: the job needs a date param `as_of` (add `as_of = { type = \"date\" }` under [params])".into());
+    }
+    let Some(at) = steps.iter().position(|s| s.name == input) else {
+        return Err(format!(
+            "input `{input}` is not a step declared before this one: a propensity step computes its input again as of earlier dates, so the input must be a sql step (a source has one date only)"
+        ));
+    };
+    let mut wanted = vec![input.to_string()];
+    let mut picked = Vec::new();
+    for s in steps[..=at].iter().rev() {
+        if !wanted.contains(&s.name) {
+            continue;
+        }
+        let StepKind::Sql(sql) = &s.kind else {
+            return Err(format!("input `{input}` reads step `{}`, a model step: its result cannot be computed again as of an earlier date; compute the features from sql steps only", s.name));
+        };
+        for t in tables_named(&sql.text) {
+            if !wanted.contains(&t) {
+                wanted.push(t);
+            }
+        }
+        picked.push(s.clone());
+    }
+    picked.reverse();
+    if !picked.iter().any(|s| match &s.kind {
+        StepKind::Sql(q) => q.text.contains("$as_of"),
+        _ => false,
+    }) {
+        return Err(format!("input `{input}` does not use $as_of (nor does any step it reads): its features cannot be computed as of an earlier date, so there is nothing to train on; window its SQL by $as_of"));
+    }
+    Ok(picked)
+}
+
+/// The tables a query reads (CTE names left out); none when it does not parse (the SQL
+/// checks report that).
+fn tables_named(sql: &str) -> Vec<String> {
+    use datafusion::sql::parser::DFParser;
+    let Ok(statements) = DFParser::parse_sql(sql.trim().trim_end_matches(';')) else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    for st in statements {
+        if let Ok((tables, _)) = datafusion::sql::resolve::resolve_table_references(&st, true) {
+            out.extend(tables.into_iter().map(|t| t.table().to_string()));
+        }
+    }
+    out
 }
 
 /// The checked `refit` and `refit_drift` of a model step (the key table keeps them off sql

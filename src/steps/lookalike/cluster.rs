@@ -4,34 +4,52 @@ use datafusion::arrow::array::{Array, Int64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 
-use super::{exclusion_column, output_schema, LookalikeConfig, LookalikeModel, Reach};
+use super::{exclusion_column, output_schema, Reach};
 use crate::engine::diagnostics::execution_error;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::features;
 use crate::quote::ident as quote;
 
+/// What a scored step ranks on a cluster.
+pub(crate) struct Scored<'a> {
+    /// Input table.
+    pub input: &'a str,
+    /// Its id column.
+    pub id: &'a str,
+    /// Tables whose ids are left out.
+    pub exclude: &'a [String],
+    /// Tiers.
+    pub reach: &'a [Reach],
+    /// The score as a SQL expression over the input's columns.
+    pub score_sql: String,
+    /// Ids left out besides the exclusions (a lookalike's seed): a query with a text column
+    /// `__keep`.
+    pub keep: Option<&'a str>,
+}
+
 /// On a cluster: scores every candidate with the generated SQL and writes the audience there.
 /// Tier sizes come from the fitting sample when it held every row (then they equal the local
-/// engine's), else from counts over all candidates computed by the cluster.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn score_on_cluster(
+/// engine's), else from counts over all candidates computed by the cluster. Returns the rows
+/// written and the tier sizes.
+pub(crate) async fn score_on_cluster(
     engine: &Engine,
     name: &str,
-    cfg: &LookalikeConfig,
-    model: &LookalikeModel,
-    keep: &str,
+    cfg: &Scored<'_>,
     sample_sizes: &[usize],
     tiers_by_size: &[(usize, String)],
     sample_rows: usize,
-) -> Result<usize> {
+) -> Result<(usize, Vec<usize>)> {
     let context = format!("step `{name}`");
-    let id = quote(&cfg.id);
-    let mut filters = vec![format!(
-        "NOT EXISTS (SELECT 1 FROM ({keep}) k WHERE k.__keep = CAST(i.{id} AS VARCHAR))"
-    )];
+    let id = quote(cfg.id);
+    let mut filters = vec!["true".to_string()];
+    if let Some(keep) = cfg.keep {
+        filters.push(format!(
+            "NOT EXISTS (SELECT 1 FROM ({keep}) k WHERE k.__keep = CAST(i.{id} AS VARCHAR))"
+        ));
+    }
     for (n, t) in cfg.exclude.iter().enumerate() {
-        let col = exclusion_column(engine, name, t, &cfg.id).await?;
+        let col = exclusion_column(engine, name, t, cfg.id).await?;
         filters.push(format!(
             "NOT EXISTS (SELECT 1 FROM {} x{n} WHERE CAST(x{n}.{} AS VARCHAR) = CAST(i.{id} AS VARCHAR))",
             quote(t),
@@ -40,13 +58,13 @@ pub(super) async fn score_on_cluster(
     }
     let candidates = format!(
         "SELECT CAST(i.{id} AS VARCHAR) AS {id}, {} AS \"score\" FROM {} i WHERE {}",
-        model.score_sql(),
-        quote(&cfg.input),
+        cfg.score_sql,
+        quote(cfg.input),
         filters.join(" AND ")
     );
     let total = engine
         .ctx
-        .sql(&format!("SELECT * FROM {} ", quote(&cfg.input)))
+        .sql(&format!("SELECT * FROM {} ", quote(cfg.input)))
         .await
         .map_err(|e| execution_error(&context, e))?
         .count()
@@ -100,7 +118,7 @@ pub(super) async fn score_on_cluster(
     };
     let mut by_size: Vec<(usize, String)> = sizes
         .iter()
-        .zip(&cfg.reach)
+        .zip(cfg.reach)
         .map(|(s, r)| (*s, r.label()))
         .collect();
     if total <= sample_rows {
@@ -121,7 +139,8 @@ pub(super) async fn score_on_cluster(
             "{context}: generated scoring SQL failed to plan: {e}"
         ))
     })?;
-    engine
-        .write_on_cluster_as(name, df, &context, output_schema(&cfg.id))
-        .await
+    let rows = engine
+        .write_on_cluster_as(name, df, &context, output_schema(cfg.id))
+        .await?;
+    Ok((rows, sizes))
 }

@@ -14,13 +14,10 @@
 //! audience of the same size, and the AUC of held-out seed against candidates.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray,
-};
+use datafusion::arrow::array::{Array, StringArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::DataType;
 use ndarray::{Array1, Array2};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -38,12 +35,14 @@ use crate::ml::kmeans;
 use crate::ml::logistic;
 use crate::quote::ident as quote;
 
-mod cluster;
+pub(crate) mod cluster;
 mod fit;
 mod model;
 
 use fit::{fit, quality};
 
+pub use super::ranking::output_schema;
+use super::ranking::{audience_batch, scores_by_sql, tier_sizes};
 pub use crate::job::models::{AssignMode, LookalikeConfig, Method, Reach, SeedSource};
 pub use model::{render, LookalikeModel, TierQuality};
 
@@ -67,30 +66,6 @@ async fn id_set(engine: &Engine, step: &str, sql: &str, what: &str) -> Result<Ha
         out.extend(s.iter().flatten().map(str::to_string));
     }
     Ok(out)
-}
-
-/// Sizes of the tiers over a ranked pool of `n` scores (descending).
-fn tier_sizes(reach: &[Reach], sorted_scores: &[f64]) -> Vec<usize> {
-    let n = sorted_scores.len();
-    reach
-        .iter()
-        .map(|r| match r {
-            Reach::Percent(p) => ((n as f64) * p / 100.0).ceil() as usize,
-            Reach::Count(c) => *c,
-            Reach::Threshold(t) => sorted_scores.partition_point(|s| *s >= *t),
-        })
-        .map(|s| s.min(n))
-        .collect()
-}
-
-/// The output table's schema: `(id, score, rank, tier)`.
-pub fn output_schema(id: &str) -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new(id, DataType::Utf8, false),
-        Field::new("score", DataType::Float64, false),
-        Field::new("rank", DataType::Int64, false),
-        Field::new("tier", DataType::Utf8, false),
-    ]))
 }
 
 /// Runs the step; registers `(id, score, rank, tier)` for the audience (every candidate in a
@@ -309,35 +284,7 @@ pub async fn run(
             }
         }),
         AssignMode::Sql => {
-            let q = format!(
-                "SELECT {id}, {} AS score FROM {} ORDER BY {id}",
-                model.score_sql(),
-                quote(&cfg.input),
-                id = quote(&cfg.id)
-            );
-            let b = crate::engine::sql::collect(
-                engine,
-                &q,
-                &format!("{context}: generated scoring SQL"),
-            )
-            .await?;
-            let mut out = Vec::with_capacity(n);
-            for batch in b {
-                let s = batch
-                    .column(1)
-                    .as_any()
-                    .downcast_ref::<Float64Array>()
-                    .expect("f64 score")
-                    .clone();
-                out.extend(s.iter().map(|v| v.unwrap_or(f64::NAN)));
-            }
-            if out.len() != n {
-                return Err(Error::internal(format!(
-                    "{context}: SQL scoring returned {} rows for {n}",
-                    out.len()
-                )));
-            }
-            out
+            scores_by_sql(engine, &context, &cfg.input, &cfg.id, &model.score_sql(), n).await?
         }
     };
 
@@ -400,42 +347,29 @@ pub async fn run(
         .map(|(s, r)| (*s, r.label()))
         .collect();
     tiers_by_size.sort_by_key(|t| t.0);
-    let max = tiers_by_size.last().map(|t| t.0).unwrap_or(0);
-    let out_ids: StringArray = order[..max].iter().map(|&i| Some(ids[i])).collect();
-    let out_scores =
-        Float64Array::from(order[..max].iter().map(|&i| scores[i]).collect::<Vec<_>>());
-    let out_rank = Int64Array::from((1..=max as i64).collect::<Vec<_>>());
-    let out_tier: StringArray = (0..max)
-        .map(|r| {
-            tiers_by_size
-                .iter()
-                .find(|(s, _)| r < *s)
-                .map(|(_, l)| l.clone())
-        })
-        .collect();
     if let Some(keep) = &keep_sql {
-        let rows =
-            cluster::score_on_cluster(engine, name, cfg, &model, keep, &sizes, &tiers_by_size, n)
-                .await?;
+        let scored = cluster::Scored {
+            input: &cfg.input,
+            id: &cfg.id,
+            exclude: &cfg.exclude,
+            reach: &cfg.reach,
+            score_sql: model.score_sql(),
+            keep: Some(keep),
+        };
+        let (rows, _) =
+            cluster::score_on_cluster(engine, name, &scored, &sizes, &tiers_by_size, n).await?;
         return Ok((model, rows));
     }
-    let schema = output_schema(&cfg.id);
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(out_ids) as ArrayRef,
-            Arc::new(out_scores),
-            Arc::new(out_rank),
-            Arc::new(out_tier),
-        ],
-    )
-    .map_err(Error::unexpected)?;
-    engine.register_batches(name, schema, vec![batch]).await?;
+    let batch = audience_batch(&cfg.id, &m.ids, &scores, &order, &cfg.reach, &sizes)?;
+    let max = batch.num_rows();
+    engine
+        .register_batches(name, output_schema(&cfg.id), vec![batch])
+        .await?;
     Ok((model, max))
 }
 
 /// The id column of an exclusion table: the step's id column when it has one, else its first.
-pub(super) async fn exclusion_column(
+pub(crate) async fn exclusion_column(
     engine: &Engine,
     step: &str,
     table: &str,
