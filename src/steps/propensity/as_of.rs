@@ -48,6 +48,10 @@ pub async fn features_at(
         // Boxed: `run` is what called this step.
         Box::pin(super::super::run(&fork, step, &at)).await?;
     }
+    // Only the input is read from here on: the intermediate results leave memory now.
+    for step in cfg.upstream.iter().filter(|s| s.name != cfg.input) {
+        let _ = fork.ctx.deregister_table(step.name.as_str());
+    }
     tracing::info!(
         step = name,
         as_of = %day,
