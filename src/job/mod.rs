@@ -91,6 +91,20 @@ pub struct StepSql {
     pub first_column: usize,
 }
 
+impl StepSql {
+    /// The tables the query reads (CTE names left out), or `None` when it does not parse.
+    pub fn tables(&self) -> Option<Vec<String>> {
+        use datafusion::sql::parser::DFParser;
+        let statements = DFParser::parse_sql(self.text.trim().trim_end_matches(';')).ok()?;
+        let mut out = Vec::new();
+        for st in statements {
+            let (tables, _) = datafusion::sql::resolve::resolve_table_references(&st, true).ok()?;
+            out.extend(tables.into_iter().map(|t| t.table().to_string()));
+        }
+        Some(out)
+    }
+}
+
 /// What a step does.
 #[derive(Debug, Clone)]
 pub enum StepKind {

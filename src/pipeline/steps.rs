@@ -137,7 +137,8 @@ fn wanted_order(job: &Job, idx: usize) -> Option<Vec<String>> {
 
 /// Drops from memory the transient steps up to `idx` that no later part of the job names:
 /// the rest of the job (later steps, segments, exports, gates, ...) is searched for the table
-/// name as a whole word, so a table is kept whenever anything might read it.
+/// name as a whole word, so a table is kept whenever anything might read it (column names of
+/// later steps left out: see [`only_table_names`]).
 fn release_transient<'a>(job: &'a Job, idx: usize, engine: &Engine, released: &mut Vec<&'a str>) {
     let pending: Vec<&str> = job.steps[..=idx]
         .iter()
@@ -149,6 +150,9 @@ fn release_transient<'a>(job: &'a Job, idx: usize, engine: &Engine, released: &m
     }
     let mut rest = job.clone();
     rest.steps.drain(..=idx);
+    for s in &mut rest.steps {
+        only_table_names(&mut s.kind);
+    }
     let rest = format!("{rest:?}").to_lowercase();
     for name in pending {
         if !names_word(&rest, &name.to_lowercase()) {
@@ -156,6 +160,33 @@ fn release_transient<'a>(job: &'a Job, idx: usize, engine: &Engine, released: &m
             tracing::info!(step = %name, "transient table released: nothing later reads it");
             released.push(name);
         }
+    }
+}
+
+/// Leaves out of a step what names columns, not tables (a column may be called like a step):
+/// a query keeps the tables it references, a model step loses its feature lists, and a
+/// propensity step the steps it computes again in a session of its own.
+fn only_table_names(kind: &mut StepKind) {
+    match kind {
+        StepKind::Sql(q) => {
+            if let Some(tables) = q.tables() {
+                q.text = tables.join(" ");
+            }
+        }
+        StepKind::KMeans(c) => {
+            c.features = None;
+            c.transforms.clear();
+        }
+        StepKind::Lookalike(c) => {
+            c.features = None;
+            c.transforms.clear();
+        }
+        StepKind::Propensity(c) => {
+            c.features = None;
+            c.transforms.clear();
+            c.upstream.clear();
+        }
+        StepKind::Ltv(_) => {}
     }
 }
 

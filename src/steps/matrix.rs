@@ -95,6 +95,26 @@ pub fn feature_specs(
     Ok(specs)
 }
 
+/// The input columns a matrix reads: the id, then each column of `specs` and of `fitted`
+/// once, in order.
+fn read_columns<'a>(
+    id: &'a str,
+    specs: &'a [ColumnSpec],
+    fitted: &'a [features::FittedFeature],
+) -> Vec<&'a str> {
+    let mut cols: Vec<&str> = vec![id];
+    let spec_columns = specs.iter().map(|s| {
+        let (ColumnSpec::Numeric { column, .. } | ColumnSpec::OneHot { column, .. }) = s;
+        column.as_str()
+    });
+    for c in spec_columns.chain(fitted.iter().map(|f| f.column.as_str())) {
+        if !cols.contains(&c) {
+            cols.push(c);
+        }
+    }
+    cols
+}
+
 /// At most how many rows a model step pulls from a cluster to fit on, and which rows when the
 /// input is larger.
 #[derive(Debug, Clone)]
@@ -132,13 +152,10 @@ pub async fn load_matrix(
         )
     })?;
     let specs = feature_specs(name, input, id, features, transforms, df.schema())?;
-    let mut cols: Vec<String> = vec![id.to_string()];
-    for s in &specs {
-        let (ColumnSpec::Numeric { column, .. } | ColumnSpec::OneHot { column, .. }) = s;
-        if !cols.contains(column) {
-            cols.push(column.clone());
-        }
-    }
+    let cols: Vec<String> = read_columns(id, &specs, &[])
+        .into_iter()
+        .map(str::to_string)
+        .collect();
     let mut df = df;
     if let Some(b) = bound {
         let total = df
@@ -271,12 +288,7 @@ pub async fn apply_matrix(
         .table(input)
         .await
         .map_err(|_| step_err(name, format!("input table `{input}` does not exist"), None))?;
-    let mut cols: Vec<&str> = vec![id];
-    for f in fitted {
-        if !cols.contains(&f.column.as_str()) {
-            cols.push(&f.column);
-        }
-    }
+    let cols = read_columns(id, &[], fitted);
     let batches = read_sorted(df, &cols, id, &context).await?;
     tokio::task::block_in_place(|| features::apply(&batches, id, fitted, nulls)).map_err(|e| {
         feature_error(
@@ -308,18 +320,7 @@ pub async fn load_and_apply(
         .await
         .map_err(|_| step_err(name, format!("input table `{input}` does not exist"), None))?;
     let specs = feature_specs(name, input, id, features, transforms, df.schema())?;
-    let mut cols: Vec<&str> = vec![id];
-    for s in &specs {
-        let (ColumnSpec::Numeric { column, .. } | ColumnSpec::OneHot { column, .. }) = s;
-        if !cols.contains(&column.as_str()) {
-            cols.push(column);
-        }
-    }
-    for f in fitted {
-        if !cols.contains(&f.column.as_str()) {
-            cols.push(&f.column);
-        }
-    }
+    let cols = read_columns(id, &specs, fitted);
     let batches = read_sorted(df, &cols, id, &context).await?;
     tokio::task::block_in_place(|| {
         let own =

@@ -144,9 +144,16 @@ fn features_are_computed_as_of_the_earlier_dates_so_the_label_window_never_leaks
     // the next, independent window (AUC about 0.5). `p_30d` is the control: loyal buyers buy in
     // every window, so the past predicts the future and the backtest must find it.
     let steps = format!(
-        "{}{}\n[[export]]\ntable = \"random_buyers\"\nto = \"random.parquet\"\n",
+        "{}{}{}{}\n[[export]]\ntable = \"random_buyers\"\nto = \"random.parquet\"\n[[export]]\ntable = \"loyal_buyers\"\nto = \"loyal.parquet\"\n[[export]]\ntable = \"loyal_by_sql\"\nto = \"loyal_by_sql.parquet\"\n",
         propensity("random_buyers", "r_30d", "R", ""),
-        propensity("loyal_buyers", "p_30d", "P", "")
+        propensity("loyal_buyers", "p_30d", "P", ""),
+        "[[step]]\nname = \"first_hundred\"\nquery = \"SELECT user_id FROM users WHERE user_id < 'u0100'\"\n",
+        propensity(
+            "loyal_by_sql",
+            "p_30d",
+            "P",
+            "assign = \"sql\"\nexclude = [\"first_hundred\"]"
+        )
     );
     let j = job(&steps);
     let ran = j.run("run", &[]);
@@ -197,6 +204,34 @@ fn features_are_computed_as_of_the_earlier_dates_so_the_label_window_never_leaks
     assert!(rows.windows(2).all(|w| w[0].1 >= w[1].1));
     assert!(rows.iter().all(|r| (0.0..=1.0).contains(&r.1)));
     assert_eq!(rows.iter().filter(|r| r.2 == "10%").count(), USERS / 10);
+
+    // The generated SQL scores as the model does in memory; excluded users are ranked nowhere.
+    let scores = |file: &str| {
+        let mut out = std::collections::BTreeMap::new();
+        for batch in read_parquet(&run.join(file)) {
+            let id = column::<StringArray>(&batch, "user_id");
+            let s = column::<Float64Array>(&batch, "score");
+            for i in 0..batch.num_rows() {
+                out.insert(id.value(i).to_string(), s.value(i));
+            }
+        }
+        out
+    };
+    let (memory, by_sql) = (scores("loyal.parquet"), scores("loyal_by_sql.parquet"));
+    assert!(
+        by_sql.keys().all(|id| id.as_str() >= "u0100"),
+        "exclusions left out"
+    );
+    assert_eq!(by_sql.len(), (USERS - 100) / 5);
+    let kept: Vec<&String> = memory.keys().filter(|id| id.as_str() >= "u0100").collect();
+    assert!(kept.len() > by_sql.len() / 2);
+    for id in kept.iter().filter(|id| by_sql.contains_key(**id)) {
+        let (a, b) = (memory[*id], by_sql[*id]);
+        assert!((a - b).abs() < 1e-12, "{id}: {a} in memory, {b} by SQL");
+    }
+    let m = model(&run, "loyal_by_sql");
+    assert_eq!(m["candidates"], USERS - 100);
+    assert_eq!(m["excluded"], 100);
 }
 
 #[test]
@@ -254,6 +289,21 @@ fn bad_propensity_steps_are_named_with_their_exit_code() {
             "check",
             78,
             "input `fixed` does not use $as_of",
+        ),
+        (
+            propensity("p", "p_30d", "P", "").replace("input = \"feats\"", "input = \"users\""),
+            "check",
+            78,
+            "input `users` is not a step declared before this one",
+        ),
+        (
+            format!(
+                "[[step]]\nname = \"groups\"\nkind = \"kmeans\"\ninput = \"feats\"\nfeatures = [\"p_30d\"]\nk = 2\n[[step]]\nname = \"grouped\"\nquery = \"SELECT f.*, g.cluster FROM feats f JOIN groups g USING (user_id)\"\n{}",
+                propensity("p", "p_30d", "P", "").replace("input = \"feats\"", "input = \"grouped\"")
+            ),
+            "check",
+            78,
+            "input `grouped` reads step `groups`, a model step",
         ),
         (
             propensity("p", "p_30d", "P", "").replace("horizon = 30", "horizon = 70"),

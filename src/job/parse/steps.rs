@@ -111,7 +111,8 @@ fn upstream(
         let StepKind::Sql(sql) = &s.kind else {
             return Err(format!("input `{input}` reads step `{}`, a model step: its result cannot be computed again as of an earlier date; compute the features from sql steps only", s.name));
         };
-        for t in tables_named(&sql.text) {
+        // A query that does not parse reads nothing here; the SQL checks report it.
+        for t in sql.tables().unwrap_or_default() {
             if !wanted.contains(&t) {
                 wanted.push(t);
             }
@@ -126,22 +127,6 @@ fn upstream(
         return Err(format!("input `{input}` does not use $as_of (nor does any step it reads): its features cannot be computed as of an earlier date, so there is nothing to train on; window its SQL by $as_of"));
     }
     Ok(picked)
-}
-
-/// The tables a query reads (CTE names left out); none when it does not parse (the SQL
-/// checks report that).
-fn tables_named(sql: &str) -> Vec<String> {
-    use datafusion::sql::parser::DFParser;
-    let Ok(statements) = DFParser::parse_sql(sql.trim().trim_end_matches(';')) else {
-        return vec![];
-    };
-    let mut out = Vec::new();
-    for st in statements {
-        if let Ok((tables, _)) = datafusion::sql::resolve::resolve_table_references(&st, true) {
-            out.extend(tables.into_iter().map(|t| t.table().to_string()));
-        }
-    }
-    out
 }
 
 /// The checked `refit` and `refit_drift` of a model step (the key table keeps them off sql

@@ -13,11 +13,6 @@
 //! Quality, every run: per tier, the recall of the held-out seed, the lift over a random
 //! audience of the same size, and the AUC of held-out seed against candidates.
 
-use std::collections::HashSet;
-
-use datafusion::arrow::array::{Array, StringArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
 use ndarray::{Array1, Array2};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -25,48 +20,27 @@ use rand_chacha::ChaCha8Rng;
 use super::matrix::{apply_matrix, load_matrix, numeric_columns, plan_model, step_err, Bound};
 use super::refit;
 use super::{StepInputs, StepResult};
-use crate::engine::diagnostics::execution_error;
 use crate::engine::materialise::Held;
 use crate::engine::Engine;
 use crate::error::Problem;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::job::Step;
 use crate::ml::kmeans;
 use crate::ml::logistic;
 use crate::quote::ident as quote;
 
-pub(crate) mod cluster;
 mod fit;
 mod model;
 
 use fit::{fit, quality};
 
 pub use super::ranking::output_schema;
-use super::ranking::{audience_batch, scores_by_sql, tier_sizes};
+use super::ranking::{
+    audience_batch, by_score, excluded_ids, id_set, score_on_cluster, scores_by_sql, tier_sizes,
+    Scored,
+};
 pub use crate::job::models::{AssignMode, LookalikeConfig, Method, Reach, SeedSource};
 pub use model::{render, LookalikeModel, TierQuality};
-
-async fn id_set(engine: &Engine, step: &str, sql: &str, what: &str) -> Result<HashSet<String>> {
-    let df = engine
-        .ctx
-        .sql(sql)
-        .await
-        .map_err(|e| step_err(step, format!("{what}: {}", e.strip_backtrace()), None))?;
-    let batches = df
-        .collect()
-        .await
-        .map_err(|e| execution_error(&format!("step `{step}` ({what})"), e))?;
-    let mut out = HashSet::new();
-    for b in batches {
-        if b.num_columns() == 0 {
-            continue;
-        }
-        let c = cast(b.column(0), &DataType::Utf8).map_err(Error::unexpected)?;
-        let s = c.as_any().downcast_ref::<StringArray>().expect("utf8");
-        out.extend(s.iter().flatten().map(str::to_string));
-    }
-    Ok(out)
-}
 
 /// Runs the step; registers `(id, score, rank, tier)` for the audience (every candidate in a
 /// tier) under `name`.
@@ -141,19 +115,7 @@ pub async fn run(
 
     // Seed and exclusions.
     let seed_given = id_set(engine, name, &seed_sql, "seed").await?;
-    let mut excluded_ids: HashSet<String> = HashSet::new();
-    for t in &cfg.exclude {
-        let col = exclusion_column(engine, name, t, &cfg.id).await?;
-        excluded_ids.extend(
-            id_set(
-                engine,
-                name,
-                &format!("SELECT {} FROM {}", quote(&col), quote(t)),
-                &format!("exclusion `{t}`"),
-            )
-            .await?,
-        );
-    }
+    let excluded_ids = excluded_ids(engine, name, &cfg.exclude, &cfg.id).await?;
     let ids: Vec<&str> = (0..n).map(|i| m.ids.value(i)).collect();
     let seed_rows: Vec<usize> = (0..n).filter(|&i| seed_given.contains(ids[i])).collect();
     let seed_missing = seed_given.len() - seed_rows.len();
@@ -294,18 +256,17 @@ pub async fn run(
         "fitted and scored"
     );
     // The audience: candidates by score (descending), ties by id.
-    let mut order: Vec<usize> = candidates.clone();
     // The rows are read in id order, so a tie is broken by row index without comparing the
     // ids' text (many users share a score: identical features give identical scores).
     let rows_in_id_order = ids.windows(2).all(|w| w[0] <= w[1]);
-    {
+    let order = if rows_in_id_order {
+        by_score(&scores, &candidates)
+    } else {
         use rayon::slice::ParallelSliceMut;
-        if rows_in_id_order {
-            order.par_sort_unstable_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-        } else {
-            order.par_sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(ids[a].cmp(ids[b])));
-        }
-    }
+        let mut order = candidates.clone();
+        order.par_sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(ids[a].cmp(ids[b])));
+        order
+    };
     let cand_sorted: Vec<f64> = order.iter().map(|&i| scores[i]).collect();
     let sizes = tier_sizes(&cfg.reach, &cand_sorted);
     match kept {
@@ -348,7 +309,7 @@ pub async fn run(
         .collect();
     tiers_by_size.sort_by_key(|t| t.0);
     if let Some(keep) = &keep_sql {
-        let scored = cluster::Scored {
+        let scored = Scored {
             input: &cfg.input,
             id: &cfg.id,
             exclude: &cfg.exclude,
@@ -356,8 +317,8 @@ pub async fn run(
             score_sql: model.score_sql(),
             keep: Some(keep),
         };
-        let (rows, _) =
-            cluster::score_on_cluster(engine, name, &scored, &sizes, &tiers_by_size, n).await?;
+        let (rows, _, _) =
+            score_on_cluster(engine, name, &scored, &sizes, &tiers_by_size, n).await?;
         return Ok((model, rows));
     }
     let batch = audience_batch(&cfg.id, &m.ids, &scores, &order, &cfg.reach, &sizes)?;
@@ -366,27 +327,6 @@ pub async fn run(
         .register_batches(name, output_schema(&cfg.id), vec![batch])
         .await?;
     Ok((model, max))
-}
-
-/// The id column of an exclusion table: the step's id column when it has one, else its first.
-pub(crate) async fn exclusion_column(
-    engine: &Engine,
-    step: &str,
-    table: &str,
-    id: &str,
-) -> Result<String> {
-    let df = engine.ctx.table(table).await.map_err(|_| {
-        step_err(
-            step,
-            format!("exclusion table `{table}` does not exist"),
-            None,
-        )
-    })?;
-    Ok(if df.schema().field_with_unqualified_name(id).is_ok() {
-        id.to_string()
-    } else {
-        df.schema().field(0).name().clone()
-    })
 }
 
 /// Checks the seed query, the exclusion tables, the input and its features, and registers an

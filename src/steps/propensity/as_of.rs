@@ -5,18 +5,16 @@
 use std::collections::HashSet;
 
 use chrono::NaiveDate;
-use datafusion::arrow::array::{Array, StringArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
 
 use super::super::matrix::step_err;
+use super::super::ranking::ids;
 use super::super::StepInputs;
 use super::PropensityConfig;
 use crate::engine::diagnostics::execution_error;
 use crate::engine::sql::{param_values, tables_read};
 use crate::engine::Engine;
-use crate::error::{Error, Result};
-use crate::job::{Bindings, ParamValue};
+use crate::error::Result;
+use crate::job::{Bindings, ParamValue, StepKind};
 
 /// The run's params with `as_of` moved to `day`.
 fn bound_at(bindings: &Bindings, day: NaiveDate) -> Bindings {
@@ -44,13 +42,22 @@ pub async fn features_at(
         full_refresh: false,
         ..inputs.clone()
     };
-    for step in &cfg.upstream {
+    for (i, step) in cfg.upstream.iter().enumerate() {
         // Boxed: `run` is what called this step.
         Box::pin(super::super::run(&fork, step, &at)).await?;
-    }
-    // Only the input is read from here on: the intermediate results leave memory now.
-    for step in cfg.upstream.iter().filter(|s| s.name != cfg.input) {
-        let _ = fork.ctx.deregister_table(step.name.as_str());
+        // An intermediate result leaves memory once no later step of the chain reads it.
+        let later: Vec<String> = cfg.upstream[i + 1..]
+            .iter()
+            .flat_map(|s| match &s.kind {
+                StepKind::Sql(q) => q.tables().unwrap_or_else(|| vec![s.name.clone()]),
+                _ => vec![],
+            })
+            .collect();
+        for done in &cfg.upstream[..=i] {
+            if done.name != cfg.input && !later.iter().any(|t| t.eq_ignore_ascii_case(&done.name)) {
+                let _ = fork.ctx.deregister_table(done.name.as_str());
+            }
+        }
     }
     tracing::info!(
         step = name,
@@ -77,20 +84,11 @@ pub async fn labels(
     let df = label_query(engine, name, cfg).await?;
     let column = label_column(name, cfg, &df)?;
     let context = format!("step `{name}` (label for {start} .. {end})");
-    let batches = df
+    let df = df
         .with_param_values(param_values(&b))
         .and_then(|d| d.select_columns(&[column.as_str()]))
-        .map_err(|e| execution_error(&context, e))?
-        .collect()
-        .await
         .map_err(|e| execution_error(&context, e))?;
-    let mut out = HashSet::new();
-    for batch in batches {
-        let c = cast(batch.column(0), &DataType::Utf8).map_err(Error::unexpected)?;
-        let s = c.as_any().downcast_ref::<StringArray>().expect("utf8");
-        out.extend(s.iter().flatten().map(str::to_string));
-    }
-    Ok(out)
+    ids(df, &context).await
 }
 
 /// The label query planned (parameters not yet bound).

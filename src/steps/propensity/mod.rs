@@ -14,14 +14,15 @@ mod as_of;
 mod model;
 mod train;
 
-use std::collections::HashSet;
-
 use chrono::{Days, NaiveDate};
 
 use super::matrix::{
     apply_matrix, load_and_apply, load_matrix, numeric_columns, plan_model, step_err,
 };
-use super::ranking::{audience_batch, by_score, output_schema, scores_by_sql, tier_sizes};
+use super::ranking::{
+    audience_batch, by_score, excluded_ids, output_schema, score_on_cluster, scores_by_sql,
+    tier_sizes, Scored,
+};
 use super::refit;
 use super::{StepInputs, StepResult};
 use crate::engine::materialise::Held;
@@ -30,7 +31,6 @@ use crate::error::{Error, Problem, Result};
 use crate::job::{Bindings, ParamValue, Step};
 use crate::ml::calibration;
 use crate::ml::logistic::Logistic;
-use crate::quote::ident as quote;
 
 pub use crate::job::models::PropensityConfig;
 pub use model::{render, Backtest, PropensityModel, TierCheck};
@@ -175,6 +175,10 @@ async fn fit(
     let y2 = train::outcome(&m2, &earlier);
     check_labels(name, &y2, t2, t1)?;
     let back = tokio::task::block_in_place(|| train::fit(cfg, &m2, &y2));
+    // Only its transform is needed from here on; the matrix leaves memory before the next
+    // date's features are computed.
+    let transform = m2.features.clone();
+    drop(m2);
     tracing::debug!(
         step = name,
         ms = started.elapsed().as_millis() as u64,
@@ -189,11 +193,10 @@ async fn fit(
         &cfg.features,
         &cfg.transforms,
         cfg.nulls,
-        &m2.features,
+        &transform,
     )
     .await?;
     drop(fork);
-    drop(m2);
     tracing::debug!(
         step = name,
         ms = started.elapsed().as_millis() as u64,
@@ -331,7 +334,7 @@ async fn score(
     let name = step.name.as_str();
     if engine.is_distributed() {
         // The cluster scores and ranks everyone with the generated SQL.
-        let scored = super::lookalike::cluster::Scored {
+        let scored = Scored {
             input: &cfg.input,
             id: &cfg.id,
             exclude: &cfg.exclude,
@@ -339,15 +342,15 @@ async fn score(
             score_sql: model.score_sql(),
             keep: None,
         };
-        let (rows, sizes) =
-            super::lookalike::cluster::score_on_cluster(engine, name, &scored, &[], &[], 0).await?;
+        let (rows, sizes, candidates) =
+            score_on_cluster(engine, name, &scored, &[], &[], 0).await?;
         model.tiers = cfg
             .reach
             .iter()
             .zip(&sizes)
             .map(|(r, s)| (r.label(), *s))
             .collect();
-        model.candidates = rows;
+        model.candidates = candidates.unwrap_or(0);
         return Ok((model, rows));
     }
     let m = apply_matrix(
@@ -381,20 +384,7 @@ async fn score(
             .await?
         }
     };
-    let mut excluded: HashSet<String> = HashSet::new();
-    for t in &cfg.exclude {
-        let col = super::lookalike::exclusion_column(engine, name, t, &cfg.id).await?;
-        let batches = crate::engine::sql::collect(
-            engine,
-            &format!("SELECT CAST({} AS VARCHAR) FROM {}", quote(&col), quote(t)),
-            &format!("step `{name}` (exclusion `{t}`)"),
-        )
-        .await?;
-        for b in &batches {
-            let s = datafusion::arrow::array::AsArray::as_string::<i32>(b.column(0));
-            excluded.extend(s.iter().flatten().map(str::to_string));
-        }
-    }
+    let excluded = excluded_ids(engine, name, &cfg.exclude, &cfg.id).await?;
     let candidates: Vec<usize> = (0..n)
         .filter(|&i| !excluded.contains(m.ids.value(i)))
         .collect();

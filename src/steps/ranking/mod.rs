@@ -1,13 +1,26 @@
-//! Ranked audiences of the scored step kinds (lookalike, propensity): tiers by reach over
-//! users ordered by score, and the `(id, score, rank, tier)` table they register.
+//! Ranked audiences of the scored step kinds (lookalike, propensity): the ids of seeds,
+//! labels and exclusions, tiers by reach over users ordered by score, and the
+//! `(id, score, rank, tier)` table they register (on a cluster, written there: `cluster`).
 
+mod cluster;
+
+pub use cluster::{score_on_cluster, Scored};
+
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
+use super::matrix::step_err;
+use crate::engine::diagnostics::execution_error;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::job::models::Reach;
+use crate::quote::ident as quote;
 
 /// Sizes of the tiers over a ranked pool of `n` scores (descending).
 pub fn tier_sizes(reach: &[Reach], sorted_scores: &[f64]) -> Vec<usize> {
@@ -119,6 +132,78 @@ pub async fn scores_by_sql(
             "{context}: SQL scoring returned {} rows for {n}",
             out.len()
         )));
+    }
+    Ok(out)
+}
+
+/// The ids in the first column of `df`'s result, as text; `context` names the query in errors.
+pub async fn ids(df: datafusion::prelude::DataFrame, context: &str) -> Result<HashSet<String>> {
+    let batches = df
+        .collect()
+        .await
+        .map_err(|e| execution_error(context, e))?;
+    let mut out = HashSet::new();
+    for b in batches {
+        if b.num_columns() == 0 {
+            continue;
+        }
+        let c = cast(b.column(0), &DataType::Utf8).map_err(Error::unexpected)?;
+        let s = c.as_any().downcast_ref::<StringArray>().expect("utf8");
+        out.extend(s.iter().flatten().map(str::to_string));
+    }
+    Ok(out)
+}
+
+/// The ids a query of step `step` returns (its first column); `what` says which query it is.
+pub async fn id_set(engine: &Engine, step: &str, sql: &str, what: &str) -> Result<HashSet<String>> {
+    let df = engine
+        .ctx
+        .sql(sql)
+        .await
+        .map_err(|e| step_err(step, format!("{what}: {}", e.strip_backtrace()), None))?;
+    ids(df, &format!("step `{step}` ({what})")).await
+}
+
+/// The id column of an exclusion table: the step's id column when it has one, else its first.
+pub async fn exclusion_column(
+    engine: &Engine,
+    step: &str,
+    table: &str,
+    id: &str,
+) -> Result<String> {
+    let df = engine.ctx.table(table).await.map_err(|_| {
+        step_err(
+            step,
+            format!("exclusion table `{table}` does not exist"),
+            None,
+        )
+    })?;
+    Ok(if df.schema().field_with_unqualified_name(id).is_ok() {
+        id.to_string()
+    } else {
+        df.schema().field(0).name().clone()
+    })
+}
+
+/// Every id of the exclusion tables `exclude`.
+pub async fn excluded_ids(
+    engine: &Engine,
+    step: &str,
+    exclude: &[String],
+    id: &str,
+) -> Result<HashSet<String>> {
+    let mut out = HashSet::new();
+    for t in exclude {
+        let col = exclusion_column(engine, step, t, id).await?;
+        out.extend(
+            id_set(
+                engine,
+                step,
+                &format!("SELECT {} FROM {}", quote(&col), quote(t)),
+                &format!("exclusion `{t}`"),
+            )
+            .await?,
+        );
     }
     Ok(out)
 }

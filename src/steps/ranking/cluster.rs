@@ -4,15 +4,16 @@ use datafusion::arrow::array::{Array, Int64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 
-use super::{exclusion_column, output_schema, Reach};
+use super::{exclusion_column, output_schema};
 use crate::engine::diagnostics::execution_error;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::features;
+use crate::job::models::Reach;
 use crate::quote::ident as quote;
 
 /// What a scored step ranks on a cluster.
-pub(crate) struct Scored<'a> {
+pub struct Scored<'a> {
     /// Input table.
     pub input: &'a str,
     /// Its id column.
@@ -31,15 +32,15 @@ pub(crate) struct Scored<'a> {
 /// On a cluster: scores every candidate with the generated SQL and writes the audience there.
 /// Tier sizes come from the fitting sample when it held every row (then they equal the local
 /// engine's), else from counts over all candidates computed by the cluster. Returns the rows
-/// written and the tier sizes.
-pub(crate) async fn score_on_cluster(
+/// written, the tier sizes and, when the cluster counted them, the candidates.
+pub async fn score_on_cluster(
     engine: &Engine,
     name: &str,
     cfg: &Scored<'_>,
     sample_sizes: &[usize],
     tiers_by_size: &[(usize, String)],
     sample_rows: usize,
-) -> Result<(usize, Vec<usize>)> {
+) -> Result<(usize, Vec<usize>, Option<usize>)> {
     let context = format!("step `{name}`");
     let id = quote(cfg.id);
     let mut filters = vec!["true".to_string()];
@@ -70,6 +71,7 @@ pub(crate) async fn score_on_cluster(
         .count()
         .await
         .map_err(|e| execution_error(&context, e))?;
+    let mut counted = None;
     let sizes: Vec<usize> = if total <= sample_rows {
         sample_sizes.to_vec()
     } else {
@@ -105,6 +107,7 @@ pub(crate) async fn score_on_cluster(
                 .unwrap_or(0) as usize
         };
         let n = value("n");
+        counted = Some(n);
         cfg.reach
             .iter()
             .enumerate()
@@ -142,5 +145,5 @@ pub(crate) async fn score_on_cluster(
     let rows = engine
         .write_on_cluster_as(name, df, &context, output_schema(cfg.id))
         .await?;
-    Ok((rows, sizes))
+    Ok((rows, sizes, counted))
 }
